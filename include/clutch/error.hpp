@@ -1,0 +1,42 @@
+// clutch's errors.
+//
+//   clutch::error_code ec = clutch::errc::timed_out;
+//   if (ec == std::errc::timed_out) ...            // our codes compare equal to the generic conditions they mean
+//   if (clutch::spawn_stage_of(ec) == "chdir") ... // a failed spawn says which step in the child failed
+//
+// clutch::error_code is Boost.System's error_code, the type Boost.Asio's completion tokens understand (use_awaitable
+// throws it, use_future stores it, as_tuple returns it). It converts implicitly to std::error_code and compares with
+// std::errc, so code written against the standard type keeps working.
+#pragma once
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <string_view>
+#include <system_error>
+
+namespace clutch {
+
+using error_code = boost::system::error_code;
+using system_error = boost::system::system_error;
+
+enum class errc {
+  max_buffer_exceeded = 1,  // output passed options::max_buffer; equivalent to std::errc::no_buffer_space (ENOBUFS)
+  timed_out,                // options::timeout passed; equivalent to std::errc::timed_out
+  channel_closed,           // the message channel is closed
+  not_spawned,              // an operation on a child that never started
+};
+
+const boost::system::error_category& category() noexcept;
+
+inline error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), category()}; }
+
+// A spawn failure carries the errno value together with the step that failed ("chdir", "exec", "credentials", …),
+// as its own category; it still compares equal to the plain errno condition (ENOENT == std::errc::…).
+// Returns the step's name, or an empty view when ec is not a spawn failure.
+std::string_view spawn_stage_of(const error_code& ec) noexcept;
+
+}  // namespace clutch
+
+template <>
+struct boost::system::is_error_code_enum<clutch::errc> : std::true_type {};

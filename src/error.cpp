@@ -1,0 +1,81 @@
+#include "clutch/error.hpp"
+
+#include <array>
+#include <cstring>
+#include <string>
+
+#include "error_detail.hpp"
+
+namespace clutch {
+
+namespace {
+
+class clutch_category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "clutch"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::max_buffer_exceeded: return "output exceeded max_buffer";
+      case errc::timed_out: return "timed out";
+      case errc::channel_closed: return "channel closed";
+      case errc::not_spawned: return "the process was not spawned";
+    }
+    return "unknown clutch error";
+  }
+  boost::system::error_condition default_error_condition(int ev) const noexcept override {
+    switch (static_cast<errc>(ev)) {
+      case errc::max_buffer_exceeded: return boost::system::errc::no_buffer_space;
+      case errc::timed_out: return boost::system::errc::timed_out;
+      case errc::channel_closed: return boost::system::errc::broken_pipe;
+      case errc::not_spawned: return boost::system::errc::no_such_process;
+    }
+    return {ev, *this};
+  }
+};
+
+// One category per stage keeps the stage inside an ordinary error_code, so it travels through every completion
+// token untouched, while the value stays the errno that a caller compares against.
+class spawn_category final : public boost::system::error_category {
+ public:
+  explicit spawn_category(os::spawn_stage stage) noexcept : stage_(stage) {}
+  const char* name() const noexcept override { return "clutch.spawn"; }
+  std::string message(int ev) const override {
+    return std::string("spawn failed at ") + os::to_string(stage_) + ": " + std::strerror(ev);
+  }
+  boost::system::error_condition default_error_condition(int ev) const noexcept override {
+    return {ev, boost::system::generic_category()};
+  }
+  os::spawn_stage stage() const noexcept { return stage_; }
+
+ private:
+  os::spawn_stage stage_;
+};
+
+using os::spawn_stage;
+const std::array<spawn_category, 9> spawn_categories = {
+    spawn_category{spawn_stage::none},  spawn_category{spawn_stage::clone},       spawn_category{spawn_stage::signals},
+    spawn_category{spawn_stage::session}, spawn_category{spawn_stage::credentials}, spawn_category{spawn_stage::fds},
+    spawn_category{spawn_stage::chdir}, spawn_category{spawn_stage::close_fds},   spawn_category{spawn_stage::exec},
+};
+
+}  // namespace
+
+const boost::system::error_category& category() noexcept {
+  static const clutch_category instance;
+  return instance;
+}
+
+namespace detail {
+error_code spawn_error(os::spawn_stage stage, int errno_value) noexcept {
+  return {errno_value, spawn_categories.at(static_cast<std::size_t>(stage))};
+}
+}  // namespace detail
+
+std::string_view spawn_stage_of(const error_code& ec) noexcept {
+  for (const auto& cat : spawn_categories) {
+    if (ec.category() == cat) return os::to_string(cat.stage());
+  }
+  return {};
+}
+
+}  // namespace clutch

@@ -1,0 +1,349 @@
+#include <signal.h>
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <cerrno>
+#include <mutex>
+#include <stdexcept>
+#include <tuple>
+
+#include "error_detail.hpp"
+#include "os/pidfd.hpp"
+#include "os/signals.hpp"
+#include "process/child_state.hpp"
+#include "process/plan.hpp"
+
+namespace clutch {
+
+int signal_number(std::string_view name) noexcept { return os::signal_number(name); }
+const char* signal_name(int number) noexcept { return os::signal_name(number); }
+
+int signal_spec::resolve(error_code& ec) const {
+  ec.clear();
+  if (name.empty()) {
+    if (number >= 0 && number < 65) return number;  // 0 is kill()'s "does it exist" probe
+  } else if (int n = os::signal_number(name); n > 0) {
+    return n;
+  }
+  ec = detail::errno_error(EINVAL);
+  return -1;
+}
+
+namespace detail {
+
+namespace {
+
+constexpr std::size_t read_chunk = 64 * 1024;
+
+// Completion always goes through the handler's own executor and never runs inside the call that started the
+// operation; the cancellation slot is cleared first, because its handler refers to state that is about to go.
+template <typename Handler, typename... Args>
+void complete(asio::io_context& io, Handler handler, Args... args) {
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) slot.clear();
+  // post() runs on io and then dispatches to the handler's associated executor, keeping work counted meanwhile.
+  asio::post(io.get_executor(), asio::append(std::move(handler), std::move(args)...));
+}
+
+}  // namespace
+
+void child_state::start(const options& opts) {
+  kill_tree = opts.kill_tree;
+  max_buffer = opts.max_buffer;
+  watch_exit();
+  if (opts.timeout.count() > 0) {
+    timer.expires_after(opts.timeout);
+    timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec && !self->closed) self->fail(clutch::errc::timed_out);
+    });
+  }
+}
+
+void child_state::watch_exit() {
+  pidfd->async_wait(asio::posix::descriptor_base::wait_read,
+                    [self = shared_from_this()](boost::system::error_code ec) {
+                      if (ec == asio::error::operation_aborted) return;
+                      self->on_exit_ready();
+                    });
+}
+
+void child_state::on_exit_ready() {
+  // With kill_tree the exit is read without reaping (WNOWAIT): while the zombie exists its pid, which is also its
+  // process group's id, cannot be given to anyone else, so a timeout that fires after the leader exited but while
+  // grandchildren still hold its pipes can still signal the group safely. It is reaped in maybe_close().
+  os::child_exit e;
+  int rc = os::wait_pidfd(pidfd->native_handle(), /*reap=*/!kill_tree, e);
+  if (rc == EAGAIN) {  // readable without an exit to report: not expected from Linux, but harmless to wait again
+    watch_exit();
+    return;
+  }
+  exit_status st;
+  if (rc == 0) {
+    if (e.signal != 0) {
+      st.signal = e.signal;
+    } else {
+      st.code = e.code;
+    }
+  }
+  reaped = !kill_tree || rc != 0;
+  status = st;
+  maybe_close();
+}
+
+void child_state::maybe_close() {
+  if (closed || !status) return;
+  for (const auto& s : streams) {
+    if (s.reading && !s.ended) return;
+  }
+  closed = true;
+  timer.cancel();
+  if (!reaped) {
+    os::child_exit ignored;
+    os::wait_pidfd(pidfd->native_handle(), /*reap=*/true, ignored);
+    reaped = true;
+  }
+  pidfd->close();
+  auto waiters = std::move(wait_waiters);
+  for (auto& [id, h] : waiters) complete(io, std::move(h), result_error(), *status);
+  auto results = std::move(result_waiters);
+  for (auto& h : results) {
+    complete(io, std::move(h), result_error(),
+             exec_result{streams[1].kept, streams[2].kept, *status});
+  }
+}
+
+error_code child_state::signal(int sig) {
+  if (pid <= 0) return clutch::errc::not_spawned;
+  if (reaped) return {};
+  if (kill_tree) {
+    // The group's id is the leader's pid, which is ours until we reap it (see on_exit_ready).
+    if (::kill(-pid, sig) != 0 && errno != ESRCH) return errno_error(errno);
+    return {};
+  }
+  if (int e = os::send_signal(pidfd->native_handle(), sig); e != 0 && e != ESRCH) return errno_error(e);
+  return {};
+}
+
+void child_state::fail(error_code ec) {
+  if (!failure) failure = ec;
+  signal(kill_signal);
+}
+
+void child_state::start_reading(int slot) {
+  auto& s = streams[slot];
+  if (s.reading || !pipes[slot]) return;
+  s.reading = true;
+  s.buffer = std::make_unique<char[]>(read_chunk);
+  read_more(slot);
+}
+
+void child_state::read_more(int slot) {
+  auto& s = streams[slot];
+  pipes[slot]->async_read_some(
+      asio::buffer(s.buffer.get(), read_chunk),
+      [self = shared_from_this(), slot](boost::system::error_code ec, std::size_t n) {
+        auto& st = self->streams[slot];
+        if (n > 0) self->on_chunk(slot, std::string_view(st.buffer.get(), n));
+        if (!ec) {
+          self->read_more(slot);
+          return;
+        }
+        // EOF, or the pipe broke: either way this stream has ended.
+        st.ended = true;
+        st.buffer.reset();
+        for (auto& f : std::vector(st.on_end)) f();
+        self->maybe_close();
+      });
+}
+
+void child_state::on_chunk(int slot, std::string_view chunk) {
+  auto& s = streams[slot];
+  if (buffering) {
+    if (s.overflowed) return;
+    std::size_t room = max_buffer - s.kept.size();
+    if (chunk.size() > room) {
+      chunk = chunk.substr(0, room);
+      s.overflowed = true;
+    }
+    s.kept.append(chunk);
+  }
+  if (!chunk.empty()) {
+    for (auto& f : std::vector(s.on_data)) f(chunk);
+  }
+  if (s.overflowed) fail(clutch::errc::max_buffer_exceeded);
+}
+
+void async_wait(const std::shared_ptr<child_state>& state, wait_handler handler) {
+  if (!state) throw std::logic_error("clutch::child: async_wait on an empty child");
+  auto& s = *state;
+  if (s.closed || s.spawn_failure) {
+    complete(s.io, std::move(handler), s.result_error(), s.status.value_or(exit_status{}));
+    return;
+  }
+  auto id = s.next_waiter++;
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) {
+    // Cancelling a wait forgets the waiter; the child runs on.
+    slot.assign([weak = std::weak_ptr(state), id](asio::cancellation_type) {
+      auto st = weak.lock();
+      if (!st) return;
+      auto& ws = st->wait_waiters;
+      for (auto it = ws.begin(); it != ws.end(); ++it) {
+        if (it->first != id) continue;
+        auto h = std::move(it->second);
+        ws.erase(it);
+        complete(st->io, std::move(h), error_code(asio::error::operation_aborted), exit_status{});
+        return;
+      }
+    });
+  }
+  s.wait_waiters.emplace_back(id, std::move(handler));
+}
+
+void async_result(const std::shared_ptr<child_state>& state, result_handler handler) {
+  if (!state) throw std::logic_error("clutch::child: async_result on an empty child");
+  auto& s = *state;
+  if (s.closed || s.spawn_failure) {
+    complete(s.io, std::move(handler), s.result_error(),
+             exec_result{s.streams[1].kept, s.streams[2].kept, s.status.value_or(exit_status{})});
+    return;
+  }
+  auto slot = asio::get_associated_cancellation_slot(handler);
+  if (slot.is_connected()) {
+    // Cancelling an exec ends the child, as Node's AbortSignal does; the result still waits for its exit.
+    slot.assign([weak = std::weak_ptr(state)](asio::cancellation_type) {
+      if (auto st = weak.lock(); st && !st->closed) st->fail(asio::error::operation_aborted);
+    });
+  }
+  s.result_waiters.push_back(std::move(handler));
+}
+
+std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
+                                         const std::vector<std::string>& args, const options& opts, bool buffering) {
+  // Like Node, a process that spawns children ignores SIGPIPE (if nobody chose otherwise): a child that closes
+  // its stdin early must make our write fail with EPIPE, not kill us. Children get the default back.
+  static std::once_flag sigpipe_once;
+  std::call_once(sigpipe_once, [] {
+    struct sigaction current {};
+    if (::sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) ::signal(SIGPIPE, SIG_IGN);
+  });
+  auto state = std::make_shared<child_state>(io);
+  state->buffering = buffering;
+  built_plan built;
+  if (auto ec = build_plan(file, args, opts, built)) {
+    state->spawn_failure = ec;
+    return state;
+  }
+  state->kill_signal = built.kill_signal;
+  os::spawn_result r = os::spawn(built.plan);
+  if (r.stage != os::spawn_stage::none) {
+    state->spawn_failure = spawn_error(r.stage, r.error);
+    return state;
+  }
+  state->pid = r.pid;
+  state->pidfd.emplace(io, r.pidfd.release());
+  built.child_ends.clear();  // the child has its copies; ours would keep its pipes from ever reaching EOF
+  auto& ends = built.parent_ends;
+  for (std::size_t i = 0; i < ends.size(); ++i) {
+    if (!ends[i]) continue;
+    int fd = ends[i].release();
+    if (i == 0) {
+      state->in.emplace(io, fd);
+    } else if (i < 3) {
+      state->pipes[i].emplace(io, fd);
+    } else {
+      if (state->sockets.size() <= i) state->sockets.resize(i + 1);
+      state->sockets[i].emplace(io, asio::local::stream_protocol(), fd);
+    }
+  }
+  state->start(opts);
+  if (buffering) {
+    state->start_reading(1);
+    state->start_reading(2);
+  }
+  return state;
+}
+
+}  // namespace detail
+
+pid_t child::pid() const noexcept { return state_ ? state_->pid : 0; }
+error_code child::spawn_error() const noexcept {
+  return state_ ? state_->spawn_failure : error_code(clutch::errc::not_spawned);
+}
+std::optional<exit_status> child::exit() const noexcept { return state_ ? state_->status : std::nullopt; }
+
+asio::writable_pipe& child::std_in() {
+  if (!state_ || !state_->in) throw std::logic_error("clutch::child: stdin is not a pipe");
+  return *state_->in;
+}
+asio::readable_pipe& child::std_out() {
+  if (!state_ || !state_->pipes[1]) throw std::logic_error("clutch::child: stdout is not a pipe");
+  return *state_->pipes[1];
+}
+asio::readable_pipe& child::std_err() {
+  if (!state_ || !state_->pipes[2]) throw std::logic_error("clutch::child: stderr is not a pipe");
+  return *state_->pipes[2];
+}
+asio::local::stream_protocol::socket& child::stdio_socket(int slot) {
+  if (!state_ || slot < 3 || static_cast<std::size_t>(slot) >= state_->sockets.size() ||
+      !state_->sockets[static_cast<std::size_t>(slot)]) {
+    throw std::logic_error("clutch::child: that stdio slot is not a pipe");
+  }
+  return *state_->sockets[static_cast<std::size_t>(slot)];
+}
+void child::close_stdin() {
+  if (state_ && state_->in) {
+    boost::system::error_code ignored;
+    state_->in->close(ignored);
+  }
+}
+
+void child::on_data(int slot, std::function<void(std::string_view)> handler) {
+  if (!state_ || (slot != out && slot != err)) throw std::logic_error("clutch::child: on_data takes child::out or child::err");
+  state_->streams[slot].on_data.push_back(std::move(handler));
+  state_->start_reading(slot);
+}
+
+void child::on_end(int slot, std::function<void()> handler) {
+  if (!state_ || (slot != out && slot != err)) throw std::logic_error("clutch::child: on_end takes child::out or child::err");
+  state_->streams[slot].on_end.push_back(std::move(handler));
+  state_->start_reading(slot);
+}
+
+error_code child::kill(signal_spec sig) {
+  if (!state_) return clutch::errc::not_spawned;
+  error_code ec;
+  int n = sig.resolve(ec);
+  if (ec) return ec;
+  return state_->signal(n);
+}
+
+child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args, const options& opts) {
+  return child(detail::start_child(io, std::string(file), args, opts, /*buffering=*/false));
+}
+
+child exec_file(asio::io_context& io, std::string_view file, const std::vector<std::string>& args,
+                const options& opts) {
+  return child(detail::start_child(io, std::string(file), args, opts, /*buffering=*/true));
+}
+
+child exec(asio::io_context& io, std::string_view command, const options& opts) {
+  return exec_file(io, opts.shell, {"-c", std::string(command)}, opts);
+}
+
+// The overloads without options exist because of GCC 12's co_await bug (see the header): a default argument would
+// be a temporary in the caller's co_await expression.
+namespace {
+const options defaults{};
+}
+child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args) {
+  return spawn(io, file, args, defaults);
+}
+child exec_file(asio::io_context& io, std::string_view file, const std::vector<std::string>& args) {
+  return exec_file(io, file, args, defaults);
+}
+child exec(asio::io_context& io, std::string_view command) { return exec(io, command, defaults); }
+
+}  // namespace clutch

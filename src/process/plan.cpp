@@ -1,0 +1,166 @@
+#include "process/plan.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <string_view>
+
+#include "error_detail.hpp"
+
+extern char** environ;
+
+namespace clutch::detail {
+
+namespace {
+
+// glibc's execvp falls back to this when PATH is unset.
+constexpr std::string_view default_path = "/bin:/usr/bin";
+
+bool has_nul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+
+// Where execvp would look for file, in order.
+void path_candidates(const std::string& file, std::string_view path, std::vector<std::string>& out) {
+  if (file.find('/') != std::string::npos) {
+    out.push_back(file);
+    return;
+  }
+  while (true) {
+    auto colon = path.find(':');
+    std::string_view dir = path.substr(0, colon);
+    // An empty entry means the current directory, as POSIX says.
+    std::string candidate = dir.empty() ? std::string(".") : std::string(dir);
+    candidate += '/';
+    candidate += file;
+    out.push_back(std::move(candidate));
+    if (colon == std::string_view::npos) break;
+    path.remove_prefix(colon + 1);
+  }
+}
+
+}  // namespace
+
+error_code build_plan(const std::string& file, const std::vector<std::string>& args, const options& opts,
+                      built_plan& out) {
+  const auto invalid = errno_error(EINVAL);
+  if (file.empty() || has_nul(file) || has_nul(opts.cwd) || (opts.argv0 && has_nul(*opts.argv0))) return invalid;
+  for (const auto& a : args) {
+    if (has_nul(a)) return invalid;
+  }
+  for (const auto& [k, v] : opts.env.vars()) {
+    if (k.empty() || has_nul(k) || has_nul(v) || k.find('=') != std::string::npos) return invalid;
+  }
+  error_code ec;
+  out.kill_signal = opts.kill_signal.resolve(ec);
+  if (ec) return ec;
+
+  // The environment: NAME=value strings. For inherit we still copy, because another thread may setenv() while
+  // the child reads the array.
+  std::vector<std::string> env_strings;
+  std::string child_path;
+  bool child_path_set = false;
+  auto take_path = [&](std::string_view entry) {
+    if (entry.starts_with("PATH=")) {
+      child_path = entry.substr(5);
+      child_path_set = true;
+    }
+  };
+  if (opts.env.how() != environment::mode::replace) {
+    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+      std::string_view entry(*e);
+      if (opts.env.how() == environment::mode::add) {
+        auto eq = entry.find('=');
+        if (opts.env.vars().contains(std::string(entry.substr(0, eq)))) continue;  // overridden below
+      }
+      take_path(entry);
+      env_strings.emplace_back(entry);
+    }
+  }
+  for (const auto& [k, v] : opts.env.vars()) {
+    env_strings.push_back(k + "=" + v);
+    take_path(env_strings.back());
+  }
+
+  std::vector<std::string> candidates;
+  // Like libuv: the search uses the PATH the child will have, and execvp's default when it has none.
+  path_candidates(file, child_path_set ? std::string_view(child_path) : default_path, candidates);
+
+  // One storage vector, reserved up front, so that the pointers taken below stay valid.
+  auto& s = out.storage;
+  s.clear();
+  s.reserve(1 + args.size() + env_strings.size() + candidates.size() + 1);
+  s.push_back(opts.argv0.value_or(file));
+  for (const auto& a : args) s.push_back(a);
+  const std::size_t env_begin = s.size();
+  for (auto& e : env_strings) s.push_back(std::move(e));
+  const std::size_t cand_begin = s.size();
+  for (auto& c : candidates) s.push_back(std::move(c));
+  s.push_back(opts.cwd);
+  const std::size_t cwd_index = s.size() - 1;
+
+  auto& plan = out.plan;
+  plan.argv.clear();
+  for (std::size_t i = 0; i < env_begin; ++i) plan.argv.push_back(s[i].data());
+  plan.argv.push_back(nullptr);
+  plan.envp.clear();
+  for (std::size_t i = env_begin; i < cand_begin; ++i) plan.envp.push_back(s[i].data());
+  plan.envp.push_back(nullptr);
+  plan.candidates.clear();
+  for (std::size_t i = cand_begin; i < cwd_index; ++i) plan.candidates.push_back(s[i].c_str());
+  plan.cwd = opts.cwd.empty() ? nullptr : s[cwd_index].c_str();
+  plan.new_session = opts.detached;
+  plan.new_process_group = opts.kill_tree;
+  plan.uid = opts.uid;
+  plan.gid = opts.gid;
+
+  // Descriptors. Parent ends are made non-blocking later by Asio; the child's ends stay blocking, as programs
+  // expect of their stdio.
+  const std::size_t n = opts.stdio.size();
+  plan.fds.assign(n, -1);
+  out.parent_ends.clear();
+  out.parent_ends.resize(n);
+  out.child_ends.clear();
+  out.child_ends.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& slot = opts.stdio[i];
+    switch (slot.what) {
+      case stdio_slot::kind::pipe: {
+        os::fd_pair p;
+        if (i < 3) {
+          if (int e = os::make_pipe(p); e != 0) return errno_error(e);
+          // stdin: the child reads; stdout/stderr: the child writes.
+          if (i == 0) {
+            out.child_ends[i] = std::move(p.first);
+            out.parent_ends[i] = std::move(p.second);
+          } else {
+            out.child_ends[i] = std::move(p.second);
+            out.parent_ends[i] = std::move(p.first);
+          }
+        } else {
+          if (int e = os::make_socketpair(p); e != 0) return errno_error(e);
+          out.parent_ends[i] = std::move(p.first);
+          out.child_ends[i] = std::move(p.second);
+        }
+        plan.fds[i] = out.child_ends[i].get();
+        break;
+      }
+      case stdio_slot::kind::inherit:
+        plan.fds[i] = static_cast<int>(i);
+        break;
+      case stdio_slot::kind::ignore:
+        if (i < 3) {
+          out.child_ends[i].reset(::open("/dev/null", O_RDWR | O_CLOEXEC));
+          if (!out.child_ends[i]) return errno_error(errno);
+          plan.fds[i] = out.child_ends[i].get();
+        }
+        break;
+      case stdio_slot::kind::fd:
+        if (slot.fd < 0) return invalid;
+        plan.fds[i] = slot.fd;
+        break;
+    }
+  }
+  return {};
+}
+
+}  // namespace clutch::detail

@@ -1,0 +1,186 @@
+#include "helpers.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <clutch/child_process.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string_view>
+#include <thread>
+
+namespace clutch_test {
+
+namespace {
+std::string self_path;
+
+std::set<int> fds_of(const char* dir_path) {
+  std::set<int> fds;
+  DIR* dir = ::opendir(dir_path);
+  if (dir == nullptr) return fds;
+  int own = ::dirfd(dir);
+  while (dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    int fd = std::atoi(e->d_name);
+    if (fd != own) fds.insert(fd);
+  }
+  ::closedir(dir);
+  return fds;
+}
+
+// Fields of /proc/PID/stat after the command name (which may contain spaces and parentheses).
+bool read_stat(pid_t pid, char& state, pid_t& ppid, pid_t& pgid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 2));
+  rest >> state >> ppid >> pgid;
+  return static_cast<bool>(rest);
+}
+
+template <typename F>
+void for_each_process(F f) {
+  DIR* dir = ::opendir("/proc");
+  if (dir == nullptr) return;
+  while (dirent* e = ::readdir(dir)) {
+    pid_t pid = std::atoi(e->d_name);
+    if (pid <= 0) continue;
+    char state;
+    pid_t ppid, pgid;
+    if (read_stat(pid, state, ppid, pgid)) f(pid, state, ppid, pgid);
+  }
+  ::closedir(dir);
+}
+}  // namespace
+
+void set_self(const char* argv0) {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  self_path = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string(argv0);
+}
+
+const std::string& self() { return self_path; }
+
+std::vector<std::string> helper_args(const std::string& name, std::vector<std::string> args) {
+  std::vector<std::string> out{"--helper", name};
+  out.insert(out.end(), args.begin(), args.end());
+  return out;
+}
+
+std::set<int> open_fds() { return fds_of("/proc/self/fd"); }
+
+std::vector<pid_t> zombie_children() {
+  std::vector<pid_t> out;
+  pid_t me = ::getpid();
+  for_each_process([&](pid_t pid, char state, pid_t ppid, pid_t) {
+    if (ppid == me && state == 'Z') out.push_back(pid);
+  });
+  return out;
+}
+
+std::vector<pid_t> processes_in_group(pid_t pgid) {
+  std::vector<pid_t> out;
+  for_each_process([&](pid_t pid, char state, pid_t, pid_t group) {
+    if (group == pgid && state != 'Z') out.push_back(pid);
+  });
+  return out;
+}
+
+bool process_alive(pid_t pid) {
+  char state;
+  pid_t ppid, pgid;
+  return read_stat(pid, state, ppid, pgid) && state != 'Z';
+}
+
+// ---- The helper programs ----------------------------------------------------------------------------------------
+int run_helper(int argc, char** argv) {
+  std::string_view name = argv[0];
+  auto arg = [&](int i) -> std::string { return i < argc ? argv[i] : std::string(); };
+
+  if (name == "exit") return std::atoi(argv[1]);
+
+  if (name == "list-fds") {  // the descriptors this process was started with
+    for (int fd : fds_of("/proc/self/fd")) std::printf("%d ", fd);
+    std::printf("\n");
+    return 0;
+  }
+
+  if (name == "write") {  // write N bytes of 'x' to stdout (or to fd given), then exit at once
+    std::size_t n = std::strtoull(argv[1], nullptr, 10);
+    int fd = argc > 2 ? std::atoi(argv[2]) : 1;
+    std::string block(64 * 1024, 'x');
+    while (n > 0) {
+      std::size_t k = std::min(n, block.size());
+      ssize_t w = ::write(fd, block.data(), k);
+      if (w <= 0) return 3;
+      n -= static_cast<std::size_t>(w);
+    }
+    _exit(0);
+  }
+
+  if (name == "count-stdin") {  // print how many bytes arrive on stdin before EOF
+    char buf[65536];
+    std::size_t total = 0;
+    ssize_t r;
+    while ((r = ::read(0, buf, sizeof buf)) > 0) total += static_cast<std::size_t>(r);
+    std::printf("%zu\n", total);
+    return 0;
+  }
+
+  if (name == "chunks") {  // write "chunk N\n" every 50 ms, COUNT times
+    int count = std::atoi(argv[1]);
+    for (int i = 0; i < count; ++i) {
+      std::printf("chunk %d\n", i);
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return 0;
+  }
+
+  if (name == "print-then-sleep") {  // write a line, then sleep (to be killed)
+    std::printf("%s\n", arg(1).c_str());
+    std::fflush(stdout);
+    ::pause();
+    return 0;
+  }
+
+  if (name == "env") {  // print the value of one variable, or <unset>
+    const char* v = std::getenv(argv[1]);
+    std::printf("%s", v ? v : "<unset>");
+    return 0;
+  }
+
+  if (name == "sigpipe-disposition") {  // "default" or "ignored": what a child is given for SIGPIPE
+    struct sigaction sa {};
+    ::sigaction(SIGPIPE, nullptr, &sa);
+    std::printf("%s", sa.sa_handler == SIG_IGN ? "ignored" : "default");
+    return 0;
+  }
+
+  if (name == "spawn-two-and-wait") {
+    // Starts `sleep 60` twice, one detached, prints "DETACHED_PID PLAIN_PID", then waits to be killed.
+    boost::asio::io_context io;
+    auto detached = clutch::spawn(io, "sleep", {"60"}, {.stdio = {clutch::stdio::ignore, clutch::stdio::ignore,
+                                                                   clutch::stdio::ignore},
+                                                         .detached = true});
+    auto plain = clutch::spawn(io, "sleep", {"60"},
+                               {.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::ignore}});
+    std::printf("%d %d\n", detached.pid(), plain.pid());
+    std::fflush(stdout);
+    ::pause();
+    return 0;
+  }
+
+  std::cerr << "unknown helper " << name << "\n";
+  return 99;
+}
+
+}  // namespace clutch_test
