@@ -47,3 +47,9 @@ TEST(Sync, MissingProgramIsAnErrorNotAThrow) {
   EXPECT_EQ(r.error, std::errc::no_such_file_or_directory);
   EXPECT_EQ(r.pid, 0);
 }
+
+TEST(Sync, AStdioListShorterThanThreeGetsPipesForTheRest) {
+  auto r = clutch::exec_file_sync("cat", {}, {.stdio = {}, .input = "padded"});
+  EXPECT_FALSE(r.error);
+  EXPECT_EQ(r.out, "padded");
+}

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string_view>
 
@@ -115,14 +116,15 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
 
   // Descriptors. Parent ends are made non-blocking later by Asio; the child's ends stay blocking, as programs
   // expect of their stdio.
-  const std::size_t n = opts.stdio.size();
+  // Like Node, a list shorter than three gets pipes for the missing standard slots.
+  const std::size_t n = std::max<std::size_t>(opts.stdio.size(), 3);
   plan.fds.assign(n, -1);
   out.parent_ends.clear();
   out.parent_ends.resize(n);
   out.child_ends.clear();
   out.child_ends.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
-    const auto& slot = opts.stdio[i];
+    const stdio_slot slot = i < opts.stdio.size() ? opts.stdio[i] : stdio::pipe;
     switch (slot.what) {
       case stdio_slot::kind::pipe: {
         os::fd_pair p;

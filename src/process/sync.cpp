@@ -15,7 +15,7 @@ sync_result spawn_sync(std::string_view file, const std::vector<std::string>& ar
     result.error = c.spawn_error();
     return result;
   }
-  if (!opts.stdio.empty() && opts.stdio[0] == stdio::pipe) {
+  if (opts.stdio.empty() || opts.stdio[0] == stdio::pipe) {  // a short list is padded with pipes
     // The child may exit without reading all of it (EPIPE); that is its business, not an error of ours.
     asio::async_write(c.std_in(), asio::buffer(opts.input), [c](boost::system::error_code, std::size_t) mutable {
       c.close_stdin();
