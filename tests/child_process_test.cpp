@@ -541,3 +541,47 @@ TEST(Exec, CancellingTheResultKillsTheChild) {
   EXPECT_EQ(ec_got, asio::error::operation_aborted);
   EXPECT_EQ(got->status.signal, SIGKILL);
 }
+
+TEST(Spawn, ChildStartsWithAnEmptySignalMaskWhateverTheParentBlocks) {
+  // A parent that blocks SIGTERM (as one that reads signals through a signalfd does) must still be able to end
+  // its children with SIGTERM.
+  sigset_t term, old;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, &term, &old), 0);
+  auto mask = clutch::exec_file_sync(self(), helper_args("sigmask"));
+  auto timed = clutch::exec_file_sync(self(), helper_args("print-then-sleep", {"x"}), {.timeout = 200ms});
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  EXPECT_EQ(mask.out, "0000000000000000");
+  EXPECT_EQ(timed.error, clutch::errc::timed_out);
+  EXPECT_EQ(timed.status.signal, SIGTERM);
+}
+
+TEST(Spawn, AnExitReapedBySomeoneElseIsAnErrorNotASuccess) {
+  // With SIGCHLD ignored the kernel reaps children itself, so the exit status is gone: ECHILD, not "exit 0".
+  struct sigaction ign {}, old{};
+  ign.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGCHLD, &ign, &old), 0);
+  asio::io_context io;
+  clutch::error_code got;
+  bool called = false;
+  auto c = clutch::spawn(io, "true");
+  c.async_wait([&](clutch::error_code ec, clutch::exit_status) {
+    called = true;
+    got = ec;
+  });
+  run_bounded(io);
+  ::sigaction(SIGCHLD, &old, nullptr);
+  EXPECT_TRUE(called);
+  EXPECT_EQ(got, std::errc::no_child_process);
+}
+
+TEST(Exec, ALeaderThatExitedInTimeDidNotTimeOutEvenIfItsPipesStayOpen) {
+  // The shell exits at once; a background subshell keeps stdout open for a while. Like Node, exec waits for the
+  // pipes, and the timeout, which passes meanwhile, has nothing to kill: the result is a success.
+  auto o = exec_now("(sleep 1; echo late) &", {.timeout = 200ms});
+  ASSERT_TRUE(o.done);
+  EXPECT_FALSE(o.ec) << o.ec.message();
+  EXPECT_EQ(o.result.out, "late\n");
+  EXPECT_EQ(o.result.status.code, 0);
+}

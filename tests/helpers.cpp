@@ -165,6 +165,15 @@ int run_helper(int argc, char** argv) {
     return 0;
   }
 
+  if (name == "sigmask") {  // the blocked-signal mask this process started with, as /proc shows it (hex)
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.starts_with("SigBlk:")) std::printf("%s", line.substr(line.find_first_not_of(" \t", 7)).c_str());
+    }
+    return 0;
+  }
+
   if (name == "spawn-two-and-wait") {
     // Starts `sleep 60` twice, one detached, prints "DETACHED_PID PLAIN_PID", then waits to be killed.
     boost::asio::io_context io;

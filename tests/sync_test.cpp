@@ -2,7 +2,10 @@
 #include <clutch/child_process.hpp>
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <chrono>
+#include <cstdlib>
 
 #include "helpers.hpp"
 
@@ -52,4 +55,17 @@ TEST(Sync, AStdioListShorterThanThreeGetsPipesForTheRest) {
   auto r = clutch::exec_file_sync("cat", {}, {.stdio = {}, .input = "padded"});
   EXPECT_FALSE(r.error);
   EXPECT_EQ(r.out, "padded");
+}
+
+TEST(Sync, ReturnsWhenTheChildIsDoneEvenIfAGrandchildHoldsStdinUnread) {
+  // The shell exits without reading; the background sleep inherited stdin and never reads it either. The write
+  // of the input is abandoned once the result is in, instead of keeping the call alive until the sleep ends: so
+  // the sleep is still there when the call returns.
+  auto r = clutch::exec_sync("sleep 30 >/dev/null 2>&1 & echo $!", {.input = std::string(1 << 20, 'i')});
+  EXPECT_FALSE(r.error);
+  EXPECT_EQ(r.status.code, 0);
+  pid_t sleeper = std::atoi(r.out.c_str());
+  ASSERT_GT(sleeper, 0);
+  EXPECT_TRUE(clutch_test::process_alive(sleeper));
+  ::kill(sleeper, SIGKILL);
 }

@@ -24,8 +24,13 @@
 // A non-zero exit is not an error: it is in exit_status. Errors are clutch::timed_out, clutch::max_buffer_exceeded,
 // asio::error::operation_aborted (cancelled), or the spawn failure.
 //
-// Threads. A child and its callbacks belong to one io_context and are not thread-safe; different io_contexts in
-// different threads may spawn concurrently. The synchronous functions may be called from any thread.
+// Threads. A child and its callbacks belong to one io_context, which must run on one thread (DESIGN.md: one
+// io_context, one thread per process), and are not thread-safe; different io_contexts in different threads may
+// spawn concurrently. The synchronous functions may be called from any thread.
+//
+// Signals. Like Node, the child starts with every signal at its default disposition and an empty signal mask,
+// whatever the parent has blocked or ignored; and the first spawn sets SIGPIPE to ignored in the parent if it was
+// at its default, so that writing to a child that has gone fails with EPIPE instead of killing the parent.
 #pragma once
 
 #include <sys/types.h>

@@ -2,7 +2,7 @@
 //
 //   int n = signal_number("SIGTERM");   // 15; "TERM" also works; -1 when there is no such signal
 //   const char* s = signal_name(SIGKILL); // "SIGKILL"; nullptr for numbers without a name
-//   { all_signals_blocked guard; ... clone() ... }  // guard.previous() is the mask to give back to the child
+//   { all_signals_blocked guard; ... clone() ... }  // the thread's own mask comes back at the end of the scope
 #pragma once
 
 #include <signal.h>

@@ -49,8 +49,7 @@ struct child_context {
   bool set_uid, set_gid;
   uid_t uid;
   gid_t gid;
-  const sigset_t* mask;
-  unsigned close_limit;  // where the close loop stops when close_range() is missing
+  unsigned close_limit;  // where the last-resort close loop stops (no close_range, no /proc)
   int stage;
   int error;
 };
@@ -76,6 +75,46 @@ CLUTCH_CHILD_CODE long raw(long rc) { return rc == -1 ? errno : 0; }
   c->error = static_cast<int>(error);
   ::syscall(SYS_exit, 127);
   __builtin_unreachable();
+}
+
+struct linux_dirent64 {
+  unsigned long long d_ino;
+  long long d_off;
+  unsigned short d_reclen;
+  unsigned char d_type;
+  char d_name[1];
+};
+
+// close_range's stand-in for kernels before 5.9: every descriptor >= fd_count that /proc/self/fd lists.
+CLUTCH_CHILD_CODE void close_listed_fds(child_context* c) {
+  long dir = ::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) {
+    for (unsigned fd = c->fd_count; fd < c->close_limit; ++fd) ::syscall(SYS_close, fd);
+    return;
+  }
+  alignas(8) char buf[4096];
+  // Closing entries while reading the directory may make the kernel skip some, so read it again until a whole
+  // pass closes nothing.
+  bool closed_any = true;
+  while (closed_any) {
+    closed_any = false;
+    ::syscall(SYS_lseek, dir, 0, SEEK_SET);
+    long n;
+    while ((n = ::syscall(SYS_getdents64, dir, buf, sizeof buf)) > 0) {
+      for (long off = 0; off < n;) {
+        auto* e = reinterpret_cast<linux_dirent64*>(buf + off);
+        off += e->d_reclen;
+        long fd = 0;
+        const char* p = e->d_name;
+        if (*p < '0' || *p > '9') continue;
+        for (; *p >= '0' && *p <= '9'; ++p) fd = fd * 10 + (*p - '0');
+        if (fd == dir || fd < static_cast<long>(c->fd_count)) continue;
+        ::syscall(SYS_close, fd);
+        closed_any = true;
+      }
+    }
+  }
+  ::syscall(SYS_close, dir);
 }
 
 CLUTCH_CHILD_CODE int child_main(void* arg) {
@@ -125,13 +164,16 @@ CLUTCH_CHILD_CODE int child_main(void* arg) {
   if (c->cwd != nullptr && (err = raw(::syscall(SYS_chdir, c->cwd))) != 0) fail(c, spawn_stage::chdir, err);
 
   // Everything we open is close-on-exec already; this catches descriptors other code in the process opened
-  // without it. close_range needs Linux 5.9; before that, close one by one up to the descriptor limit.
+  // without it. close_range needs Linux 5.9; before that, list /proc/self/fd, and without /proc close one by one.
   if ((err = raw(::syscall(SYS_close_range, c->fd_count, ~0U, 0))) != 0) {
     if (err != ENOSYS && err != EINVAL) fail(c, spawn_stage::close_fds, err);
-    for (unsigned fd = c->fd_count; fd < c->close_limit; ++fd) ::syscall(SYS_close, fd);
+    close_listed_fds(c);
   }
 
-  if ((err = raw(::syscall(SYS_rt_sigprocmask, SIG_SETMASK, c->mask, nullptr, sizeof(unsigned long)))) != 0) {
+  // An empty mask, as libuv gives Node's children: a parent that blocks SIGTERM for its signalfd must not hand
+  // down a child that our own kill_signal cannot reach.
+  unsigned long empty_mask = 0;
+  if ((err = raw(::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty_mask, nullptr, sizeof empty_mask))) != 0) {
     fail(c, spawn_stage::signals, err);
   }
 
@@ -203,12 +245,20 @@ spawn_result spawn(const spawn_plan& plan) noexcept {
     return result;
   }
 
+  // With lazy binding, the first call of a libc function through the PLT runs the dynamic linker's resolver, which
+  // takes the linker's lock and writes the calling thread's TCB: not something the child may do on our behalf.
+  // Calling both functions it uses here first means they are resolved by the time it runs.
+  static const bool resolved = [] {
+    ::syscall(SYS_getpid);
+    return errno == 0 || errno != 0;
+  }();
+  (void)resolved;
+
   int pidfd = -1;
   pid_t pid;
   int clone_errno = 0;
   {
     all_signals_blocked blocked;
-    ctx.mask = &blocked.previous();
     // SIGCHLD as the exit signal keeps it an ordinary child: waitid() without __WCLONE sees it, and code in the
     // process that counts on SIGCHLD still gets it. The stack grows down, so clone() takes its top.
     pid = ::clone(child_main, static_cast<char*>(stack) + child_stack_size,

@@ -1,4 +1,5 @@
 #include <signal.h>
+#include <sys/wait.h>
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/post.hpp>
@@ -56,7 +57,10 @@ void child_state::start(const options& opts) {
   if (opts.timeout.count() > 0) {
     timer.expires_after(opts.timeout);
     timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-      if (!ec && !self->closed) self->fail(clutch::errc::timed_out);
+      if (ec || self->closed) return;
+      // A leader that exited on its own did not time out, even if a grandchild still holds its pipes; with
+      // kill_tree that grandchild is still ours to end (the leader is kept unreaped for that, see on_exit_ready).
+      if (!self->status || !self->reaped) self->fail(clutch::errc::timed_out);
     });
   }
 }
@@ -86,6 +90,10 @@ void child_state::on_exit_ready() {
     } else {
       st.code = e.code;
     }
+  } else if (!failure) {
+    // ECHILD: someone else reaped it (a SIGCHLD handler calling waitpid(-1), or SIGCHLD set to SIG_IGN). The exit
+    // status is lost; say so rather than report an exit without code or signal as success.
+    failure = errno_error(rc);
   }
   reaped = !kill_tree || rc != 0;
   status = st;
@@ -120,6 +128,9 @@ error_code child_state::signal(int sig) {
   if (kill_tree) {
     // The group's id is the leader's pid, which is ours until we reap it (see on_exit_ready).
     if (::kill(-pid, sig) != 0 && errno != ESRCH) return errno_error(errno);
+    // A member stopped by job control (SIGTTIN from reading the terminal in a background group) would keep the
+    // signal pending forever; SIGCONT lets it act on it.
+    if (sig != SIGCONT && sig != 0) ::kill(-pid, SIGCONT);
     return {};
   }
   if (int e = os::send_signal(pidfd->native_handle(), sig); e != 0 && e != ESRCH) return errno_error(e);
@@ -243,22 +254,34 @@ std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string
     return state;
   }
   state->pid = r.pid;
-  state->pidfd.emplace(io, r.pidfd.release());
   built.child_ends.clear();  // the child has its copies; ours would keep its pipes from ever reaching EOF
-  auto& ends = built.parent_ends;
-  for (std::size_t i = 0; i < ends.size(); ++i) {
-    if (!ends[i]) continue;
-    int fd = ends[i].release();
-    if (i == 0) {
-      state->in.emplace(io, fd);
-    } else if (i < 3) {
-      state->pipes[i].emplace(io, fd);
-    } else {
-      if (state->sockets.size() <= i) state->sockets.resize(i + 1);
-      state->sockets[i].emplace(io, asio::local::stream_protocol(), fd);
+  try {
+    // Each descriptor stays owned by its unique_fd until an Asio object has taken it, so a throw here leaks none.
+    state->pidfd.emplace(io, r.pidfd.get());
+    r.pidfd.release();
+    auto& ends = built.parent_ends;
+    for (std::size_t i = 0; i < ends.size(); ++i) {
+      if (!ends[i]) continue;
+      if (i == 0) {
+        state->in.emplace(io, ends[i].get());
+      } else if (i < 3) {
+        state->pipes[i].emplace(io, ends[i].get());
+      } else {
+        if (state->sockets.size() <= i) state->sockets.resize(i + 1);
+        state->sockets[i].emplace(io, asio::local::stream_protocol(), ends[i].get());
+      }
+      ends[i].release();
     }
+    state->start(opts);
+  } catch (...) {
+    // Nothing watches the child yet: end and reap it here rather than leave a zombie nobody will wait for.
+    int fd = state->pidfd ? state->pidfd->native_handle() : r.pidfd.get();
+    os::send_signal(fd, SIGKILL);
+    siginfo_t info;
+    while (::waitid(P_PIDFD, static_cast<id_t>(fd), &info, WEXITED) != 0 && errno == EINTR) {
+    }
+    throw;
   }
-  state->start(opts);
   if (buffering) {
     state->start_reading(1);
     state->start_reading(2);

@@ -21,7 +21,9 @@ sync_result spawn_sync(std::string_view file, const std::vector<std::string>& ar
       c.close_stdin();
     });
   }
-  c.async_result([&result](error_code ec, exec_result r) {
+  c.async_result([&result, c](error_code ec, exec_result r) mutable {
+    // A grandchild may still hold stdin open without reading it; a write pending there would keep run() going.
+    c.close_stdin();
     result.error = ec;
     result.status = r.status;
     result.out = std::move(r.out);
