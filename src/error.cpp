@@ -19,6 +19,9 @@ class clutch_category final : public boost::system::error_category {
       case errc::timed_out: return "timed out";
       case errc::channel_closed: return "channel closed";
       case errc::not_spawned: return "the process was not spawned";
+      case errc::invalid_message: return "a message on the channel is not valid JSON";
+      case errc::message_too_large: return "a message on the channel is longer than its size limit";
+      case errc::handle_not_received: return "the peer could not receive the passed handle";
     }
     return "unknown clutch error";
   }
@@ -28,6 +31,9 @@ class clutch_category final : public boost::system::error_category {
       case errc::timed_out: return boost::system::errc::timed_out;
       case errc::channel_closed: return boost::system::errc::broken_pipe;
       case errc::not_spawned: return boost::system::errc::no_such_process;
+      case errc::invalid_message: return boost::system::errc::bad_message;
+      case errc::message_too_large: return boost::system::errc::message_size;
+      case errc::handle_not_received: return boost::system::errc::protocol_error;
     }
     return {ev, *this};
   }

@@ -5,7 +5,12 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/streambuf.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json/serialize.hpp>
 #include <clutch/child_process.hpp>
+#include <clutch/ipc.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -101,6 +106,71 @@ bool process_alive(pid_t pid) {
 }
 
 // ---- The helper programs ----------------------------------------------------------------------------------------
+namespace {
+
+// Children on the far end of a fork() channel.
+int run_ipc_helper(std::string_view name, int argc, char** argv) {
+  namespace asio = boost::asio;
+  asio::io_context io;
+  clutch::error_code ec;
+  auto parent = clutch::parent_channel(io, {}, ec);
+  if (!parent) {
+    std::fprintf(stderr, "%s: no parent channel (%s)\n", std::string(name).c_str(), ec.message().c_str());
+    return 2;
+  }
+  // The variables are gone once the channel is taken, so our own children would not see it.
+  if (std::getenv("NODE_CHANNEL_FD") != nullptr) return 3;
+
+  if (name == "ipc-echo") {  // every message back as it came; "disconnect" makes us disconnect
+    parent->on_message([&](const boost::json::value& m, clutch::handle) {
+      if (m == "disconnect") {
+        parent->disconnect();
+        return;
+      }
+      parent->send(m);
+    });
+  } else if (name == "ipc-send-and-exit") {  // one message, then exit without returning to the event loop
+    parent->send(argc > 1 ? argv[1] : "last words");
+    std::fflush(stdout);
+    _exit(0);
+  } else if (name == "ipc-answer-socket") {  // answer the client behind each socket that comes with a message
+    parent->on_message([&](const boost::json::value& m, clutch::handle h) {
+      if (h.what() != clutch::handle::kind::tcp_socket) {
+        parent->send({{"error", "expected a TCP socket"}});
+        return;
+      }
+      auto sock = std::make_shared<asio::ip::tcp::socket>(std::move(h).tcp_socket(io.get_executor()));
+      auto text = std::make_shared<std::string>("C++ child answers: " + std::string(m.as_string()) + "\n");
+      asio::async_write(*sock, asio::buffer(*text), [&, sock, text](boost::system::error_code, std::size_t) {
+        sock->close();
+        parent->send("answered");
+      });
+    });
+  } else if (name == "ipc-report-handles") {
+    // For each message: {"msg": m, "handle": what the socket says (its first line), or null}.
+    parent->on_message([&](const boost::json::value& m, clutch::handle h) {
+      if (!h) {
+        parent->send({{"msg", m}, {"handle", nullptr}});
+        return;
+      }
+      int fd = h.native_handle();
+      char buf[64];
+      ssize_t n = ::read(fd, buf, sizeof buf);  // the test wrote a short line before sending
+      std::string line(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+      parent->send({{"msg", m}, {"handle", line}});
+    });
+  } else if (name == "ipc-ignore") {  // read nothing: the parent's writes pile up until we are killed
+    parent.reset();
+    ::pause();
+  } else {
+    return 99;
+  }
+  io.run();
+  return 0;
+}
+
+}  // namespace
+
 int run_helper(int argc, char** argv) {
   std::string_view name = argv[0];
   auto arg = [&](int i) -> std::string { return i < argc ? argv[i] : std::string(); };
@@ -187,6 +257,8 @@ int run_helper(int argc, char** argv) {
     ::pause();
     return 0;
   }
+
+  if (name.starts_with("ipc-")) return run_ipc_helper(name, argc, argv);
 
   std::cerr << "unknown helper " << name << "\n";
   return 99;

@@ -79,7 +79,7 @@ const char* signal_name(int number) noexcept;
 
 // What one of the child's descriptors is connected to. Slots 0–2 are stdin, stdout, stderr; more are allowed.
 struct stdio_slot {
-  enum class kind { pipe, inherit, ignore, fd };
+  enum class kind { pipe, inherit, ignore, fd, ipc };
   kind what = kind::pipe;
   int fd = -1;  // for kind::fd
   friend bool operator==(const stdio_slot&, const stdio_slot&) = default;
@@ -93,6 +93,8 @@ inline constexpr stdio_slot inherit{stdio_slot::kind::inherit};
 inline constexpr stdio_slot ignore{stdio_slot::kind::ignore};
 // This descriptor of the parent's (it is duplicated; the parent keeps its own).
 constexpr stdio_slot fd(int descriptor) { return {stdio_slot::kind::fd, descriptor}; }
+// Where fork() puts the message channel (clutch/ipc.hpp). spawn() and exec() refuse it: only fork makes channels.
+inline constexpr stdio_slot ipc{stdio_slot::kind::ipc};
 }  // namespace stdio
 
 // The child's environment: the parent's (the default), a replacement, or the parent's with some variables added
@@ -117,9 +119,9 @@ class environment {
 struct options {
   std::string cwd{};  // empty: the parent's
   environment env{};
-  // Default: three pipes. (Not written as a braced list: GCC 12 miscompiles array temporaries in co_await
-  // expressions, and `co_await exec(io, cmd, {}, use_awaitable)` would build one.)
-  std::vector<stdio_slot> stdio = std::vector<stdio_slot>(3, stdio::pipe);
+  // Slots 0–2 missing from the list are pipes. Empty (the default) for fork: inherit (pipes when silent), and the
+  // channel at fd 3.
+  std::vector<stdio_slot> stdio{};
   // 0: none. When it passes, the child gets kill_signal and the operation fails with errc::timed_out; the output
   // read so far is kept.
   std::chrono::milliseconds timeout{0};
@@ -138,6 +140,10 @@ struct options {
   std::optional<std::string> argv0{};  // argv[0] as the child sees it; default: the program as given
   std::string shell = "/bin/sh";     // exec and exec_sync: run as `shell -c command`
   std::string input{};               // the sync functions: written to the child's stdin, which is then closed
+  // fork only (clutch/ipc.hpp): how a .js program is run, and whether the child's stdout/stderr come to us.
+  std::string exec_path = "node";
+  std::vector<std::string> exec_argv{};
+  bool silent = false;
 };
 
 // How a child ended: code for a normal exit, signal when a signal ended it (then code is empty).
@@ -200,6 +206,10 @@ class child {
   void on_data(int slot, std::function<void(std::string_view)> handler);
   void on_end(int slot, std::function<void()> handler);
 
+  // Node's 'exit': the process has exited, and everything it sent on a fork() channel has been delivered (stdout
+  // and stderr may still be draining; async_wait waits for those too). Runs once, before async_wait completes.
+  void on_exit(std::function<void(const exit_status&)> handler);
+
   // Sends a signal (with kill_tree, to the whole group). After the child has been reaped this does nothing and
   // succeeds: a pidfd can never reach a stranger that was given the same pid.
   error_code kill(signal_spec sig = SIGTERM);
@@ -224,6 +234,7 @@ class child {
   }
 
   explicit child(std::shared_ptr<detail::child_state> state) : state_(std::move(state)) {}
+  const std::shared_ptr<detail::child_state>& state() const noexcept { return state_; }
 
  private:
   std::shared_ptr<detail::child_state> state_;

@@ -25,6 +25,9 @@ enum class errc {
   timed_out,                // options::timeout passed; equivalent to std::errc::timed_out
   channel_closed,           // the message channel is closed
   not_spawned,              // an operation on a child that never started
+  invalid_message,          // a line on the message channel is not JSON
+  message_too_large,        // a line on the message channel is longer than the channel's limit
+  handle_not_received,      // the peer could not take a passed handle (NODE_HANDLE_NACK) after every retry
 };
 
 const boost::system::error_category& category() noexcept;

@@ -1,15 +1,13 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include <boost/asio/append.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
-#include <boost/asio/associated_executor.hpp>
 #include <cerrno>
 #include <mutex>
 #include <stdexcept>
 #include <tuple>
 
+#include "completion.hpp"
 #include "error_detail.hpp"
 #include "os/pidfd.hpp"
 #include "os/signals.hpp"
@@ -37,16 +35,6 @@ namespace detail {
 namespace {
 
 constexpr std::size_t read_chunk = 64 * 1024;
-
-// Completion always goes through the handler's own executor and never runs inside the call that started the
-// operation; the cancellation slot is cleared first, because its handler refers to state that is about to go.
-template <typename Handler, typename... Args>
-void complete(asio::io_context& io, Handler handler, Args... args) {
-  auto slot = asio::get_associated_cancellation_slot(handler);
-  if (slot.is_connected()) slot.clear();
-  // post() runs on io and then dispatches to the handler's associated executor, keeping work counted meanwhile.
-  asio::post(io.get_executor(), asio::append(std::move(handler), std::move(args)...));
-}
 
 }  // namespace
 
@@ -102,6 +90,12 @@ void child_state::on_exit_ready() {
 
 void child_state::maybe_close() {
   if (closed || !status) return;
+  // Node's 'exit', held back while a channel (fork) still has messages from the child to deliver.
+  if (!exit_reported) {
+    if (holds > 0) return;
+    exit_reported = true;
+    for (auto& f : std::vector(on_exit)) f(*status);
+  }
   for (const auto& s : streams) {
     if (s.reading && !s.ended) return;
   }
@@ -117,9 +111,13 @@ void child_state::maybe_close() {
   for (auto& [id, h] : waiters) complete(io, std::move(h), result_error(), *status);
   auto results = std::move(result_waiters);
   for (auto& h : results) {
-    complete(io, std::move(h), result_error(),
-             exec_result{streams[1].kept, streams[2].kept, *status});
+    complete(io, std::move(h), result_error(), exec_result{streams[1].kept, streams[2].kept, *status});
   }
+}
+
+void child_state::release_hold() {
+  if (holds > 0) --holds;
+  maybe_close();
 }
 
 error_code child_state::signal(int sig) {
@@ -231,6 +229,12 @@ void async_result(const std::shared_ptr<child_state>& state, result_handler hand
   s.result_waiters.push_back(std::move(handler));
 }
 
+std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why) {
+  auto state = std::make_shared<child_state>(io);
+  state->spawn_failure = why;
+  return state;
+}
+
 std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
                                          const std::vector<std::string>& args, const options& opts, bool buffering) {
   // Like Node, a process that spawns children ignores SIGPIPE (if nobody chose otherwise): a child that closes
@@ -333,6 +337,11 @@ void child::on_end(int slot, std::function<void()> handler) {
   if (!state_ || (slot != out && slot != err)) throw std::logic_error("clutch::child: on_end takes child::out or child::err");
   state_->streams[slot].on_end.push_back(std::move(handler));
   state_->start_reading(slot);
+}
+
+void child::on_exit(std::function<void(const exit_status&)> handler) {
+  if (!state_) throw std::logic_error("clutch::child: on_exit on an empty child");
+  state_->on_exit.push_back(std::move(handler));
 }
 
 error_code child::kill(signal_spec sig) {

@@ -46,7 +46,10 @@ struct child_state : std::enable_shared_from_this<child_state> {
 
   std::optional<exit_status> status;
   bool reaped = false;
-  bool closed = false;
+  bool exit_reported = false;  // on_exit handlers have run
+  bool closed = false;          // async_wait/async_result have completed
+  int holds = 0;                // layers above (a fork channel) that must finish before the exit is reported
+  std::vector<std::function<void(const exit_status&)>> on_exit;
   error_code failure;  // timed_out, max_buffer_exceeded or operation_aborted: the first one wins
 
   bool buffering = false;  // started by exec/exec_file
@@ -63,9 +66,16 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void watch_exit();
   void on_exit_ready();
   void maybe_close();
+  void release_hold();
   error_code signal(int sig);
   void fail(error_code ec);  // records the first failure and kills the child
   error_code result_error() const { return spawn_failure ? spawn_failure : failure; }
 };
+
+// For spawn-like calls in other layers: a child that starts, with a plan built from file/args/opts.
+std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
+                                         const std::vector<std::string>& args, const options& opts, bool buffering);
+// A child that never started, for a caller that found the problem before spawning.
+std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why);
 
 }  // namespace clutch::detail

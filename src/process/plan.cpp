@@ -117,14 +117,15 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   // Descriptors. Parent ends are made non-blocking later by Asio; the child's ends stay blocking, as programs
   // expect of their stdio.
   // Like Node, a list shorter than three gets pipes for the missing standard slots.
-  const std::size_t n = std::max<std::size_t>(opts.stdio.size(), 3);
+  const auto& slots = opts.stdio;
+  const std::size_t n = std::max<std::size_t>(slots.size(), 3);
   plan.fds.assign(n, -1);
   out.parent_ends.clear();
   out.parent_ends.resize(n);
   out.child_ends.clear();
   out.child_ends.resize(n);
   for (std::size_t i = 0; i < n; ++i) {
-    const stdio_slot slot = i < opts.stdio.size() ? opts.stdio[i] : stdio::pipe;
+    const stdio_slot slot = i < slots.size() ? slots[i] : stdio::pipe;
     switch (slot.what) {
       case stdio_slot::kind::pipe: {
         os::fd_pair p;
@@ -160,6 +161,8 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
         if (slot.fd < 0) return invalid;
         plan.fds[i] = slot.fd;
         break;
+      case stdio_slot::kind::ipc:
+        return invalid;  // fork() replaces it with the channel's socket before it gets here
     }
   }
   return {};

@@ -1,0 +1,340 @@
+#include "ipc/channel_state.hpp"
+
+#include <sys/socket.h>
+
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+
+#include "completion.hpp"
+#include "error_detail.hpp"
+#include "os/scm_rights.hpp"
+
+namespace clutch {
+
+namespace detail {
+
+namespace {
+
+constexpr std::size_t read_size = 256 * 1024;
+// A read turn stops after this many reads so that one busy channel cannot starve the rest of the io_context.
+constexpr int reads_per_turn = 16;
+constexpr int max_resends = 3;  // Node's MAX_HANDLE_RETRANSMISSIONS
+constexpr std::size_t max_iov = 64;
+
+bool starts_with(const boost::json::value& v, std::string_view prefix, const boost::json::object** obj) {
+  if (!v.is_object()) return false;
+  const auto& o = v.get_object();
+  auto it = o.find("cmd");
+  if (it == o.end() || !it->value().is_string()) return false;
+  std::string_view cmd = it->value().get_string();
+  // Node's isInternal: a string cmd longer than "NODE_" alone… that starts with it (its check is length > 4).
+  if (cmd.size() < prefix.size() || !cmd.starts_with(prefix)) return false;
+  *obj = &o;
+  return true;
+}
+
+std::string frame_of(const boost::json::value& v) { return boost::json::serialize(v); }
+
+}  // namespace
+
+channel_state::channel_state(asio::io_context& io, int fd, const channel_options& opts)
+    : io(io), sock(io), opts(opts), decoder(opts.max_message) {
+  boost::system::error_code ec;
+  sock.assign(asio::local::stream_protocol(), fd, ec);
+  if (ec) {
+    ::close(fd);
+    open = false;
+  }
+}
+
+void channel_state::start_reading() {
+  if (!open) return;
+  sock.async_wait(asio::socket_base::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+    if (!self->open) return;
+    if (ec) {
+      self->close(ec);
+      return;
+    }
+    self->on_readable();
+  });
+}
+
+void channel_state::on_readable() {
+  auto self = shared_from_this();  // a handler may drop the last channel object
+  for (int i = 0; i < reads_per_turn && open; ++i) {
+    auto room = decoder.prepare(read_size);
+    std::vector<os::unique_fd> fds;
+    os::received r = os::receive(sock.native_handle(), room.data(), room.size(), fds);
+    for (auto& fd : fds) received_fds.push_back(std::move(fd));
+    if (r.bytes == -EAGAIN) break;
+    if (r.bytes < 0) {
+      close(errno_error(static_cast<int>(-r.bytes)));
+      return;
+    }
+    if (r.bytes == 0) {
+      close({});  // the peer closed its end: an orderly disconnect; an unfinished line is dropped, as Node does
+      return;
+    }
+    decoder.commit(static_cast<std::size_t>(r.bytes));
+    // MSG_CTRUNC drops the descriptors that did not fit; the NODE_HANDLE that finds none answers NACK.
+    error_code ec;
+    while (open) {
+      auto line = decoder.next_line(ec);
+      if (!line) break;
+      dispatch(*line);
+    }
+    if (ec) {
+      close(ec);
+      return;
+    }
+  }
+  start_reading();
+}
+
+void channel_state::dispatch(std::string_view line) {
+  boost::json::value v;
+  if (auto ec = parser.parse(line, v)) {
+    close(ec);
+    return;
+  }
+  const boost::json::object* obj = nullptr;
+  if (starts_with(v, "NODE_", &obj)) {
+    on_node_message(*obj);
+  } else {
+    deliver(v, handle{});
+  }
+}
+
+void channel_state::deliver(const boost::json::value& msg, handle h) {
+  const boost::json::object* obj = nullptr;
+  bool internal = starts_with(msg, "CLUTCH_", &obj);
+  auto& handlers = internal ? internal_handlers : message_handlers;
+  if (handlers.empty()) return;  // an unwanted handle closes here
+  // Copies, so that a handler may register another; a handle goes to the first handler only (it has one owner).
+  auto list = handlers;
+  bool first = true;
+  for (auto& f : list) {
+    if (!open && !first) break;
+    f(msg, first ? std::move(h) : handle{});
+    first = false;
+  }
+}
+
+void channel_state::on_node_message(const boost::json::object& msg) {
+  std::string_view cmd = msg.at("cmd").get_string();
+  if (cmd == "NODE_HANDLE") {
+    if (received_fds.empty()) {
+      send(R"({"cmd":"NODE_HANDLE_NACK"})", handle{}, {}, /*is_ack=*/true);
+      return;
+    }
+    handle h(received_fds.front().release());
+    received_fds.pop_front();
+    send(R"({"cmd":"NODE_HANDLE_ACK"})", handle{}, {}, /*is_ack=*/true);
+    auto it = msg.find("msg");
+    deliver(it != msg.end() ? it->value() : boost::json::value{}, std::move(h));
+  } else if (cmd == "NODE_HANDLE_ACK") {
+    if (!pending) return;
+    auto done = std::move(pending->handler);
+    pending.reset();  // closes our copy of the descriptor: the peer has its own now
+    if (done) complete(io, std::move(done), error_code{});
+    release_held();
+  } else if (cmd == "NODE_HANDLE_NACK") {
+    if (!pending) return;
+    if (++pending->resends > max_resends) {
+      auto done = std::move(pending->handler);
+      pending.reset();
+      if (done) complete(io, std::move(done), error_code(clutch::errc::handle_not_received));
+      release_held();
+      return;
+    }
+    enqueue(pending->frame, pending->h.native_handle(), {});
+    schedule_flush();
+  }
+  // Other NODE_ messages (NODE_SOCKET_*, NODE_CLUSTER) belong to Node's own net and cluster modules.
+}
+
+bool channel_state::send(std::string frame, handle h, send_handler handler, bool is_ack) {
+  if (!open || (disconnecting && !is_ack)) {
+    if (handler) complete(io, std::move(handler), error_code(clutch::errc::channel_closed));
+    return false;
+  }
+  if (pending && !is_ack) {
+    queued += frame.size() + 1;
+    held.push_back({std::move(frame), std::move(h), std::move(handler)});
+    return under_high_water_mark();
+  }
+  if (h) {
+    enqueue(frame, h.native_handle(), {});
+    pending = pending_handle{std::move(frame), std::move(h), std::move(handler), 0};
+  } else {
+    enqueue(frame, -1, std::move(handler));
+  }
+  schedule_flush();
+  return under_high_water_mark();
+}
+
+void channel_state::enqueue(std::string_view frame, int fd, send_handler handler) {
+  // A frame with a descriptor starts a segment of its own; others join the last one while it is not too large.
+  if (fd >= 0 || out.empty() || out.back().fd >= 0 || out.back().bytes.size() > (1U << 20)) out.emplace_back();
+  auto& seg = out.back();
+  seg.fd = fd >= 0 ? fd : seg.fd;
+  seg.bytes.append(frame);
+  seg.bytes.push_back('\n');
+  queued += frame.size() + 1;
+  if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
+}
+
+void channel_state::schedule_flush() {
+  if (flush_posted || waiting_writable || out.empty()) return;
+  // The first message of a turn is written at once: a request/response exchange pays no extra loop turn, and a
+  // process that sends one message and exits does not lose it. Whatever else is sent in the same turn waits for
+  // the posted flush and leaves in one sendmsg with the rest.
+  flush();
+  flush_posted = true;
+  asio::post(io, [self = shared_from_this()] {
+    self->flush_posted = false;
+    if (!self->waiting_writable) self->flush();
+  });
+}
+
+void channel_state::flush() {
+  while (open && !out.empty()) {
+    iovec iov[max_iov];
+    int n_iov = 0;
+    int fd = -1;
+    for (auto& seg : out) {
+      // A descriptor goes with the first byte of its frame: its segment leads a sendmsg of its own.
+      if (seg.fd >= 0 && seg.sent == 0) {
+        if (n_iov > 0) break;
+        fd = seg.fd;
+      }
+      iov[n_iov++] = {seg.bytes.data() + seg.sent, seg.bytes.size() - seg.sent};
+      if (fd >= 0 || n_iov == static_cast<int>(max_iov)) break;
+    }
+    ssize_t n = os::send_with_fd(sock.native_handle(), iov, n_iov, fd);
+    if (n == -EAGAIN) {
+      waiting_writable = true;
+      sock.async_wait(asio::socket_base::wait_write, [self = shared_from_this()](boost::system::error_code ec) {
+        self->waiting_writable = false;
+        if (!self->open) return;
+        if (ec) {
+          self->close(ec);
+          return;
+        }
+        self->flush();
+      });
+      return;
+    }
+    if (n < 0) {
+      close(errno_error(static_cast<int>(-n)));
+      return;
+    }
+    auto left = static_cast<std::size_t>(n);
+    queued -= left;
+    while (left > 0 || (!out.empty() && out.front().sent == out.front().bytes.size())) {
+      auto& seg = out.front();
+      std::size_t take = std::min(left, seg.bytes.size() - seg.sent);
+      seg.sent += take;
+      left -= take;
+      auto& done = seg.done;
+      std::size_t fired = 0;
+      while (fired < done.size() && done[fired].first <= seg.sent) {
+        complete(io, std::move(done[fired].second), error_code{});
+        ++fired;
+      }
+      done.erase(done.begin(), done.begin() + static_cast<std::ptrdiff_t>(fired));
+      if (seg.sent < seg.bytes.size()) break;
+      out.pop_front();
+    }
+  }
+  maybe_finish_disconnect();
+}
+
+void channel_state::release_held() {
+  while (!pending && !held.empty()) {
+    auto m = std::move(held.front());
+    held.pop_front();
+    queued -= m.frame.size() + 1;
+    send(std::move(m.frame), std::move(m.h), std::move(m.handler));
+  }
+  maybe_finish_disconnect();
+}
+
+void channel_state::maybe_finish_disconnect() {
+  if (disconnecting && open && out.empty() && !pending && held.empty()) close({});
+}
+
+void channel_state::close(error_code why) {
+  if (!open) return;
+  open = false;
+  boost::system::error_code ignored;
+  sock.close(ignored);
+  received_fds.clear();
+  const error_code closed = clutch::errc::channel_closed;
+  for (auto& seg : out) {
+    for (auto& [end, h] : seg.done) complete(io, std::move(h), closed);
+  }
+  out.clear();
+  if (pending && pending->handler) complete(io, std::move(pending->handler), closed);
+  pending.reset();
+  for (auto& m : held) {
+    if (m.handler) complete(io, std::move(m.handler), closed);
+  }
+  held.clear();
+  queued = 0;
+  // Posted, so that a disconnect() called from inside a handler does not run user code re-entrantly.
+  auto handlers = std::move(disconnect_handlers);
+  asio::post(io, [handlers = std::move(handlers), why] {
+    for (auto& f : handlers) f(why);
+  });
+}
+
+bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
+                  send_handler handler) {
+  if (!s) throw std::logic_error("clutch::channel: send on an empty channel");
+  if (h && h.what() == handle::kind::none) {
+    // Only stream sockets travel: Node's receiving side could not make anything else of them.
+    if (handler) complete(s->io, std::move(handler), error_code(errno_error(EINVAL)));
+    return s->under_high_water_mark();
+  }
+  if (!h) return s->send(frame_of(msg), handle{}, std::move(handler));
+  boost::json::object wrapped;
+  wrapped["cmd"] = "NODE_HANDLE";
+  wrapped["type"] = h.node_type();
+  wrapped["msg"] = msg;
+  return s->send(frame_of(wrapped), std::move(h), std::move(handler));
+}
+
+}  // namespace detail
+
+channel::channel(asio::io_context& io, int fd, const channel_options& opts)
+    : state_(std::make_shared<detail::channel_state>(io, fd, opts)) {
+  state_->start_reading();
+}
+
+void channel::on_message(message_handler handler) {
+  if (!state_) throw std::logic_error("clutch::channel: on_message on an empty channel");
+  state_->message_handlers.push_back(std::move(handler));
+}
+
+void channel::on_internal_message(message_handler handler) {
+  if (!state_) throw std::logic_error("clutch::channel: on_internal_message on an empty channel");
+  state_->internal_handlers.push_back(std::move(handler));
+}
+
+void channel::on_disconnect(std::function<void(error_code)> handler) {
+  if (!state_) throw std::logic_error("clutch::channel: on_disconnect on an empty channel");
+  state_->disconnect_handlers.push_back(std::move(handler));
+}
+
+void channel::disconnect() {
+  if (!state_ || !state_->open) return;
+  state_->disconnecting = true;
+  state_->maybe_finish_disconnect();
+}
+
+bool channel::connected() const noexcept { return state_ && state_->open && !state_->disconnecting; }
+
+std::size_t channel::queued_bytes() const noexcept { return state_ ? state_->queued : 0; }
+
+}  // namespace clutch

@@ -1,0 +1,87 @@
+// The shared state behind clutch::channel: the socket, the write queue, the handle hand-shake, the decoder.
+//
+// Writes. The first send() of a turn of the event loop writes at once; later ones in the same turn are appended
+// to the queue and leave together in one sendmsg at the end of the turn (Node writes once per message). A frame
+// that carries a descriptor starts its own sendmsg, so the descriptor arrives with the frame's first bytes.
+//
+// Handles. After a frame with a descriptor, later user messages wait in `held` until the peer's NODE_HANDLE_ACK
+// (Node's rule, which keeps every handle attached to its own message); NACK resends the frame, up to three times.
+// ACK and NACK themselves never wait.
+#pragma once
+
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clutch/ipc.hpp"
+#include "ipc/frame_decoder.hpp"
+#include "os/fd.hpp"
+
+namespace clutch::detail {
+
+struct out_segment {
+  std::string bytes;
+  std::size_t sent = 0;
+  int fd = -1;  // sent with the first byte; owned by the pending handle, not by the segment
+  std::vector<std::pair<std::size_t, send_handler>> done;  // completes once `sent` reaches the offset
+};
+
+struct pending_handle {
+  std::string frame;  // the NODE_HANDLE text, for a resend
+  handle h;           // kept open until the ACK, as Node keeps _pendingHandle
+  send_handler handler;
+  int resends = 0;
+};
+
+struct held_message {
+  std::string frame;
+  handle h;
+  send_handler handler;
+};
+
+struct channel_state : std::enable_shared_from_this<channel_state> {
+  channel_state(asio::io_context& io, int fd, const channel_options& opts);
+
+  asio::io_context& io;
+  asio::local::stream_protocol::socket sock;
+  channel_options opts;
+  frame_decoder decoder;
+  message_parser parser;
+  std::deque<os::unique_fd> received_fds;
+
+  std::deque<out_segment> out;
+  std::size_t queued = 0;  // bytes in out and held, not yet written
+  bool flush_posted = false;
+  bool waiting_writable = false;
+
+  std::optional<pending_handle> pending;
+  std::deque<held_message> held;
+
+  bool open = true;
+  bool disconnecting = false;
+  std::vector<channel::message_handler> message_handlers;
+  std::vector<channel::message_handler> internal_handlers;
+  std::vector<std::function<void(error_code)>> disconnect_handlers;
+
+  void start_reading();
+  void on_readable();
+  void dispatch(std::string_view line);
+  void on_node_message(const boost::json::object& msg);
+  void deliver(const boost::json::value& msg, handle h);
+
+  // is_ack: our NODE_HANDLE_ACK/NACK, which neither waits behind a pending handle nor is refused while
+  // disconnecting.
+  bool send(std::string frame, handle h, send_handler handler, bool is_ack = false);
+  void enqueue(std::string_view frame, int fd, send_handler handler);
+  void schedule_flush();
+  void flush();
+  void release_held();
+  void maybe_finish_disconnect();
+  void close(error_code why);
+  bool under_high_water_mark() const noexcept { return open && !disconnecting && queued <= opts.high_water_mark; }
+};
+
+}  // namespace clutch::detail

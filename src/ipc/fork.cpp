@@ -1,0 +1,125 @@
+#include <fcntl.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include "clutch/ipc.hpp"
+#include "error_detail.hpp"
+#include "ipc/channel_state.hpp"
+#include "process/child_state.hpp"
+
+namespace clutch {
+
+namespace {
+
+bool runs_under_node(std::string_view program) {
+  for (std::string_view ext : {".js", ".mjs", ".cjs"}) {
+    if (program.size() > ext.size() && program.ends_with(ext)) return true;
+  }
+  return false;
+}
+
+forked_child failed(asio::io_context& io, error_code why) {
+  // A channel that is closed from the start, so that send() on it fails as it would after a disconnect.
+  auto ch = std::make_shared<detail::channel_state>(io, -1, channel_options{});
+  return forked_child(child(detail::failed_child(io, why)), channel(std::move(ch)));
+}
+
+}  // namespace
+
+forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args,
+                  const options& opts, const channel_options& copts) {
+  options o = opts;
+  if (o.stdio.empty()) {
+    const auto std_slot = o.silent ? stdio::pipe : stdio::inherit;
+    o.stdio = {std_slot, std_slot, std_slot, stdio::ipc};
+  }
+  int ipc_slot = -1;
+  for (std::size_t i = 0; i < o.stdio.size(); ++i) {
+    if (o.stdio[i] != stdio::ipc) continue;
+    if (ipc_slot >= 0) return failed(io, detail::errno_error(EINVAL));  // exactly one channel per child
+    ipc_slot = static_cast<int>(i);
+  }
+  if (ipc_slot < 0) return failed(io, detail::errno_error(EINVAL));
+
+  os::fd_pair pair;
+  if (int e = os::make_socketpair(pair); e != 0) return failed(io, detail::errno_error(e));
+  o.stdio[static_cast<std::size_t>(ipc_slot)] = stdio::fd(pair.second.get());
+
+  auto vars = o.env.vars();
+  vars["NODE_CHANNEL_FD"] = std::to_string(ipc_slot);
+  vars["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
+  o.env = o.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
+                                                     : environment::add(std::move(vars));
+
+  std::string file(program);
+  std::vector<std::string> argv;
+  if (runs_under_node(program)) {
+    file = o.exec_path;
+    argv = o.exec_argv;
+    argv.emplace_back(program);
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+
+  auto state = detail::start_child(io, file, argv, o, /*buffering=*/false);
+  pair.second.reset();  // the child has its copy; ours would keep the channel open after the child is gone
+  if (state->spawn_failure) return failed(io, state->spawn_failure);
+
+  channel ch(io, pair.first.release(), copts);
+  // The exit is reported once the channel has delivered everything the child sent before it exited.
+  ++state->holds;
+  ch.on_disconnect([weak = std::weak_ptr(state)](error_code) {
+    if (auto s = weak.lock()) s->release_hold();
+  });
+  return forked_child(child(std::move(state)), std::move(ch));
+}
+
+forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args) {
+  static const options defaults{};
+  return fork(io, program, args, defaults);
+}
+
+std::optional<channel> parent_channel(asio::io_context& io, const channel_options& opts, error_code& ec) {
+  ec.clear();
+  const char* fd_text = std::getenv("NODE_CHANNEL_FD");
+  if (fd_text == nullptr) return std::nullopt;
+  std::string fd_str = fd_text;
+  const char* mode = std::getenv("NODE_CHANNEL_SERIALIZATION_MODE");
+  bool advanced = mode != nullptr && std::string_view(mode) != "json";
+  // Gone from the environment either way, so that our own children do not think the channel is theirs.
+  ::unsetenv("NODE_CHANNEL_FD");
+  ::unsetenv("NODE_CHANNEL_SERIALIZATION_MODE");
+
+  char* end = nullptr;
+  long fd = std::strtol(fd_str.c_str(), &end, 10);
+  if (fd_str.empty() || *end != '\0' || fd < 0 || fd > 1 << 20) {
+    ec = detail::errno_error(EINVAL);
+    return std::nullopt;
+  }
+  if (advanced) {  // Node's V8 serialization: a binary format clutch does not speak
+    ec = detail::errno_error(ENOTSUP);
+    return std::nullopt;
+  }
+  int flags = ::fcntl(static_cast<int>(fd), F_GETFD);
+  if (flags < 0) {
+    ec = detail::errno_error(errno);
+    return std::nullopt;
+  }
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM) {
+    ec = detail::errno_error(ENOTSOCK);
+    return std::nullopt;
+  }
+  ::fcntl(static_cast<int>(fd), F_SETFD, flags | FD_CLOEXEC);
+  return channel(io, static_cast<int>(fd), opts);
+}
+
+std::optional<channel> parent_channel(asio::io_context& io, const channel_options& opts) {
+  error_code ignored;
+  return parent_channel(io, opts, ignored);
+}
+
+}  // namespace clutch
