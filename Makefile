@@ -2,14 +2,17 @@
 #   make demo   install what is missing, build, run the main demo
 #   make test   install what is missing, build (Debug, -Werror), run every test with ctest
 #   make asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz   build the libFuzzer targets with clang and run each for FUZZ_SECONDS (default 60)
 #   make bench  build Release and run bench/run (all benchmarks)
 JOBS  ?= 2
 DEBUG := build/debug
 ASAN  := build/asan
+FUZZ  := build/fuzz
+FUZZ_SECONDS ?= 60
 
 CMAKE_COMMON := -DCLUTCH_WERROR=ON -DCLUTCH_BUILD_TESTS=ON -DCLUTCH_BUILD_EXAMPLES=ON
 
-.PHONY: deps demo test asan bench clean
+.PHONY: deps demo test asan fuzz bench clean
 
 deps:
 	@scripts/install-deps
@@ -34,6 +37,16 @@ test: deps $(DEBUG)/CMakeCache.txt
 asan: deps $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j$(JOBS)
 	cd $(ASAN) && ctest -j$(JOBS) --output-on-failure
+
+# The corpus grows in the build folder; fuzz/corpus holds the seeds.
+fuzz: deps
+	CXX=clang++ cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLUTCH_FUZZ=ON >/dev/null
+	cmake --build $(FUZZ) -j$(JOBS)
+	mkdir -p $(FUZZ)/corpus && cp -n fuzz/corpus/* $(FUZZ)/corpus/
+	@# A finding exits non-zero: show the end of the log (the crash and its input) and fail.
+	$(FUZZ)/fuzz/frame_decoder_fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ)/ $(FUZZ)/corpus > $(FUZZ)/fuzz.log 2>&1 || { tail -40 $(FUZZ)/fuzz.log; exit 1; }
+	@grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(FUZZ)/fuzz.log
 
 bench: deps
 	bench/run
