@@ -24,11 +24,15 @@ $(ASAN)/CMakeCache.txt: | deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DCLUTCH_SANITIZE=ON $(CMAKE_COMMON)
 
 demo: deps $(DEBUG)/CMakeCache.txt
-	cmake --build $(DEBUG) -j$(JOBS) --target exec_example
+	cmake --build $(DEBUG) -j$(JOBS) --target exec_example fork_parent fork_child
 	@rm -rf $(DEBUG)/demo && mkdir -p $(DEBUG)/demo/log
 	@echo "started" > $(DEBUG)/demo/log/app.log && echo "nothing yet" > $(DEBUG)/demo/log/error.log
 	@echo "== examples/exec.cpp: ls in ./log, streamed and then buffered"
 	cd $(DEBUG)/demo && ../examples/exec
+	@echo "== examples/fork_parent.cpp: a C++ parent and child exchange messages over Node's channel"
+	$(DEBUG)/examples/fork_parent
+	@echo "== the same parent driving the seed's Node child (tests/fixtures/child.js)"
+	$(DEBUG)/examples/fork_parent tests/fixtures/child.js
 
 test: deps $(DEBUG)/CMakeCache.txt
 	cmake --build $(DEBUG) -j$(JOBS)
