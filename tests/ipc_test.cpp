@@ -207,6 +207,32 @@ TEST(Fork, LargeMessagesArriveIntactAndInOrder) {
   for (std::size_t i = 0; i < big.size(); ++i) EXPECT_EQ(got[i + 1].as_string(), big[i]) << i;
 }
 
+TEST(Fork, StringsNeedingEscapesSurviveTheRoundTrip) {
+  // Strings take a fast path when nothing in them needs escaping; these all do, somewhere in each 8-byte word.
+  asio::io_context io;
+  auto c = clutch::fork(io, self(), helper_args("ipc-echo"));
+  std::vector<std::string> sent;
+  std::string every;
+  for (int ch = 1; ch < 128; ++ch) every.push_back(static_cast<char>(ch));
+  sent.push_back(every);
+  for (const char* special : {"\"", "\\", "\n", "\x01", "\x1f"}) {
+    for (std::size_t at = 0; at < 9; ++at) {
+      std::string s(17, 'a');
+      s.insert(at, special);
+      sent.push_back(s);
+    }
+  }
+  sent.push_back("plain, no escapes at all, and longer than one word");
+  std::vector<std::string> got;
+  c.on_message([&](const json::value& m, clutch::handle) {
+    got.emplace_back(m.as_string());
+    if (got.size() == sent.size()) c.send("disconnect");
+  });
+  for (const auto& s : sent) c.send(json::value(s));
+  run_bounded(io);
+  EXPECT_EQ(got, sent);
+}
+
 TEST(Fork, HandlesKeepTheirMessagesAndTheQueueKeepsItsOrder) {
   asio::io_context io;
   auto c = clutch::fork(io, self(), helper_args("ipc-report-handles"));

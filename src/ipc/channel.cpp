@@ -2,8 +2,12 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/defer.hpp>
 #include <boost/json/serialize.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 #include "completion.hpp"
 #include "error_detail.hpp"
@@ -35,6 +39,26 @@ bool starts_with(const boost::json::value& v, std::string_view prefix, const boo
 
 std::string frame_of(const boost::json::value& v) { return boost::json::serialize(v); }
 
+// Whether JSON needs an escape anywhere in s (a control character, '"' or '\\'), eight bytes at a time: Boost's
+// serializer goes byte by byte, which made a 64 KiB string message cost more to write than to send.
+bool needs_escape(std::string_view s) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  const char* p = s.data();
+  std::size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    const std::uint64_t control = (w - ones * 0x20) & ~w & highs;  // some byte < 0x20
+    const std::uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    if (control | ((q - ones) & ~q & highs) | ((b - ones) & ~b & highs)) return true;
+  }
+  for (; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(p[i]);
+    if (c < 0x20 || c == '"' || c == '\\') return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 channel_state::channel_state(asio::io_context& io, int fd, const channel_options& opts)
@@ -61,6 +85,7 @@ void channel_state::start_reading() {
 
 void channel_state::on_readable() {
   auto self = shared_from_this();  // a handler may drop the last channel object
+  if (!flush_posted) in_burst = false;
   for (int i = 0; i < reads_per_turn && open; ++i) {
     auto room = decoder.prepare(read_size);
     std::vector<os::unique_fd> fds;
@@ -76,6 +101,9 @@ void channel_state::on_readable() {
       return;
     }
     decoder.commit(static_cast<std::size_t>(r.bytes));
+    // A short read that brought no descriptor emptied the socket (Linux stops a stream read early only at a
+    // descriptor), so asking again would only hear EAGAIN; the next wait re-arms the descriptor in any case.
+    const bool drained = static_cast<std::size_t>(r.bytes) < room.size() && fds.empty() && !r.truncated;
     // MSG_CTRUNC drops the descriptors that did not fit; the NODE_HANDLE that finds none answers NACK.
     error_code ec;
     while (open) {
@@ -87,6 +115,7 @@ void channel_state::on_readable() {
       close(ec);
       return;
     }
+    if (drained) break;
   }
   start_reading();
 }
@@ -107,16 +136,16 @@ void channel_state::dispatch(std::string_view line) {
 
 void channel_state::deliver(const boost::json::value& msg, handle h) {
   const boost::json::object* obj = nullptr;
-  bool internal = starts_with(msg, "CLUTCH_", &obj);
-  auto& handlers = internal ? internal_handlers : message_handlers;
-  if (handlers.empty()) return;  // an unwanted handle closes here
-  // Copies, so that a handler may register another; a handle goes to the first handler only (it has one owner).
-  auto list = handlers;
-  bool first = true;
-  for (auto& f : list) {
-    if (!open && !first) break;
-    f(msg, first ? std::move(h) : handle{});
-    first = false;
+  auto& handlers = starts_with(msg, "CLUTCH_", &obj) ? internal_handlers : message_handlers;
+  // By index over the handlers present now: one registered by a handler waits in `added` until we are done, so
+  // the vector never moves under the handler that is running. A handle goes to the first handler only (it has
+  // one owner).
+  ++delivering;
+  const std::size_t n = handlers.size();
+  for (std::size_t i = 0; i < n && (open || i == 0); ++i) handlers[i](msg, i == 0 ? std::move(h) : handle{});
+  if (--delivering == 0) {
+    for (auto& [internal, f] : added) (internal ? internal_handlers : message_handlers).push_back(std::move(f));
+    added.clear();
   }
 }
 
@@ -173,26 +202,61 @@ bool channel_state::send(std::string frame, handle h, send_handler handler, bool
   return under_high_water_mark();
 }
 
-void channel_state::enqueue(std::string_view frame, int fd, send_handler handler) {
+out_segment& channel_state::tail_segment(int fd) {
   // A frame with a descriptor starts a segment of its own; others join the last one while it is not too large.
-  if (fd >= 0 || out.empty() || out.back().fd >= 0 || out.back().bytes.size() > (1U << 20)) out.emplace_back();
-  auto& seg = out.back();
-  seg.fd = fd >= 0 ? fd : seg.fd;
+  if (fd >= 0 || out.empty() || out.back().fd >= 0 || out.back().bytes.size() > (1U << 20)) {
+    out.emplace_back();
+    // A buffer that already has its pages: freeing and reallocating a megabyte per batch costs page faults.
+    out.back().bytes = std::move(spare);
+    spare = std::string();
+    out.back().fd = fd;
+  }
+  return out.back();
+}
+
+void channel_state::enqueue(std::string_view frame, int fd, send_handler handler) {
+  auto& seg = tail_segment(fd);
   seg.bytes.append(frame);
   seg.bytes.push_back('\n');
   queued += frame.size() + 1;
   if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
 }
 
+void channel_state::enqueue_value(const boost::json::value& v, send_handler handler) {
+  // Serialized straight into the queue: no temporary string per message.
+  auto& seg = tail_segment(-1);
+  const std::size_t before = seg.bytes.size();
+  if (v.is_string() && !needs_escape(v.get_string())) {  // the common large payload: copied as it is
+    seg.bytes.push_back('"');
+    seg.bytes.append(v.get_string());
+    seg.bytes.append("\"\n");
+    queued += seg.bytes.size() - before;
+    if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
+    return;
+  }
+  // Through a small buffer on the stack: growing the string first would zero-fill bytes only to overwrite them.
+  char buf[16 * 1024];
+  serializer.reset(&v);
+  while (!serializer.done()) seg.bytes.append(serializer.read(buf, sizeof buf));
+  seg.bytes.push_back('\n');
+  queued += seg.bytes.size() - before;
+  if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
+}
+
 void channel_state::schedule_flush() {
   if (flush_posted || waiting_writable || out.empty()) return;
-  // The first message of a turn is written at once: a request/response exchange pays no extra loop turn, and a
-  // process that sends one message and exits does not lose it. Whatever else is sent in the same turn waits for
-  // the posted flush and leaves in one sendmsg with the rest.
-  flush();
+  // The first message of a burst is written at once: a request/response exchange pays no extra loop turn, and a
+  // process that sends one message and exits does not lose it. What follows in the same burst waits for one
+  // deferred flush and leaves in one sendmsg. A burst ends when the deferred flush runs or a read begins.
+  if (!in_burst) {
+    in_burst = true;
+    flush();
+    return;
+  }
   flush_posted = true;
-  asio::post(io, [self = shared_from_this()] {
+  asio::defer(io, [self = shared_from_this()] {
     self->flush_posted = false;
+    self->in_burst = false;
     if (!self->waiting_writable) self->flush();
   });
 }
@@ -244,6 +308,10 @@ void channel_state::flush() {
       }
       done.erase(done.begin(), done.begin() + static_cast<std::ptrdiff_t>(fired));
       if (seg.sent < seg.bytes.size()) break;
+      if (seg.bytes.capacity() > spare.capacity()) {
+        spare = std::move(seg.bytes);
+        spare.clear();
+      }
       out.pop_front();
     }
   }
@@ -289,6 +357,14 @@ void channel_state::close(error_code why) {
   });
 }
 
+void channel_state::add_handler(bool internal, channel::message_handler f) {
+  if (delivering > 0) {
+    added.emplace_back(internal, std::move(f));
+  } else {
+    (internal ? internal_handlers : message_handlers).push_back(std::move(f));
+  }
+}
+
 bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
                   send_handler handler) {
   if (!s) throw std::logic_error("clutch::channel: send on an empty channel");
@@ -297,7 +373,14 @@ bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::va
     if (handler) complete(s->io, std::move(handler), error_code(errno_error(EINVAL)));
     return s->under_high_water_mark();
   }
-  if (!h) return s->send(frame_of(msg), handle{}, std::move(handler));
+  if (!h) {
+    if (s->open && !s->disconnecting && !s->pending) {  // the common case: straight into the queue
+      s->enqueue_value(msg, std::move(handler));
+      s->schedule_flush();
+      return s->under_high_water_mark();
+    }
+    return s->send(frame_of(msg), handle{}, std::move(handler));
+  }
   boost::json::object wrapped;
   wrapped["cmd"] = "NODE_HANDLE";
   wrapped["type"] = h.node_type();
@@ -314,12 +397,12 @@ channel::channel(asio::io_context& io, int fd, const channel_options& opts)
 
 void channel::on_message(message_handler handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_message on an empty channel");
-  state_->message_handlers.push_back(std::move(handler));
+  state_->add_handler(false, std::move(handler));
 }
 
 void channel::on_internal_message(message_handler handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_internal_message on an empty channel");
-  state_->internal_handlers.push_back(std::move(handler));
+  state_->add_handler(true, std::move(handler));
 }
 
 void channel::on_disconnect(std::function<void(error_code)> handler) {

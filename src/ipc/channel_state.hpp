@@ -1,8 +1,8 @@
 // The shared state behind clutch::channel: the socket, the write queue, the handle hand-shake, the decoder.
 //
-// Writes. The first send() of a turn of the event loop writes at once; later ones in the same turn are appended
-// to the queue and leave together in one sendmsg at the end of the turn (Node writes once per message). A frame
-// that carries a descriptor starts its own sendmsg, so the descriptor arrives with the frame's first bytes.
+// Writes. The first send() of a burst writes at once; later ones are appended to the queue and leave together in
+// one sendmsg when the deferred flush runs (Node writes once per message). A frame that carries a descriptor
+// starts its own sendmsg, so the descriptor arrives with the frame's first bytes.
 //
 // Handles. After a frame with a descriptor, later user messages wait in `held` until the peer's NODE_HANDLE_ACK
 // (Node's rule, which keeps every handle attached to its own message); NACK resends the frame, up to three times.
@@ -10,6 +10,7 @@
 #pragma once
 
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/json/serializer.hpp>
 
 #include <deque>
 #include <optional>
@@ -53,8 +54,11 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   std::deque<os::unique_fd> received_fds;
 
   std::deque<out_segment> out;
+  std::string spare;  // the buffer of the last segment written, kept for the next one
+  boost::json::serializer serializer;
   std::size_t queued = 0;  // bytes in out and held, not yet written
   bool flush_posted = false;
+  bool in_burst = false;  // a message was written at once since the last read or deferred flush
   bool waiting_writable = false;
 
   std::optional<pending_handle> pending;
@@ -65,17 +69,22 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   std::vector<channel::message_handler> message_handlers;
   std::vector<channel::message_handler> internal_handlers;
   std::vector<std::function<void(error_code)>> disconnect_handlers;
+  int delivering = 0;  // deliver() calls in progress
+  std::vector<std::pair<bool, channel::message_handler>> added;  // registered during deliver(); internal?, handler
 
   void start_reading();
   void on_readable();
   void dispatch(std::string_view line);
   void on_node_message(const boost::json::object& msg);
   void deliver(const boost::json::value& msg, handle h);
+  void add_handler(bool internal, channel::message_handler f);
 
   // is_ack: our NODE_HANDLE_ACK/NACK, which neither waits behind a pending handle nor is refused while
   // disconnecting.
   bool send(std::string frame, handle h, send_handler handler, bool is_ack = false);
+  out_segment& tail_segment(int fd);
   void enqueue(std::string_view frame, int fd, send_handler handler);
+  void enqueue_value(const boost::json::value& v, send_handler handler);
   void schedule_flush();
   void flush();
   void release_held();
