@@ -1,5 +1,6 @@
 // Node 20's side of `bench/run ipc`: fork/send between two Node processes, printed as one JSON object.
 //   node bench/ipc.js ROUNDTRIPS SMALL_MESSAGES LARGE_MESSAGES
+//   node bench/ipc.js huge
 'use strict';
 const { fork } = require('node:child_process');
 
@@ -23,11 +24,22 @@ if (process.argv[2] === 'child') {
   return;
 }
 
-const [roundtrips, small, large] = process.argv.slice(2).map(Number);
 const child = fork(__filename, ['child']);
 let onMessage = null;
 child.on('message', (m) => onMessage(m));
 const now = () => process.hrtime.bigint();
+
+if (process.argv[2] === 'huge') {  // one 100 MiB message, sent and parsed by the child
+  const t0 = now();
+  onMessage = () => {
+    process.stdout.write(JSON.stringify({ huge_s: Number(now() - t0) / 1e9 }) + '\n');
+    child.disconnect();
+  };
+  child.send('h'.repeat(100 * 1024 * 1024));
+  child.send('end');
+  return;
+}
+const [roundtrips, small, large] = process.argv.slice(2).map(Number);
 
 function roundTrip() {
   return new Promise((resolve) => {

@@ -53,7 +53,7 @@ std::string self_path() {
 // ---- clutch: the child ----------------------------------------------------------------------------------------------
 int clutch_child() {
   asio::io_context io;
-  auto parent = clutch::parent_channel(io);
+  auto parent = clutch::parent_channel(io, {.max_message = 256u << 20});  // room for the 100 MiB message
   if (!parent) return 2;
   std::int64_t count = 0, bytes = 0;
   parent->on_message([&](const json::value& m, clutch::handle) {
@@ -75,7 +75,7 @@ struct clutch_figures {
   double rtt_us, small_per_s, large_mb_per_s;
 };
 
-clutch_figures clutch_parent() {
+clutch_figures clutch_parent(bool huge_only = false) {
   asio::io_context io;
   auto child = clutch::fork(io, self_path(), {"--child"});
   std::function<void(const json::value&)> on_message;
@@ -111,6 +111,20 @@ clutch_figures clutch_parent() {
     while (!done) io.run_one();
     return seconds_since(t0);
   };
+  if (huge_only) {  // one 100 MiB message, sent and counted by the child: the linear-cost promise
+    const json::value huge(std::string(100u << 20, 'h'));
+    bool done = false;
+    on_message = [&](const json::value&) { done = true; };
+    auto t0 = clock_type::now();
+    child.send(huge);
+    child.send("end");
+    while (!done) io.run_one();
+    clutch_figures f{};
+    f.rtt_us = seconds_since(t0) * 1e6;
+    child.disconnect();
+    io.run();
+    return f;
+  }
   round_trip();  // warm-up
   clutch_figures f{};
   f.rtt_us = round_trip();
@@ -329,6 +343,13 @@ int main(int argc, char** argv) {
   std::printf("%-46s %9.1f us %10s %9.2fx\n", "floor: the same, waiting in epoll", fl.rtt_epoll_us, "",
               fl.rtt_epoll_us / fl.rtt_us);
   std::printf("%-46s %9s    %10s %9.2fx\n", "clutch against the epoll floor", "", "", c.rtt_us / fl.rtt_epoll_us);
+
+  std::printf("\n%-46s %12s %10s\n", "one 100 MiB message, sent and parsed", "", "vs Node");
+  const double c_huge = clutch_parent(true).rtt_us / 1e6;
+  auto node_huge = clutch::exec_file_sync("node", {"bench/ipc.js", "huge"});
+  const double n_huge = node_huge.status.ok() ? json::parse(node_huge.out).at("huge_s").to_number<double>() : -1;
+  std::printf("%-46s %10.3f s %9.2fx\n", "clutch", c_huge, c_huge / n_huge);
+  std::printf("%-46s %10.3f s\n", "Node", n_huge);
 
   std::printf("\n%-46s %12s %10s %10s\n", "small messages one way", "", "vs Node", "vs floor");
   std::printf("%-46s %9.0f k/s %9.2fx %9.2fx\n", "clutch", c.small_per_s / 1e3, c.small_per_s / n_small,

@@ -146,6 +146,23 @@ int run_ipc_helper(std::string_view name, int argc, char** argv) {
         parent->send("answered");
       });
     });
+  } else if (name == "ipc-serve-listener") {  // accept one connection on a listening socket that comes along
+    parent->on_message([&](const boost::json::value&, clutch::handle h) {
+      if (h.what() != clutch::handle::kind::tcp_server) {
+        parent->send({{"error", "expected a listening TCP socket"}});
+        return;
+      }
+      auto acceptor = std::make_shared<asio::ip::tcp::acceptor>(std::move(h).tcp_acceptor(io.get_executor()));
+      acceptor->async_accept([&, acceptor](boost::system::error_code ec, asio::ip::tcp::socket s) {
+        if (ec) return;
+        static const std::string text = "served by the child\n";
+        auto sock = std::make_shared<asio::ip::tcp::socket>(std::move(s));
+        asio::async_write(*sock, asio::buffer(text), [&, sock](boost::system::error_code, std::size_t) {
+          sock->close();
+          parent->send("served");
+        });
+      });
+    });
   } else if (name == "ipc-report-handles") {
     // For each message: {"msg": m, "handle": what the socket says (its first line), or null}.
     parent->on_message([&](const boost::json::value& m, clutch::handle h) {

@@ -156,6 +156,33 @@ TEST(Fork, ACppParentPassesAnAcceptedSocketToANodeChildWhichAnswersTheClient) {
   EXPECT_EQ(got[0], "answered");
 }
 
+TEST(Fork, AListeningSocketTravelsAndTheChildServesOnIt) {
+  asio::io_context io;
+  asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+  const auto endpoint = acceptor.local_endpoint();
+  auto c = clutch::fork(io, self(), helper_args("ipc-serve-listener"));
+  std::vector<json::value> got;
+  c.on_message([&](const json::value& m, clutch::handle) {
+    got.push_back(m);
+    c.disconnect();
+  });
+  clutch::error_code send_ec = asio::error::would_block;
+  c.send("listen", clutch::handle(std::move(acceptor)), [&](clutch::error_code ec) { send_ec = ec; });
+  std::string answer;
+  std::thread client([&] {
+    asio::io_context cio;
+    asio::ip::tcp::socket s(cio);
+    s.connect(endpoint);  // the kernel queues it on the listening socket, wherever that is now
+    answer = read_all(s);
+  });
+  run_bounded(io);
+  client.join();
+  EXPECT_FALSE(send_ec);
+  EXPECT_EQ(answer, "served by the child\n");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], "served");
+}
+
 TEST(Fork, MessagesArriveInSendOrderEachSeparately) {
   asio::io_context io;
   auto c = clutch::fork(io, self(), helper_args("ipc-echo"));
