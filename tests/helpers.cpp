@@ -164,17 +164,18 @@ int run_ipc_helper(std::string_view name, int argc, char** argv) {
       });
     });
   } else if (name == "ipc-report-handles") {
-    // For each message: {"msg": m, "handle": what the socket says (its first line), or null}.
+    // For each message: {"msg": m, "handle": what the socket says (its first line), or null}, sent back and also
+    // printed on stdout (for a parent that has already disconnected).
     parent->on_message([&](const boost::json::value& m, clutch::handle h) {
-      if (!h) {
-        parent->send({{"msg", m}, {"handle", nullptr}});
-        return;
+      boost::json::value report = {{"msg", m}, {"handle", nullptr}};
+      if (h) {
+        char buf[64];
+        ssize_t n = ::read(h.native_handle(), buf, sizeof buf);  // the test wrote a short line before sending
+        report.as_object()["handle"] = std::string(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
       }
-      int fd = h.native_handle();
-      char buf[64];
-      ssize_t n = ::read(fd, buf, sizeof buf);  // the test wrote a short line before sending
-      std::string line(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
-      parent->send({{"msg", m}, {"handle", line}});
+      std::printf("%s\n", boost::json::serialize(report).c_str());
+      std::fflush(stdout);
+      parent->send(report);
     });
   } else if (name == "ipc-ignore") {  // read nothing: the parent's writes pile up until we are killed
     parent.reset();

@@ -430,11 +430,15 @@ TEST(Channel, InternalMessagesNeverReachOnMessage) {
           "\n"
           R"({"cmd":"NODE"})"
           "\n"
+          R"({"cmd":"NODE_"})"
+          "\n"
           R"({"cmd":"user"})"
           "\n");
   ::shutdown(p.peer, SHUT_WR);
   run_bounded(io);
-  EXPECT_EQ(user, (std::vector<json::value>{json::parse(R"({"cmd":"NODE"})"), json::parse(R"({"cmd":"user"})")}));
+  // Node's rule: internal means a cmd that starts with "NODE_" and is longer than it.
+  EXPECT_EQ(user, (std::vector<json::value>{json::parse(R"({"cmd":"NODE"})"), json::parse(R"({"cmd":"NODE_"})"),
+                                            json::parse(R"({"cmd":"user"})")}));
   EXPECT_EQ(internal, std::vector<json::value>{json::parse(R"({"cmd":"CLUTCH_PING"})")});
 }
 
@@ -517,4 +521,92 @@ TEST(ParentChannel, IsEmptyWithoutAParentAndExplainsABadOne) {
   EXPECT_FALSE(clutch::parent_channel(io, {}, ec));
   EXPECT_EQ(ec, std::errc::not_supported);
   ::close(p.ours);
+}
+
+TEST(Fork, DisconnectStillSendsWhatWaitedBehindAHandle) {
+  // Node flushes its handle queue before it disconnects; so do we.
+  asio::io_context io;
+  auto c = clutch::fork(io, self(), helper_args("ipc-report-handles"), {.silent = true});
+  std::string out;
+  c.on_data(clutch::child::out, [&](std::string_view s) { out += s; });
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  ASSERT_EQ(::write(sv[0], "h", 1), 1);
+  clutch::error_code first = asio::error::would_block, second = asio::error::would_block;
+  c.send(0, clutch::handle(sv[1]), [&](clutch::error_code ec) { first = ec; });
+  c.send(1, [&](clutch::error_code ec) { second = ec; });
+  c.disconnect();
+  run_bounded(io);
+  ::close(sv[0]);
+  EXPECT_FALSE(first);
+  EXPECT_FALSE(second);
+  EXPECT_EQ(out, "{\"msg\":0,\"handle\":\"h\"}\n{\"msg\":1,\"handle\":null}\n");
+}
+
+TEST(Fork, DeeplyNestedMessagesPass) {
+  asio::io_context io;
+  auto c = clutch::fork(io, self(), helper_args("ipc-echo"));
+  json::value deep = json::array{};
+  for (int i = 0; i < 200; ++i) deep = json::array{deep};
+  json::value got;
+  c.on_message([&](const json::value& m, clutch::handle) {
+    got = m;
+    c.disconnect();
+  });
+  c.send(deep);
+  run_bounded(io);
+  EXPECT_EQ(got, deep);
+}
+
+TEST(Fork, TheExitIsReportedEvenIfAGrandchildKeepsTheChannelOpen) {
+  // The shell's background sleep inherits the channel's descriptor; the shell's exit must not wait for it.
+  asio::io_context io;
+  auto c = clutch::fork(io, "/bin/sh", {"-c", "sleep 30 >/dev/null 2>&1 & echo $!"}, {.silent = true});
+  std::string out;
+  c.on_data(clutch::child::out, [&](std::string_view s) { out += s; });
+  std::optional<clutch::exit_status> st;
+  bool sleeper_alive_at_exit = false;
+  c.async_wait([&](clutch::error_code, clutch::exit_status s) {
+    st = s;
+    sleeper_alive_at_exit = clutch_test::process_alive(std::atoi(out.c_str()));
+    c.disconnect();
+  });
+  run_bounded(io);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->code, 0);
+  EXPECT_TRUE(sleeper_alive_at_exit);
+  ::kill(std::atoi(out.c_str()), SIGKILL);
+}
+
+TEST(Channel, AHandlerThatThrowsDoesNotStopTheChannel) {
+  asio::io_context io;
+  raw_pair p;
+  clutch::channel ch(io, p.ours);
+  std::vector<json::value> got;
+  ch.on_message([&](const json::value& m, clutch::handle) {
+    if (m == "throw") throw std::runtime_error("handler failed");
+    got.push_back(m);
+  });
+  p.write("\"before\"\n\"throw\"\n\"after\"\n");
+  ::shutdown(p.peer, SHUT_WR);
+  EXPECT_THROW(io.run(), std::runtime_error);
+  io.restart();
+  run_bounded(io);
+  EXPECT_EQ(got, (std::vector<json::value>{"before", "after"}));
+}
+
+TEST(Channel, OnDisconnectRegisteredAfterTheCloseStillHearsIt) {
+  asio::io_context io;
+  raw_pair p;
+  clutch::channel ch(io, p.ours);
+  ch.disconnect();
+  run_bounded(io);
+  int calls = 0;
+  ch.on_disconnect([&](clutch::error_code ec) {
+    ++calls;
+    EXPECT_FALSE(ec);
+  });
+  io.restart();
+  run_bounded(io);
+  EXPECT_EQ(calls, 1);
 }

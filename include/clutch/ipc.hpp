@@ -72,6 +72,7 @@ class handle {
 
 struct channel_options {
   std::size_t max_message = 64 * 1024 * 1024;  // a longer incoming line closes the channel (message_too_large)
+  std::size_t max_depth = 1024;                // how deeply arrays and objects may nest in an incoming message
   std::size_t high_water_mark = 128 * 1024;    // send() returns false while more bytes than this wait to be written
 };
 

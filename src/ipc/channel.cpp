@@ -31,8 +31,8 @@ bool starts_with(const boost::json::value& v, std::string_view prefix, const boo
   auto it = o.find("cmd");
   if (it == o.end() || !it->value().is_string()) return false;
   std::string_view cmd = it->value().get_string();
-  // Node's isInternal: a string cmd longer than "NODE_" alone… that starts with it (its check is length > 4).
-  if (cmd.size() < prefix.size() || !cmd.starts_with(prefix)) return false;
+  // Node's isInternal: a string cmd that starts with the prefix and is longer than it ("NODE_" alone is not).
+  if (cmd.size() <= prefix.size() || !cmd.starts_with(prefix)) return false;
   *obj = &o;
   return true;
 }
@@ -62,12 +62,17 @@ bool needs_escape(std::string_view s) {
 }  // namespace
 
 channel_state::channel_state(asio::io_context& io, int fd, const channel_options& opts)
-    : io(io), sock(io), opts(opts), decoder(opts.max_message) {
+    : io(io), sock(io), opts(opts), decoder(opts.max_message), parser(opts.max_depth) {
   boost::system::error_code ec;
-  sock.assign(asio::local::stream_protocol(), fd, ec);
+  if (fd < 0) {
+    ec = clutch::errc::channel_closed;
+  } else {
+    sock.assign(asio::local::stream_protocol(), fd, ec);
+    if (ec) ::close(fd);
+  }
   if (ec) {
-    ::close(fd);
     open = false;
+    close_reason = ec;
   }
 }
 
@@ -83,15 +88,24 @@ void channel_state::start_reading() {
   });
 }
 
-void channel_state::on_readable() {
-  auto self = shared_from_this();  // a handler may drop the last channel object
-  if (!flush_posted) in_burst = false;
-  for (int i = 0; i < reads_per_turn && open; ++i) {
+bool channel_state::dispatch_lines() {
+  error_code ec;
+  while (open) {
+    auto line = decoder.next_line(ec);
+    if (!line) break;
+    dispatch(*line);
+  }
+  if (ec) close(ec);
+  return open;
+}
+
+void channel_state::read_some(int max_reads, bool short_read_is_enough) {
+  for (int i = 0; i < max_reads && open; ++i) {
     auto room = decoder.prepare(read_size);
     std::vector<os::unique_fd> fds;
     os::received r = os::receive(sock.native_handle(), room.data(), room.size(), fds);
     for (auto& fd : fds) received_fds.push_back(std::move(fd));
-    if (r.bytes == -EAGAIN) break;
+    if (r.bytes == -EAGAIN) return;
     if (r.bytes < 0) {
       close(errno_error(static_cast<int>(-r.bytes)));
       return;
@@ -102,22 +116,34 @@ void channel_state::on_readable() {
     }
     decoder.commit(static_cast<std::size_t>(r.bytes));
     // A short read that brought no descriptor emptied the socket (Linux stops a stream read early only at a
-    // descriptor), so asking again would only hear EAGAIN; the next wait re-arms the descriptor in any case.
+    // descriptor), so asking again would only hear EAGAIN. Nothing is lost by stopping: Asio's async_wait
+    // re-arms the descriptor with EPOLL_CTL_MOD, which reports data (or EOF) that is already there.
     const bool drained = static_cast<std::size_t>(r.bytes) < room.size() && fds.empty() && !r.truncated;
     // MSG_CTRUNC drops the descriptors that did not fit; the NODE_HANDLE that finds none answers NACK.
-    error_code ec;
-    while (open) {
-      auto line = decoder.next_line(ec);
-      if (!line) break;
-      dispatch(*line);
-    }
-    if (ec) {
-      close(ec);
-      return;
-    }
-    if (drained) break;
+    if (!dispatch_lines()) return;
+    if (drained && short_read_is_enough) return;
+  }
+}
+
+void channel_state::on_readable() {
+  auto self = shared_from_this();  // a handler may drop the last channel object
+  if (!flush_posted) in_burst = false;
+  try {
+    // Lines first: a handler that threw last time may have left some behind.
+    if (dispatch_lines()) read_some(reads_per_turn, /*short_read_is_enough=*/true);
+  } catch (...) {
+    // A message handler threw. Asio lets the caller catch it and run the io_context again; the channel must then
+    // go on reading, from the line after the one whose handler threw.
+    if (open) asio::post(io, [self] { self->on_readable(); });
+    throw;
   }
   start_reading();
+}
+
+void channel_state::drain() {
+  auto self = shared_from_this();
+  // Bounded, in case a grandchild that inherited the channel keeps writing.
+  if (dispatch_lines()) read_some(1024, /*short_read_is_enough=*/false);
 }
 
 void channel_state::dispatch(std::string_view line) {
@@ -139,14 +165,18 @@ void channel_state::deliver(const boost::json::value& msg, handle h) {
   auto& handlers = starts_with(msg, "CLUTCH_", &obj) ? internal_handlers : message_handlers;
   // By index over the handlers present now: one registered by a handler waits in `added` until we are done, so
   // the vector never moves under the handler that is running. A handle goes to the first handler only (it has
-  // one owner).
-  ++delivering;
+  // one owner). The guard also runs when a handler throws.
+  struct delivering_scope {
+    channel_state& s;
+    explicit delivering_scope(channel_state& st) : s(st) { ++s.delivering; }
+    ~delivering_scope() {
+      if (--s.delivering > 0) return;
+      for (auto& [internal, f] : s.added) (internal ? s.internal_handlers : s.message_handlers).push_back(std::move(f));
+      s.added.clear();
+    }
+  } scope(*this);
   const std::size_t n = handlers.size();
   for (std::size_t i = 0; i < n && (open || i == 0); ++i) handlers[i](msg, i == 0 ? std::move(h) : handle{});
-  if (--delivering == 0) {
-    for (auto& [internal, f] : added) (internal ? internal_handlers : message_handlers).push_back(std::move(f));
-    added.clear();
-  }
 }
 
 void channel_state::on_node_message(const boost::json::object& msg) {
@@ -160,7 +190,10 @@ void channel_state::on_node_message(const boost::json::object& msg) {
     received_fds.pop_front();
     send(R"({"cmd":"NODE_HANDLE_ACK"})", handle{}, {}, /*is_ack=*/true);
     auto it = msg.find("msg");
-    deliver(it != msg.end() ? it->value() : boost::json::value{}, std::move(h));
+    const boost::json::value inner = it != msg.end() ? it->value() : boost::json::value{};
+    const boost::json::object* inner_obj = nullptr;
+    // A handle for Node's own modules (cluster, net's socket lists) is theirs: it closes here, unseen.
+    if (!starts_with(inner, "NODE_", &inner_obj)) deliver(inner, std::move(h));
   } else if (cmd == "NODE_HANDLE_ACK") {
     if (!pending) return;
     auto done = std::move(pending->handler);
@@ -182,8 +215,8 @@ void channel_state::on_node_message(const boost::json::object& msg) {
   // Other NODE_ messages (NODE_SOCKET_*, NODE_CLUSTER) belong to Node's own net and cluster modules.
 }
 
-bool channel_state::send(std::string frame, handle h, send_handler handler, bool is_ack) {
-  if (!open || (disconnecting && !is_ack)) {
+bool channel_state::send(std::string frame, handle h, send_handler handler, bool is_ack, bool accepted) {
+  if (!open || (disconnecting && !is_ack && !accepted)) {
     if (handler) complete(io, std::move(handler), error_code(clutch::errc::channel_closed));
     return false;
   }
@@ -323,7 +356,8 @@ void channel_state::release_held() {
     auto m = std::move(held.front());
     held.pop_front();
     queued -= m.frame.size() + 1;
-    send(std::move(m.frame), std::move(m.h), std::move(m.handler));
+    // Accepted before any disconnect(): it still goes, as Node flushes its handle queue before disconnecting.
+    send(std::move(m.frame), std::move(m.h), std::move(m.handler), /*is_ack=*/false, /*accepted=*/true);
   }
   maybe_finish_disconnect();
 }
@@ -335,6 +369,7 @@ void channel_state::maybe_finish_disconnect() {
 void channel_state::close(error_code why) {
   if (!open) return;
   open = false;
+  close_reason = why;
   boost::system::error_code ignored;
   sock.close(ignored);
   received_fds.clear();
@@ -407,6 +442,10 @@ void channel::on_internal_message(message_handler handler) {
 
 void channel::on_disconnect(std::function<void(error_code)> handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_disconnect on an empty channel");
+  if (!state_->open) {  // closed already (or never opened): the handler still hears it, once
+    asio::post(state_->io, [h = std::move(handler), why = state_->close_reason] { h(why); });
+    return;
+  }
   state_->disconnect_handlers.push_back(std::move(handler));
 }
 

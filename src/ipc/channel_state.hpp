@@ -65,6 +65,7 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   std::deque<held_message> held;
 
   bool open = true;
+  error_code close_reason;  // what on_disconnect handlers hear
   bool disconnecting = false;
   std::vector<channel::message_handler> message_handlers;
   std::vector<channel::message_handler> internal_handlers;
@@ -74,6 +75,12 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
   void start_reading();
   void on_readable();
+  // Dispatches every complete line the decoder holds; false once the channel has closed.
+  bool dispatch_lines();
+  // Reads (and dispatches) up to max_reads times, until EAGAIN, EOF, or a short read if that is enough.
+  void read_some(int max_reads, bool short_read_is_enough);
+  // Reads everything the socket holds now. fork() calls it when the child has exited: all it sent is there.
+  void drain();
   void dispatch(std::string_view line);
   void on_node_message(const boost::json::object& msg);
   void deliver(const boost::json::value& msg, handle h);
@@ -81,7 +88,8 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 
   // is_ack: our NODE_HANDLE_ACK/NACK, which neither waits behind a pending handle nor is refused while
   // disconnecting.
-  bool send(std::string frame, handle h, send_handler handler, bool is_ack = false);
+  // accepted: a held message, taken before any disconnect(), which must still go out.
+  bool send(std::string frame, handle h, send_handler handler, bool is_ack = false, bool accepted = false);
   out_segment& tail_segment(int fd);
   void enqueue(std::string_view frame, int fd, send_handler handler);
   void enqueue_value(const boost::json::value& v, send_handler handler);

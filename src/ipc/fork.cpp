@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "clutch/ipc.hpp"
 #include "error_detail.hpp"
@@ -68,10 +69,18 @@ forked_child fork(asio::io_context& io, std::string_view program, const std::vec
   if (state->spawn_failure) return failed(io, state->spawn_failure);
 
   channel ch(io, pair.first.release(), copts);
-  // The exit is reported once the channel has delivered everything the child sent before it exited.
+  // The exit is reported once the channel has delivered everything the child sent before it exited: when the
+  // channel closes, or when the exit is seen, after reading what the socket holds by then. (Waiting for the
+  // channel's EOF alone would wait for any grandchild that inherited it.)
   ++state->holds;
-  ch.on_disconnect([weak = std::weak_ptr(state)](error_code) {
+  auto release = [weak = std::weak_ptr(state), released = std::make_shared<bool>(false)] {
+    if (std::exchange(*released, true)) return;
     if (auto s = weak.lock()) s->release_hold();
+  };
+  ch.on_disconnect([release](error_code) { release(); });
+  state->on_process_exit.push_back([weak_ch = std::weak_ptr(ch.state()), release] {
+    if (auto c = weak_ch.lock()) c->drain();
+    release();
   });
   return forked_child(child(std::move(state)), std::move(ch));
 }

@@ -38,6 +38,16 @@ std::optional<std::string_view> frame_decoder::next_line(error_code& ec) {
   return std::nullopt;
 }
 
+namespace {
+boost::json::parse_options options_with_depth(std::size_t max_depth) {
+  boost::json::parse_options o;
+  o.max_depth = max_depth;
+  return o;
+}
+}  // namespace
+
+message_parser::message_parser(std::size_t max_depth) : parser_(boost::json::storage_ptr(), options_with_depth(max_depth)) {}
+
 error_code message_parser::parse(std::string_view line, boost::json::value& out) {
   boost::system::error_code ec;
   parser_.reset();

@@ -51,6 +51,8 @@ class frame_decoder {
 // its scratch memory.
 class message_parser {
  public:
+  // max_depth: how deeply arrays and objects may nest (Boost's default of 32 refuses messages Node accepts).
+  explicit message_parser(std::size_t max_depth = 1024);
   error_code parse(std::string_view line, boost::json::value& out);
 
  private:

@@ -85,6 +85,7 @@ void child_state::on_exit_ready() {
   }
   reaped = !kill_tree || rc != 0;
   status = st;
+  for (auto& f : std::vector(on_process_exit)) f();
   maybe_close();
 }
 

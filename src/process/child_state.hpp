@@ -49,6 +49,7 @@ struct child_state : std::enable_shared_from_this<child_state> {
   bool exit_reported = false;  // on_exit handlers have run
   bool closed = false;          // async_wait/async_result have completed
   int holds = 0;                // layers above (a fork channel) that must finish before the exit is reported
+  std::vector<std::function<void()>> on_process_exit;  // for those layers: the exit was just observed
   std::vector<std::function<void(const exit_status&)>> on_exit;
   error_code failure;  // timed_out, max_buffer_exceeded or operation_aborted: the first one wins
 
