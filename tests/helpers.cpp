@@ -1,6 +1,7 @@
 #include "helpers.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -113,13 +114,17 @@ int run_ipc_helper(std::string_view name, int argc, char** argv) {
   namespace asio = boost::asio;
   asio::io_context io;
   clutch::error_code ec;
+  const char* announced = std::getenv("NODE_CHANNEL_FD");
+  const int channel_fd = announced ? std::atoi(announced) : -1;
   auto parent = clutch::parent_channel(io, {}, ec);
   if (!parent) {
     std::fprintf(stderr, "%s: no parent channel (%s)\n", std::string(name).c_str(), ec.message().c_str());
     return 2;
   }
-  // The variables are gone once the channel is taken, so our own children would not see it.
-  if (std::getenv("NODE_CHANNEL_FD") != nullptr) return 3;
+  // The variables are gone once the channel is taken, and its descriptor is close-on-exec, so our own children
+  // would not see it.
+  if (std::getenv("NODE_CHANNEL_FD") != nullptr || std::getenv("NODE_CHANNEL_SERIALIZATION_MODE") != nullptr) return 3;
+  if ((::fcntl(channel_fd, F_GETFD) & FD_CLOEXEC) == 0) return 4;
 
   if (name == "ipc-echo") {  // every message back as it came; "disconnect" makes us disconnect
     parent->on_message([&](const boost::json::value& m, clutch::handle) {
