@@ -97,3 +97,16 @@ TEST(MessageParser, AcceptsEveryJsonValueAndRejectsTheRest) {
   EXPECT_EQ(p.parse(R"({"a":1} trailing)", v), clutch::errc::invalid_message);
   EXPECT_EQ(p.parse("", v), clutch::errc::invalid_message);
 }
+
+TEST(MessageParser, LoneSurrogatesFromJavaScriptBecomeReplacementCharacters) {
+  message_parser p;
+  boost::json::value v;
+  // JSON.stringify('a\ud800b') and a lone low surrogate; a proper pair (an emoji) stays itself.
+  ASSERT_FALSE(p.parse(R"(["a\ud800b","\udc00","\ud83d\ude00","\\ud800"])", v));
+  const auto& a = v.as_array();
+  EXPECT_EQ(a[0].as_string(), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(a[1].as_string(), "\xEF\xBF\xBD");
+  EXPECT_EQ(a[2].as_string(), "\xF0\x9F\x98\x80");
+  EXPECT_EQ(a[3].as_string(), "\\ud800") << "an escaped backslash followed by text is not an escape";
+  EXPECT_EQ(p.parse(R"("\ud800" trailing)", v), clutch::errc::invalid_message);
+}

@@ -242,12 +242,14 @@ class child {
 
 // Starts file with args (argv[1…]); file without a '/' is searched in PATH (the child's PATH when env sets one).
 child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args, const options& opts);
-child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args = {});
+child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args);
+child spawn(asio::io_context& io, std::string_view file);
 
 // Like spawn, and also buffers stdout and stderr for async_result (up to max_buffer each).
 child exec_file(asio::io_context& io, std::string_view file, const std::vector<std::string>& args,
                 const options& opts);
-child exec_file(asio::io_context& io, std::string_view file, const std::vector<std::string>& args = {});
+child exec_file(asio::io_context& io, std::string_view file, const std::vector<std::string>& args);
+child exec_file(asio::io_context& io, std::string_view file);
 // exec_file(opts.shell, {"-c", command}).
 child exec(asio::io_context& io, std::string_view command, const options& opts);
 child exec(asio::io_context& io, std::string_view command);

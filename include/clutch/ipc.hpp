@@ -181,7 +181,8 @@ class forked_child : public child {
 // The child's exit (on_exit, async_wait) is reported only after everything it sent has been delivered.
 forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args,
                   const options& opts, const channel_options& copts = {});
-forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args = {});
+forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args);
+forked_child fork(asio::io_context& io, std::string_view program);
 
 // In a child: the channel from NODE_CHANNEL_FD, or empty when there is none. The variables are removed from the
 // environment and the descriptor made close-on-exec, so this process's own children do not inherit the channel.

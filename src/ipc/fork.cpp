@@ -85,9 +85,15 @@ forked_child fork(asio::io_context& io, std::string_view program, const std::vec
   return forked_child(child(std::move(state)), std::move(ch));
 }
 
+// Overloads rather than default arguments: see GCC 12's co_await bug in child_process.hpp.
 forked_child fork(asio::io_context& io, std::string_view program, const std::vector<std::string>& args) {
   static const options defaults{};
   return fork(io, program, args, defaults);
+}
+
+forked_child fork(asio::io_context& io, std::string_view program) {
+  static const std::vector<std::string> no_args;
+  return fork(io, program, no_args);
 }
 
 std::optional<channel> parent_channel(asio::io_context& io, const channel_options& opts, error_code& ec) {

@@ -48,7 +48,8 @@ class frame_decoder {
 };
 
 // Parses one line as a JSON value. Errors: errc::invalid_message. A parser is reused between calls, which keeps
-// its scratch memory.
+// its scratch memory. A lone UTF-16 surrogate escape (which Node's JSON.stringify writes for a broken string)
+// arrives as U+FFFD.
 class message_parser {
  public:
   // max_depth: how deeply arrays and objects may nest (Boost's default of 32 refuses messages Node accepts).
@@ -57,6 +58,7 @@ class message_parser {
 
  private:
   boost::json::parser parser_;
+  std::string scratch_;
 };
 
 }  // namespace clutch::detail

@@ -370,6 +370,7 @@ child exec(asio::io_context& io, std::string_view command, const options& opts) 
 // be a temporary in the caller's co_await expression.
 namespace {
 const options defaults{};
+const std::vector<std::string> no_args;
 }
 child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args) {
   return spawn(io, file, args, defaults);
@@ -378,5 +379,7 @@ child exec_file(asio::io_context& io, std::string_view file, const std::vector<s
   return exec_file(io, file, args, defaults);
 }
 child exec(asio::io_context& io, std::string_view command) { return exec(io, command, defaults); }
+child spawn(asio::io_context& io, std::string_view file) { return spawn(io, file, no_args, defaults); }
+child exec_file(asio::io_context& io, std::string_view file) { return exec_file(io, file, no_args, defaults); }
 
 }  // namespace clutch
