@@ -33,6 +33,21 @@ namespace {
 
 std::string fixture(const std::string& name) { return std::string(CLUTCH_FIXTURES) + "/" + name; }
 
+// Runs io in small steps until pred() holds (or 30 s pass: then the test fails on what it finds).
+template <typename Pred>
+void run_until(asio::io_context& io, Pred pred) {
+  for (auto end = std::chrono::steady_clock::now() + 30s; !pred() && std::chrono::steady_clock::now() < end;) {
+    io.run_for(5ms);
+    io.restart();
+  }
+}
+
+// Whether a socket has bytes waiting.
+bool readable(int fd) {
+  char c;
+  return ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void run_bounded(asio::io_context& io, std::chrono::seconds limit = 60s) {
   io.run_for(limit);
   ASSERT_TRUE(io.stopped()) << "the io_context still had work after " << limit.count() << "s";
@@ -451,7 +466,7 @@ TEST(Channel, AHandleMessageWithoutItsDescriptorIsAnsweredWithNack) {
   // The descriptor did not come (as when MSG_CTRUNC dropped it): the message is not delivered, the sender is told.
   p.write(R"({"cmd":"NODE_HANDLE","type":"net.Socket","msg":"x"})"
           "\n");
-  io.run_for(300ms);
+  run_until(io, [&] { return readable(p.peer); });
   char buf[256];
   ssize_t n = ::recv(p.peer, buf, sizeof buf, MSG_DONTWAIT);
   ASSERT_GT(n, 0);
@@ -469,8 +484,7 @@ TEST(Channel, ANackedHandleIsSentAgainAndLaterMessagesWaitForTheAck) {
   clutch::error_code handle_ec = asio::error::would_block;
   ch.send("with handle", clutch::handle(sv[1]), [&](clutch::error_code ec) { handle_ec = ec; });
   ch.send("after");
-  io.run_for(100ms);
-  io.restart();
+  run_until(io, [&] { return readable(p.peer); });
 
   auto read_frames = [&](int& fds_seen) {
     std::vector<clutch::os::unique_fd> fds;
@@ -490,14 +504,12 @@ TEST(Channel, ANackedHandleIsSentAgainAndLaterMessagesWaitForTheAck) {
                    "\n");
   EXPECT_EQ(fds, 1);
   p.write("{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
-  io.run_for(100ms);
-  io.restart();
+  run_until(io, [&] { return readable(p.peer); });
   std::string again = read_frames(fds);
   EXPECT_EQ(again, first) << "resent after the NACK, and 'after' still waits";
   EXPECT_EQ(fds, 1);
   p.write("{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
-  io.run_for(100ms);
-  io.restart();
+  run_until(io, [&] { return readable(p.peer) && !handle_ec; });
   EXPECT_EQ(read_frames(fds), "\"after\"\n");
   EXPECT_FALSE(handle_ec);
 }
