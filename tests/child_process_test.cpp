@@ -586,3 +586,34 @@ TEST(Exec, ALeaderThatExitedInTimeDidNotTimeOutEvenIfItsPipesStayOpen) {
   EXPECT_EQ(o.result.out, "late\n");
   EXPECT_EQ(o.result.status.code, 0);
 }
+
+TEST(Spawn, ADeathSignalEndsTheChildWhenItsParentIsKilled) {
+  // The helper is SIGKILLed (no chance to clean up); its children, started with death_signal, die with it, also
+  // the one that changed its uid (a credential change clears the setting, so it must be made after).
+  asio::io_context io;
+  std::string line;
+  auto helper = clutch::spawn(io, self(), helper_args("spawn-with-death-signal"));
+  helper.on_data(clutch::child::out, [&](std::string_view s) {
+    line += s;
+    if (line.find('\n') != std::string::npos) helper.kill(SIGKILL);
+  });
+  run_bounded(io);
+  std::istringstream in(line);
+  pid_t plain = 0, as_other = 0;
+  in >> plain >> as_other;
+  ASSERT_GT(plain, 0);
+  ASSERT_GT(as_other, 0);
+  for (int i = 0; i < 500 && (clutch_test::process_alive(plain) || clutch_test::process_alive(as_other)); ++i) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_FALSE(clutch_test::process_alive(plain));
+  EXPECT_FALSE(clutch_test::process_alive(as_other));
+  for (pid_t p : {plain, as_other}) {
+    if (clutch_test::process_alive(p)) ::kill(p, SIGKILL);  // only if the test failed: leave nothing behind
+  }
+}
+
+TEST(Spawn, AnUnknownDeathSignalIsAnError) {
+  asio::io_context io;
+  EXPECT_EQ(clutch::spawn(io, "true", {}, {.death_signal = "SIGNOPE"}).spawn_error(), std::errc::invalid_argument);
+}

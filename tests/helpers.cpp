@@ -267,6 +267,24 @@ int run_helper(int argc, char** argv) {
     return 0;
   }
 
+  if (name == "spawn-with-death-signal") {
+    // Starts two `sleep 60` with death_signal SIGKILL (the second also as uid/gid 65534 when we are root), prints
+    // their pids, then waits to be killed: both sleeps must die with us.
+    boost::asio::io_context io;
+    const std::vector<clutch::stdio_slot> quiet{clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::ignore};
+    auto plain = clutch::spawn(io, "sleep", {"60"}, {.stdio = quiet, .death_signal = SIGKILL});
+    clutch::options other{.stdio = quiet, .death_signal = "SIGKILL"};
+    if (::geteuid() == 0) {
+      other.uid = 65534;
+      other.gid = 65534;
+    }
+    auto as_other = clutch::spawn(io, "sleep", {"60"}, other);
+    std::printf("%d %d\n", plain.pid(), as_other.pid());
+    std::fflush(stdout);
+    ::pause();
+    return 0;
+  }
+
   if (name == "spawn-two-and-wait") {
     // Starts `sleep 60` twice, one detached, prints "DETACHED_PID PLAIN_PID", then waits to be killed.
     boost::asio::io_context io;

@@ -135,6 +135,10 @@ struct options {
   // The child leads its own process group, and kill(), timeouts and max_buffer signal the whole group, so that
   // grandchildren die with it. Downside, as for detached: the terminal's Ctrl-C no longer reaches it.
   bool kill_tree = false;
+  // Linux's PR_SET_PDEATHSIG: the child gets this signal when its parent dies, even by SIGKILL (0: none). It is
+  // tied to the thread that spawned the child, so spawn from a thread that lives as long as the process (the
+  // io_context's thread is one). A child whose parent is already gone when it starts fails to spawn (ESRCH).
+  signal_spec death_signal{0};
   std::optional<uid_t> uid{};
   std::optional<gid_t> gid{};
   std::optional<std::string> argv0{};  // argv[0] as the child sees it; default: the program as given

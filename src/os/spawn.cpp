@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -46,6 +47,8 @@ struct child_context {
   unsigned fd_count;
   bool new_session;
   bool new_process_group;
+  int death_signal;
+  pid_t parent_pid;
   bool set_uid, set_gid;
   uid_t uid;
   gid_t gid;
@@ -137,11 +140,21 @@ CLUTCH_CHILD_CODE int child_main(void* arg) {
     if ((err = raw(::syscall(SYS_setpgid, 0, 0))) != 0) fail(c, spawn_stage::session, err);
   }
 
+
   // Groups first: once the uid has changed we may no longer be allowed to change them.
   if (c->set_uid || c->set_gid) {
     if ((err = raw(::syscall(SYS_setgroups, 0, nullptr))) != 0 && err != EPERM) fail(c, spawn_stage::credentials, err);
     if (c->set_gid && (err = raw(::syscall(SYS_setgid, c->gid))) != 0) fail(c, spawn_stage::credentials, err);
     if (c->set_uid && (err = raw(::syscall(SYS_setuid, c->uid))) != 0) fail(c, spawn_stage::credentials, err);
+  }
+  // After the credentials: changing them clears the parent-death signal.
+  if (c->death_signal != 0) {
+    if ((err = raw(::syscall(SYS_prctl, PR_SET_PDEATHSIG, c->death_signal, 0, 0, 0))) != 0) {
+      fail(c, spawn_stage::session, err);
+    }
+    // The parent may have died (another of its threads was killed with it) before the prctl took effect; then no
+    // signal will come, and the child must not start orphaned.
+    if (::syscall(SYS_getppid) != c->parent_pid) fail(c, spawn_stage::session, ESRCH);
   }
 
   // Two passes, because a source may be a target of another slot (swap 1 and 2): first every source is copied
@@ -231,6 +244,8 @@ spawn_result spawn(const spawn_plan& plan) noexcept {
   ctx.fd_count = static_cast<unsigned>(plan.fds.size());
   ctx.new_session = plan.new_session;
   ctx.new_process_group = plan.new_process_group;
+  ctx.death_signal = plan.death_signal;
+  ctx.parent_pid = ::getpid();
   ctx.set_uid = plan.uid.has_value();
   ctx.set_gid = plan.gid.has_value();
   ctx.uid = plan.uid.value_or(0);

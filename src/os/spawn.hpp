@@ -26,7 +26,7 @@ enum class spawn_stage : int {
   none = 0,
   clone,        // in the parent: clone() itself failed (EAGAIN, ENOMEM)
   signals,      // resetting the handlers the parent installed
-  session,      // setsid() for a detached child, setpgid() for a process-group leader
+  session,      // setsid() for a detached child, setpgid() for a process-group leader, the parent-death signal
   credentials,  // setgroups(), setgid(), setuid()
   fds,          // arranging descriptors 0..n-1 as planned
   chdir,
@@ -43,6 +43,7 @@ struct spawn_plan {
   std::vector<int> fds;                 // child fd i <- fds[i]; -1: closed in the child
   bool new_session = false;             // setsid(): the child leads a new session and process group
   bool new_process_group = false;       // setpgid(0, 0): the child leads a process group in our session
+  int death_signal = 0;                 // PR_SET_PDEATHSIG: sent to the child when the spawning thread ends
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
 };

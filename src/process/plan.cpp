@@ -54,6 +54,8 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   error_code ec;
   out.kill_signal = opts.kill_signal.resolve(ec);
   if (ec) return ec;
+  const int death_signal = opts.death_signal.resolve(ec);
+  if (ec) return ec;
 
   // The environment: NAME=value strings. For inherit we still copy, because another thread may setenv() while
   // the child reads the array.
@@ -111,6 +113,7 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   plan.cwd = opts.cwd.empty() ? nullptr : s[cwd_index].c_str();
   plan.new_session = opts.detached;
   plan.new_process_group = opts.kill_tree;
+  plan.death_signal = death_signal;
   plan.uid = opts.uid;
   plan.gid = opts.gid;
 
