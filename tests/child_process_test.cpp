@@ -51,6 +51,22 @@ exec_outcome exec_now(const std::string& command, const clutch::options& opts = 
   return o;
 }
 
+// Runs a helper that prints two pids on a line, then kills it (with kill_tree, its whole group) by SIGKILL.
+std::pair<pid_t, pid_t> two_pids_then_sigkill(const std::string& helper_name, const clutch::options& opts) {
+  asio::io_context io;
+  std::string line;
+  auto helper = clutch::spawn(io, self(), helper_args(helper_name), opts);
+  helper.on_data(clutch::child::out, [&](std::string_view s) {
+    line += s;
+    if (line.find('\n') != std::string::npos) helper.kill(SIGKILL);
+  });
+  io.run_for(30s);
+  std::istringstream in(line);
+  pid_t first = 0, second = 0;
+  in >> first >> second;
+  return {first, second};
+}
+
 // Asio opens its reactor's descriptors (epoll, eventfd, timerfd) on first use: do that before counting ours.
 void warm_up(asio::io_context& io) {
   clutch::exec_file(io, "/bin/true", {}, [](clutch::error_code, clutch::exec_result) {});
@@ -454,17 +470,7 @@ TEST(Spawn, KillAfterTheChildWasReapedDoesNothing) {
 TEST(Spawn, DetachedChildrenSurviveTheirParentsGroupBeingKilled) {
   // A helper in its own group starts two sleeps, one detached. Killing the helper's whole group ends the helper
   // and the plain sleep; the detached one lives on in its own session.
-  asio::io_context io;
-  std::string line;
-  auto helper = clutch::spawn(io, self(), helper_args("spawn-two-and-wait"), {.kill_tree = true});
-  helper.on_data(clutch::child::out, [&](std::string_view s) {
-    line += s;
-    if (line.find('\n') != std::string::npos) helper.kill(SIGKILL);
-  });
-  run_bounded(io);
-  std::istringstream in(line);
-  pid_t detached = 0, plain = 0;
-  in >> detached >> plain;
+  auto [detached, plain] = two_pids_then_sigkill("spawn-two-and-wait", {.kill_tree = true});
   ASSERT_GT(detached, 0);
   ASSERT_GT(plain, 0);
   // The plain sleep was killed with the group (it is reparented and reaped by init, so poll briefly).
@@ -590,17 +596,7 @@ TEST(Exec, ALeaderThatExitedInTimeDidNotTimeOutEvenIfItsPipesStayOpen) {
 TEST(Spawn, ADeathSignalEndsTheChildWhenItsParentIsKilled) {
   // The helper is SIGKILLed (no chance to clean up); its children, started with death_signal, die with it, also
   // the one that changed its uid (a credential change clears the setting, so it must be made after).
-  asio::io_context io;
-  std::string line;
-  auto helper = clutch::spawn(io, self(), helper_args("spawn-with-death-signal"));
-  helper.on_data(clutch::child::out, [&](std::string_view s) {
-    line += s;
-    if (line.find('\n') != std::string::npos) helper.kill(SIGKILL);
-  });
-  run_bounded(io);
-  std::istringstream in(line);
-  pid_t plain = 0, as_other = 0;
-  in >> plain >> as_other;
+  auto [plain, as_other] = two_pids_then_sigkill("spawn-with-death-signal", {});
   ASSERT_GT(plain, 0);
   ASSERT_GT(as_other, 0);
   for (int i = 0; i < 500 && (clutch_test::process_alive(plain) || clutch_test::process_alive(as_other)); ++i) {
