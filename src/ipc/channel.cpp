@@ -37,8 +37,6 @@ bool starts_with(const boost::json::value& v, std::string_view prefix, const boo
   return true;
 }
 
-std::string frame_of(const boost::json::value& v) { return boost::json::serialize(v); }
-
 // Whether JSON needs an escape anywhere in s (a control character, '"' or '\\'), eight bytes at a time: Boost's
 // serializer goes byte by byte, which made a 64 KiB string message cost more to write than to send.
 bool needs_escape(std::string_view s) {
@@ -163,20 +161,10 @@ void channel_state::dispatch(std::string_view line) {
 void channel_state::deliver(const boost::json::value& msg, handle h) {
   const boost::json::object* obj = nullptr;
   auto& handlers = starts_with(msg, "CLUTCH_", &obj) ? internal_handlers : message_handlers;
-  // By index over the handlers present now: one registered by a handler waits in `added` until we are done, so
-  // the vector never moves under the handler that is running. A handle goes to the first handler only (it has
-  // one owner). The guard also runs when a handler throws.
-  struct delivering_scope {
-    channel_state& s;
-    explicit delivering_scope(channel_state& st) : s(st) { ++s.delivering; }
-    ~delivering_scope() {
-      if (--s.delivering > 0) return;
-      for (auto& [internal, f] : s.added) (internal ? s.internal_handlers : s.message_handlers).push_back(std::move(f));
-      s.added.clear();
-    }
-  } scope(*this);
-  const std::size_t n = handlers.size();
-  for (std::size_t i = 0; i < n && (open || i == 0); ++i) handlers[i](msg, i == 0 ? std::move(h) : handle{});
+  // A handle goes to the first handler only: it has one owner.
+  for (std::size_t i = 0, n = handlers.size(); i < n && (open || i == 0); ++i) {
+    handlers[i](msg, i == 0 ? std::move(h) : handle{});
+  }
 }
 
 void channel_state::on_node_message(const boost::json::object& msg) {
@@ -216,7 +204,7 @@ void channel_state::on_node_message(const boost::json::object& msg) {
 }
 
 bool channel_state::send(std::string frame, handle h, send_handler handler, bool is_ack, bool accepted) {
-  if (!open || (disconnecting && !is_ack && !accepted)) {
+  if (!accepting(is_ack, accepted)) {
     if (handler) complete(io, std::move(handler), error_code(clutch::errc::channel_closed));
     return false;
   }
@@ -247,33 +235,38 @@ out_segment& channel_state::tail_segment(int fd) {
   return out.back();
 }
 
-void channel_state::enqueue(std::string_view frame, int fd, send_handler handler) {
-  auto& seg = tail_segment(fd);
-  seg.bytes.append(frame);
+void channel_state::end_frame(out_segment& seg, std::size_t frame_start, send_handler handler) {
   seg.bytes.push_back('\n');
-  queued += frame.size() + 1;
+  queued += seg.bytes.size() - frame_start;
   if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
 }
 
-void channel_state::enqueue_value(const boost::json::value& v, send_handler handler) {
-  // Serialized straight into the queue: no temporary string per message.
+void channel_state::enqueue(std::string_view frame, int fd, send_handler handler) {
+  auto& seg = tail_segment(fd);
+  const std::size_t start = seg.bytes.size();
+  seg.bytes.append(frame);
+  end_frame(seg, start, std::move(handler));
+}
+
+bool channel_state::send_value(const boost::json::value& v, send_handler handler) {
+  // Refused or held back: the general path, which keeps the frame as a string.
+  if (!accepting(false, false) || pending) return send(boost::json::serialize(v), handle{}, std::move(handler));
+  // Otherwise serialized straight into the queue: no temporary string per message.
   auto& seg = tail_segment(-1);
-  const std::size_t before = seg.bytes.size();
+  const std::size_t start = seg.bytes.size();
   if (v.is_string() && !needs_escape(v.get_string())) {  // the common large payload: copied as it is
     seg.bytes.push_back('"');
     seg.bytes.append(v.get_string());
-    seg.bytes.append("\"\n");
-    queued += seg.bytes.size() - before;
-    if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
-    return;
+    seg.bytes.push_back('"');
+  } else {
+    // Through a small buffer on the stack: growing the string first would zero-fill bytes only to overwrite them.
+    char buf[16 * 1024];
+    serializer.reset(&v);
+    while (!serializer.done()) seg.bytes.append(serializer.read(buf, sizeof buf));
   }
-  // Through a small buffer on the stack: growing the string first would zero-fill bytes only to overwrite them.
-  char buf[16 * 1024];
-  serializer.reset(&v);
-  while (!serializer.done()) seg.bytes.append(serializer.read(buf, sizeof buf));
-  seg.bytes.push_back('\n');
-  queued += seg.bytes.size() - before;
-  if (handler) seg.done.emplace_back(seg.bytes.size(), std::move(handler));
+  end_frame(seg, start, std::move(handler));
+  schedule_flush();
+  return under_high_water_mark();
 }
 
 void channel_state::schedule_flush() {
@@ -392,14 +385,6 @@ void channel_state::close(error_code why) {
   });
 }
 
-void channel_state::add_handler(bool internal, channel::message_handler f) {
-  if (delivering > 0) {
-    added.emplace_back(internal, std::move(f));
-  } else {
-    (internal ? internal_handlers : message_handlers).push_back(std::move(f));
-  }
-}
-
 bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
                   send_handler handler) {
   if (!s) throw std::logic_error("clutch::channel: send on an empty channel");
@@ -408,19 +393,12 @@ bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::va
     if (handler) complete(s->io, std::move(handler), error_code(errno_error(EINVAL)));
     return s->under_high_water_mark();
   }
-  if (!h) {
-    if (s->open && !s->disconnecting && !s->pending) {  // the common case: straight into the queue
-      s->enqueue_value(msg, std::move(handler));
-      s->schedule_flush();
-      return s->under_high_water_mark();
-    }
-    return s->send(frame_of(msg), handle{}, std::move(handler));
-  }
+  if (!h) return s->send_value(msg, std::move(handler));
   boost::json::object wrapped;
   wrapped["cmd"] = "NODE_HANDLE";
   wrapped["type"] = h.node_type();
   wrapped["msg"] = msg;
-  return s->send(frame_of(wrapped), std::move(h), std::move(handler));
+  return s->send(boost::json::serialize(wrapped), std::move(h), std::move(handler));
 }
 
 }  // namespace detail
@@ -432,12 +410,12 @@ channel::channel(asio::io_context& io, int fd, const channel_options& opts)
 
 void channel::on_message(message_handler handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_message on an empty channel");
-  state_->add_handler(false, std::move(handler));
+  state_->message_handlers.add(std::move(handler));
 }
 
 void channel::on_internal_message(message_handler handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_internal_message on an empty channel");
-  state_->add_handler(true, std::move(handler));
+  state_->internal_handlers.add(std::move(handler));
 }
 
 void channel::on_disconnect(std::function<void(error_code)> handler) {

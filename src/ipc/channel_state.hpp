@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "clutch/ipc.hpp"
+#include "handler_list.hpp"
 #include "ipc/frame_decoder.hpp"
 #include "os/fd.hpp"
 
@@ -67,11 +68,9 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool open = true;
   error_code close_reason;  // what on_disconnect handlers hear
   bool disconnecting = false;
-  std::vector<channel::message_handler> message_handlers;
-  std::vector<channel::message_handler> internal_handlers;
+  handler_list<const boost::json::value&, handle> message_handlers;
+  handler_list<const boost::json::value&, handle> internal_handlers;
   std::vector<std::function<void(error_code)>> disconnect_handlers;
-  int delivering = 0;  // deliver() calls in progress
-  std::vector<std::pair<bool, channel::message_handler>> added;  // registered during deliver(); internal?, handler
 
   void start_reading();
   void on_readable();
@@ -84,7 +83,6 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   void dispatch(std::string_view line);
   void on_node_message(const boost::json::object& msg);
   void deliver(const boost::json::value& msg, handle h);
-  void add_handler(bool internal, channel::message_handler f);
 
   // is_ack: our NODE_HANDLE_ACK/NACK, which neither waits behind a pending handle nor is refused while
   // disconnecting.
@@ -92,13 +90,18 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool send(std::string frame, handle h, send_handler handler, bool is_ack = false, bool accepted = false);
   out_segment& tail_segment(int fd);
   void enqueue(std::string_view frame, int fd, send_handler handler);
-  void enqueue_value(const boost::json::value& v, send_handler handler);
+  void end_frame(out_segment& seg, std::size_t frame_start, send_handler handler);
+  // send() for a plain message: serialized into the queue when it can go now.
+  bool send_value(const boost::json::value& v, send_handler handler);
+  // Whether a frame may be queued now: the channel is open and not disconnecting, unless the frame is our ACK/NACK
+  // or a held message accepted before the disconnect.
+  bool accepting(bool is_ack, bool accepted) const noexcept { return open && (!disconnecting || is_ack || accepted); }
   void schedule_flush();
   void flush();
   void release_held();
   void maybe_finish_disconnect();
   void close(error_code why);
-  bool under_high_water_mark() const noexcept { return open && !disconnecting && queued <= opts.high_water_mark; }
+  bool under_high_water_mark() const noexcept { return accepting(false, false) && queued <= opts.high_water_mark; }
 };
 
 }  // namespace clutch::detail

@@ -78,7 +78,7 @@ forked_child fork(asio::io_context& io, std::string_view program, const std::vec
     if (auto s = weak.lock()) s->release_hold();
   };
   ch.on_disconnect([release](error_code) { release(); });
-  state->on_process_exit.push_back([weak_ch = std::weak_ptr(ch.state()), release] {
+  state->on_process_exit.add([weak_ch = std::weak_ptr(ch.state()), release] {
     if (auto c = weak_ch.lock()) c->drain();
     release();
   });

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <mutex>
 
 #include "os/signals.hpp"
 
@@ -52,7 +53,6 @@ struct child_context {
   bool set_uid, set_gid;
   uid_t uid;
   gid_t gid;
-  unsigned close_limit;  // where the last-resort close loop stops (no close_range, no /proc)
   int stage;
   int error;
 };
@@ -92,7 +92,13 @@ struct linux_dirent64 {
 CLUTCH_CHILD_CODE void close_listed_fds(child_context* c) {
   long dir = ::syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir < 0) {
-    for (unsigned fd = c->fd_count; fd < c->close_limit; ++fd) ::syscall(SYS_close, fd);
+    // No /proc either: close up to the descriptor limit, asked only now since this path is so rarely taken.
+    rlimit lim{};
+    unsigned limit = 1U << 16;
+    if (::syscall(SYS_getrlimit, RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < (1U << 20)) {
+      limit = static_cast<unsigned>(lim.rlim_cur);
+    }
+    for (unsigned fd = c->fd_count; fd < limit; ++fd) ::syscall(SYS_close, fd);
     return;
   }
   alignas(8) char buf[4096];
@@ -213,13 +219,6 @@ CLUTCH_CHILD_CODE int child_main(void* arg) {
 // couple of microseconds against the half millisecond that exec itself takes.
 constexpr std::size_t child_stack_size = 64 * 1024;
 
-unsigned descriptor_limit() noexcept {
-  rlimit lim{};
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur > (1U << 20)) {
-    return 1U << 16;
-  }
-  return static_cast<unsigned>(lim.rlim_cur);
-}
 
 }  // namespace
 
@@ -250,7 +249,6 @@ spawn_result spawn(const spawn_plan& plan) noexcept {
   ctx.set_gid = plan.gid.has_value();
   ctx.uid = plan.uid.value_or(0);
   ctx.gid = plan.gid.value_or(0);
-  ctx.close_limit = descriptor_limit();
 
   void* stack = ::mmap(nullptr, child_stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
                        -1, 0);
@@ -262,12 +260,10 @@ spawn_result spawn(const spawn_plan& plan) noexcept {
 
   // With lazy binding, the first call of a libc function through the PLT runs the dynamic linker's resolver, which
   // takes the linker's lock and writes the calling thread's TCB: not something the child may do on our behalf.
-  // Calling both functions it uses here first means they are resolved by the time it runs.
-  static const bool resolved = [] {
-    ::syscall(SYS_getpid);
-    return errno == 0 || errno != 0;
-  }();
-  (void)resolved;
+  // Running the child's own helper once here, on a call that fails (so that errno is read too), resolves both
+  // libc functions it uses before any child runs.
+  static std::once_flag resolved;
+  std::call_once(resolved, [] { raw(::syscall(SYS_close, -1)); });
 
   int pidfd = -1;
   pid_t pid;

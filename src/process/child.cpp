@@ -85,7 +85,7 @@ void child_state::on_exit_ready() {
   }
   reaped = !kill_tree || rc != 0;
   status = st;
-  for (auto& f : std::vector(on_process_exit)) f();
+  on_process_exit.call();
   maybe_close();
 }
 
@@ -95,7 +95,7 @@ void child_state::maybe_close() {
   if (!exit_reported) {
     if (holds > 0) return;
     exit_reported = true;
-    for (auto& f : std::vector(on_exit)) f(*status);
+    on_exit.call(*status);
   }
   for (const auto& s : streams) {
     if (s.reading && !s.ended) return;
@@ -163,7 +163,7 @@ void child_state::read_more(int slot) {
         // EOF, or the pipe broke: either way this stream has ended.
         st.ended = true;
         st.buffer.reset();
-        for (auto& f : std::vector(st.on_end)) f();
+        st.on_end.call();
         self->maybe_close();
       });
 }
@@ -179,9 +179,7 @@ void child_state::on_chunk(int slot, std::string_view chunk) {
     }
     s.kept.append(chunk);
   }
-  if (!chunk.empty()) {
-    for (auto& f : std::vector(s.on_data)) f(chunk);
-  }
+  if (!chunk.empty()) s.on_data.call(chunk);
   if (s.overflowed) fail(clutch::errc::max_buffer_exceeded);
 }
 
@@ -330,19 +328,19 @@ void child::close_stdin() {
 
 void child::on_data(int slot, std::function<void(std::string_view)> handler) {
   if (!state_ || (slot != out && slot != err)) throw std::logic_error("clutch::child: on_data takes child::out or child::err");
-  state_->streams[slot].on_data.push_back(std::move(handler));
+  state_->streams[slot].on_data.add(std::move(handler));
   state_->start_reading(slot);
 }
 
 void child::on_end(int slot, std::function<void()> handler) {
   if (!state_ || (slot != out && slot != err)) throw std::logic_error("clutch::child: on_end takes child::out or child::err");
-  state_->streams[slot].on_end.push_back(std::move(handler));
+  state_->streams[slot].on_end.add(std::move(handler));
   state_->start_reading(slot);
 }
 
 void child::on_exit(std::function<void(const exit_status&)> handler) {
   if (!state_) throw std::logic_error("clutch::child: on_exit on an empty child");
-  state_->on_exit.push_back(std::move(handler));
+  state_->on_exit.add(std::move(handler));
 }
 
 error_code child::kill(signal_spec sig) {

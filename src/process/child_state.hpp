@@ -13,13 +13,14 @@
 #include <optional>
 
 #include "clutch/child_process.hpp"
+#include "handler_list.hpp"
 #include "os/fd.hpp"
 
 namespace clutch::detail {
 
 struct output_stream {
-  std::vector<std::function<void(std::string_view)>> on_data;
-  std::vector<std::function<void()>> on_end;
+  handler_list<std::string_view> on_data;
+  handler_list<> on_end;
   std::unique_ptr<char[]> buffer;
   bool reading = false;
   bool ended = false;
@@ -49,8 +50,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   bool exit_reported = false;  // on_exit handlers have run
   bool closed = false;          // async_wait/async_result have completed
   int holds = 0;                // layers above (a fork channel) that must finish before the exit is reported
-  std::vector<std::function<void()>> on_process_exit;  // for those layers: the exit was just observed
-  std::vector<std::function<void(const exit_status&)>> on_exit;
+  handler_list<> on_process_exit;  // for those layers: the exit was just observed
+  handler_list<const exit_status&> on_exit;
   error_code failure;  // timed_out, max_buffer_exceeded or operation_aborted: the first one wins
 
   bool buffering = false;  // started by exec/exec_file
