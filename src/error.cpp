@@ -22,6 +22,9 @@ class clutch_category final : public boost::system::error_category {
       case errc::invalid_message: return "a message on the channel is not valid JSON";
       case errc::message_too_large: return "a message on the channel is longer than its size limit";
       case errc::handle_not_received: return "the peer could not receive the passed handle";
+      case errc::reload_in_progress: return "a reload is already in progress";
+      case errc::worker_failed: return "a new worker exited before it was ready";
+      case errc::crash_loop: return "the worker crashed too many times in a row; its slot was given up";
     }
     return "unknown clutch error";
   }
@@ -34,6 +37,9 @@ class clutch_category final : public boost::system::error_category {
       case errc::invalid_message: return boost::system::errc::bad_message;
       case errc::message_too_large: return boost::system::errc::message_size;
       case errc::handle_not_received: return boost::system::errc::protocol_error;
+      case errc::reload_in_progress: return boost::system::errc::operation_in_progress;
+      case errc::worker_failed:
+      case errc::crash_loop: break;
     }
     return {ev, *this};
   }

@@ -28,6 +28,9 @@ enum class errc {
   invalid_message,          // a line on the message channel is not JSON
   message_too_large,        // a line on the message channel is longer than the channel's limit
   handle_not_received,      // the peer could not take a passed handle (NODE_HANDLE_NACK) after every retry
+  reload_in_progress,       // cluster: reload() while another reload runs
+  worker_failed,            // cluster: a new worker exited, or could not start, before it was ready
+  crash_loop,               // cluster: a slot's workers crashed max_restarts times in a row; the slot is given up
 };
 
 const boost::system::error_category& category() noexcept;

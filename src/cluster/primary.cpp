@@ -1,0 +1,418 @@
+// The primary: starting workers into slots, their events, restarts with back-off, reload and graceful stop.
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/json/object.hpp>
+#include <fstream>
+#include <iterator>
+#include <stdexcept>
+
+#include "cluster/primary_state.hpp"
+#include "cluster/protocol.hpp"
+#include "completion.hpp"
+
+namespace clutch::cluster {
+
+namespace detail {
+
+namespace {
+
+namespace json = boost::json;
+using ::clutch::detail::complete;
+
+// This executable by its path (so that a reload runs a binary deployed over it), and its own arguments.
+void default_command(primary_state& p) {
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  std::string exe = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
+  if (exe.ends_with(" (deleted)")) exe = "/proc/self/exe";
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> argv;
+  for (std::size_t i = 0; i < all.size();) {
+    std::size_t end = all.find('\0', i);
+    if (end == std::string::npos) end = all.size();
+    argv.emplace_back(all, i, end - i);
+    i = end + 1;
+  }
+  if (p.program.empty()) {
+    p.program = exe;
+    if (!argv.empty()) p.argv0 = argv.front();
+  }
+  if (!p.cfg.args) p.args.assign(argv.empty() ? argv.end() : argv.begin() + 1, argv.end());
+}
+
+void emit_error(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w, error_code ec) {
+  worker wk(w);
+  w->on_error.call(ec);
+  p->on_error.call(wk, ec);
+}
+
+void emit_disconnect(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
+  if (std::exchange(w->disconnect_emitted, true)) return;
+  if (w->state != worker_state::dead) w->state = worker_state::disconnected;
+  stop_routing(p, w);
+  worker wk(w);
+  w->on_disconnect.call();
+  p->on_disconnect.call(wk);
+}
+
+void finish_reload(primary_state& p, error_code ec) {
+  if (!p.reloading) return;
+  auto r = std::move(p.reloading);
+  if (r->timer) r->timer->cancel();
+  complete(p.io, std::move(r->done), ec);
+}
+
+void reload_next(const std::shared_ptr<primary_state>& p);
+
+void reload_fail(const std::shared_ptr<primary_state>& p, error_code ec) {
+  auto& r = *p->reloading;
+  if (auto fresh = std::exchange(r.fresh, nullptr)) {
+    // The old worker stays in the slot; the new one goes, and is not restarted.
+    auto& s = p->slots[fresh->slot];
+    if (s.incoming == fresh) s.incoming.reset();
+    if (fresh->alive()) {
+      fresh->asked_to_exit = true;
+      fresh->routable = false;
+      stop_routing(p, fresh);
+      fresh->proc.kill(SIGKILL);
+    }
+  }
+  finish_reload(*p, ec);
+}
+
+void reload_ready(const std::shared_ptr<primary_state>& p) {
+  auto& r = *p->reloading;
+  if (r.timer) r.timer->cancel();
+  auto fresh = std::exchange(r.fresh, nullptr);
+  auto& s = p->slots[fresh->slot];
+  auto old = std::exchange(s.current, fresh);
+  s.incoming.reset();
+  if (old && old->alive()) {
+    r.old = old;
+    disconnect_worker(old);  // its exit moves the reload on
+  } else {
+    reload_next(p);
+  }
+}
+
+void reload_next(const std::shared_ptr<primary_state>& p) {
+  auto& r = *p->reloading;
+  r.old.reset();
+  while (!r.todo.empty()) {
+    const std::size_t i = r.todo.front();
+    r.todo.pop_front();
+    auto& s = p->slots[i];
+    if (s.retired || !s.current) continue;
+    s.incoming = start_worker(p, i);
+    r.fresh = s.incoming;
+    r.timer.emplace(p->io, p->cfg.ready_timeout);
+    r.timer->async_wait([wp = std::weak_ptr(p), fresh = std::weak_ptr(r.fresh)](error_code ec) {
+      auto p = wp.lock();
+      if (ec || !p || !p->reloading || p->reloading->fresh != fresh.lock()) return;
+      reload_fail(p, make_error_code(errc::timed_out));
+    });
+    return;
+  }
+  finish_reload(*p, {});
+}
+
+void mark_ready(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
+  if (std::exchange(w->ready, true)) return;
+  if (p->reloading && p->reloading->fresh == w) reload_ready(p);
+}
+
+void check_stopped(const std::shared_ptr<primary_state>& p) {
+  if (!p->stopping || !p->live.empty()) return;
+  close_listeners(*p);
+  p->stopping = false;
+  for (auto& h : std::exchange(p->stop_waiters, {})) complete(p->io, std::move(h), error_code{});
+}
+
+void retire(const std::shared_ptr<primary_state>& p, std::size_t slot) {
+  auto& s = p->slots[slot];
+  s.retired = true;
+  s.current.reset();
+  if (s.restart_timer) s.restart_timer->cancel();
+  release_slot(p, slot);
+}
+
+void restart_later(const std::shared_ptr<primary_state>& p, std::size_t slot, std::chrono::milliseconds delay) {
+  auto& s = p->slots[slot];
+  if (delay.count() == 0) {
+    s.current = start_worker(p, slot);
+    return;
+  }
+  s.restart_timer.emplace(p->io, delay);
+  s.restart_timer->async_wait([wp = std::weak_ptr(p), slot](error_code ec) {
+    auto p = wp.lock();
+    if (ec || !p || p->stopping || p->slots[slot].retired) return;
+    p->slots[slot].current = start_worker(p, slot);
+  });
+}
+
+// What the slot does after its current worker exited.
+void after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                const exit_status& status) {
+  auto& s = p->slots[w->slot];
+  if (s.incoming == w) {  // a reload's new worker, gone before it was ready
+    s.incoming.reset();
+    if (p->reloading && p->reloading->fresh == w) reload_fail(p, make_error_code(errc::worker_failed));
+    return;
+  }
+  if (s.current != w) {  // an old worker that a reload replaced
+    if (p->reloading && p->reloading->old == w) reload_next(p);
+    return;
+  }
+  s.current.reset();
+  const auto& cfg = p->cfg;
+  const bool failed = !status.ok();
+  const bool wanted = cfg.restart == restart_policy::always || (cfg.restart == restart_policy::on_failure && failed);
+  if (p->stopping || w->asked_to_exit || !wanted) return retire(p, w->slot);
+
+  if (clock::now() - w->started >= cfg.stable_uptime) {
+    s.streak = 0;
+    s.delay = {};
+  }
+  if (s.streak >= cfg.max_restarts) {
+    retire(p, w->slot);
+    emit_error(p, w, make_error_code(errc::crash_loop));
+    return;
+  }
+  // The first exit after a stable run is replaced at once; exits in a row wait longer each time.
+  if (s.streak == 0) {
+    s.delay = {};
+  } else if (s.delay.count() == 0) {
+    s.delay = cfg.restart_delay;
+  } else {
+    auto next = std::chrono::milliseconds(static_cast<long long>(s.delay.count() * cfg.restart_backoff));
+    s.delay = std::min(std::max(next, s.delay), cfg.max_restart_delay);
+  }
+  ++s.streak;
+  restart_later(p, w->slot, s.delay);
+}
+
+void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                    const exit_status& status) {
+  if (std::exchange(w->exit_emitted, true)) return;
+  emit_disconnect(p, w);
+  w->state = worker_state::dead;
+  if (w->kill_timer) w->kill_timer->cancel();
+  p->live.erase(w->id);
+  worker wk(w);
+  w->on_exit.call(status);
+  p->on_exit.call(wk, status);
+  after_exit(p, w, status);
+  check_stopped(p);
+}
+
+void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                 const json::value& msg) {
+  const std::string_view cmd = command_of(msg);
+  worker wk(w);
+  if (cmd == "CLUTCH_online") {
+    if (w->state != worker_state::none) return;
+    w->state = worker_state::online;
+    w->on_online.call();
+    p->on_online.call(wk);
+  } else if (cmd == "CLUTCH_listen") {
+    handle_listen(p, w, msg);
+  } else if (cmd == "CLUTCH_listening") {
+    asio::ip::tcp::endpoint at;
+    if (!endpoint_from(msg, at)) return;
+    if (w->state == worker_state::online || w->state == worker_state::none) w->state = worker_state::listening;
+    w->on_listening.call(at);
+    p->on_listening.call(wk, at);
+    if (!p->cfg.wait_ready) mark_ready(p, w);
+  } else if (cmd == "CLUTCH_ready") {
+    mark_ready(p, w);
+  } else if (cmd == "CLUTCH_accepted" || cmd == "CLUTCH_refused") {
+    handle_handoff_answer(p, w, msg, cmd == "CLUTCH_accepted");
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot) {
+  auto w = std::make_shared<worker_record>();
+  w->owner = p;
+  w->id = p->next_id++;
+  w->slot = slot;
+  w->started = clock::now();
+
+  const auto& cfg = p->cfg;
+  auto vars = cfg.env.vars();
+  for (const auto& [k, v] : p->slots[slot].vars) vars[k] = v;
+  vars[std::string(worker_id_variable)] = std::to_string(w->id);
+  options o;
+  o.cwd = cfg.cwd;
+  o.env = cfg.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
+                                                       : environment::add(std::move(vars));
+  o.silent = cfg.silent;
+  o.kill_tree = true;  // its own process group: kill() and the deadline reach the worker's children
+  o.death_signal = cfg.death_signal;
+  o.argv0 = p->argv0;
+  w->proc = clutch::fork(p->io, p->program, p->args, o);
+  p->live.emplace(w->id, w);
+
+  std::weak_ptr<worker_record> ww = w;
+  std::weak_ptr<primary_state> wp = p;
+  w->proc.on_message([ww, wp](const json::value& msg, handle h) {
+    auto w = ww.lock();
+    auto p = wp.lock();
+    if (!w || !p) return;
+    // A handle has one owner: the first handler gets it.
+    for (std::size_t i = 0; i < w->on_message.size(); ++i) w->on_message[i](msg, std::exchange(h, handle{}));
+    worker wk(w);
+    for (std::size_t i = 0; i < p->on_message.size(); ++i) p->on_message[i](wk, msg, std::exchange(h, handle{}));
+  });
+  w->proc.channel().on_internal_message([ww, wp](const json::value& msg, handle) {
+    auto w = ww.lock();
+    auto p = wp.lock();
+    if (w && p) on_internal(p, w, msg);
+  });
+  w->proc.on_disconnect([ww, wp](error_code) {
+    auto w = ww.lock();
+    auto p = wp.lock();
+    if (w && p) emit_disconnect(p, w);
+  });
+
+  asio::post(p->io, [ww, wp] {
+    auto w = ww.lock();
+    auto p = wp.lock();
+    if (!w || !p) return;
+    worker wk(w);
+    p->on_fork.call(wk);
+    if (auto ec = w->proc.spawn_error()) {
+      emit_error(p, w, ec);
+      on_worker_exit(p, w, exit_status{});
+    }
+  });
+  w->proc.on_exit([ww, wp](const exit_status& st) {
+    auto w = ww.lock();
+    auto p = wp.lock();
+    if (w && p) on_worker_exit(p, w, st);
+  });
+  return w;
+}
+
+void disconnect_worker(const std::shared_ptr<worker_record>& w) {
+  if (!w->alive() || w->kill_timer) return;
+  auto p = w->owner.lock();
+  if (!p) return;
+  w->asked_to_exit = true;
+  w->routable = false;
+  stop_routing(p, w);
+  w->proc.send(json::object{{"cmd", "CLUTCH_disconnect"}});
+  w->kill_timer.emplace(p->io, p->cfg.kill_timeout);
+  w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
+    auto w = ww.lock();
+    if (ec || !w || !w->alive()) return;
+    w->proc.kill(SIGKILL);
+  });
+}
+
+void reload(const std::shared_ptr<primary_state>& p, done_handler h) {
+  if (p->reloading) return complete(p->io, std::move(h), make_error_code(errc::reload_in_progress));
+  if (p->stopping) return complete(p->io, std::move(h), make_error_code(asio::error::operation_aborted));
+  p->reloading = std::make_unique<reload_run>(std::move(h));
+  for (std::size_t i = 0; i < p->slots.size(); ++i)
+    if (!p->slots[i].retired && p->slots[i].current) p->reloading->todo.push_back(i);
+  reload_next(p);
+}
+
+void disconnect_all(const std::shared_ptr<primary_state>& p, done_handler h) {
+  p->stopping = true;
+  if (p->reloading) finish_reload(*p, make_error_code(asio::error::operation_aborted));
+  for (auto& s : p->slots)
+    if (s.restart_timer) s.restart_timer->cancel();
+  p->stop_waiters.push_back(std::move(h));
+  auto live = p->live;  // disconnect_worker may change the map
+  for (auto& [id, w] : live) disconnect_worker(w);
+  check_stopped(p);
+}
+
+}  // namespace detail
+
+// ---- worker ----
+
+int worker::id() const noexcept { return rec_ ? rec_->id : 0; }
+std::size_t worker::slot() const noexcept { return rec_ ? rec_->slot : 0; }
+forked_child& worker::process() noexcept { return rec_->proc; }
+worker_state worker::state() const noexcept { return rec_ ? rec_->state : worker_state::none; }
+bool worker::exited_after_disconnect() const noexcept { return rec_ && rec_->asked_to_exit; }
+bool worker::send(const boost::json::value& message) { return rec_->proc.send(message); }
+bool worker::send(const boost::json::value& message, handle h) { return rec_->proc.send(message, std::move(h)); }
+void worker::disconnect() { detail::disconnect_worker(rec_); }
+
+error_code worker::kill(signal_spec sig) {
+  if (!rec_->alive()) return {};
+  rec_->asked_to_exit = true;
+  if (auto p = rec_->owner.lock()) detail::stop_routing(p, rec_);
+  auto ec = rec_->proc.kill(std::move(sig));
+  if (!ec) rec_->proc.disconnect();
+  return ec;
+}
+
+void worker::on_message(channel::message_handler h) { rec_->on_message.add(std::move(h)); }
+void worker::on_online(std::function<void()> h) { rec_->on_online.add(std::move(h)); }
+void worker::on_listening(std::function<void(const asio::ip::tcp::endpoint&)> h) {
+  rec_->on_listening.add(std::move(h));
+}
+void worker::on_disconnect(std::function<void()> h) { rec_->on_disconnect.add(std::move(h)); }
+void worker::on_exit(std::function<void(const exit_status&)> h) { rec_->on_exit.add(std::move(h)); }
+void worker::on_error(std::function<void(error_code)> h) { rec_->on_error.add(std::move(h)); }
+
+// ---- primary ----
+
+primary::primary(asio::io_context& io, settings s) : state_(std::make_shared<detail::primary_state>(io, std::move(s))) {
+  auto& p = *state_;
+  p.program = p.cfg.program;
+  if (p.cfg.args) p.args = *p.cfg.args;
+  if (p.program.empty() || !p.cfg.args) detail::default_command(p);
+}
+
+primary::~primary() {
+  auto& p = *state_;
+  p.stopping = true;
+  for (auto& s : p.slots)
+    if (s.restart_timer) s.restart_timer->cancel();
+  if (p.reloading) detail::finish_reload(p, make_error_code(asio::error::operation_aborted));
+  // The workers see their channel close and exit, as they would if this process ended.
+  for (auto& [id, w] : p.live) w->proc.disconnect();
+  detail::close_listeners(p);
+}
+
+worker primary::fork() { return fork({}); }
+
+worker primary::fork(const environment::map& vars) {
+  auto& p = *state_;
+  p.slots.emplace_back();
+  p.slots.back().vars = vars;
+  const std::size_t slot = p.slots.size() - 1;
+  p.slots[slot].current = detail::start_worker(state_, slot);
+  return worker(p.slots[slot].current);
+}
+
+std::vector<worker> primary::workers() const {
+  std::vector<worker> out;
+  for (auto& [id, w] : state_->live) out.emplace_back(w);
+  return out;
+}
+
+const settings& primary::config() const noexcept { return state_->cfg; }
+
+void primary::on_fork(std::function<void(worker&)> h) { state_->on_fork.add(std::move(h)); }
+void primary::on_online(std::function<void(worker&)> h) { state_->on_online.add(std::move(h)); }
+void primary::on_listening(std::function<void(worker&, const asio::ip::tcp::endpoint&)> h) {
+  state_->on_listening.add(std::move(h));
+}
+void primary::on_disconnect(std::function<void(worker&)> h) { state_->on_disconnect.add(std::move(h)); }
+void primary::on_exit(std::function<void(worker&, const exit_status&)> h) { state_->on_exit.add(std::move(h)); }
+void primary::on_message(std::function<void(worker&, const boost::json::value&, handle)> h) {
+  state_->on_message.add(std::move(h));
+}
+void primary::on_error(std::function<void(worker&, error_code)> h) { state_->on_error.add(std::move(h)); }
+
+}  // namespace clutch::cluster

@@ -1,0 +1,134 @@
+// The primary's bookkeeping: worker records, slots (where restarts and reloads put a new worker), and the
+// listening sockets it owns on the workers' behalf.
+//
+// A slot is a place for one worker. It normally holds `current`; during a reload it also holds `incoming`, the
+// replacement that must be ready before `current` is disconnected. Restarts, back-off and the crash-loop limit are
+// per slot, and so is a reuseport socket, so that a replacement accepts what queued for the worker it replaces.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "clutch/cluster.hpp"
+#include "handler_list.hpp"
+#include "os/fd.hpp"
+
+namespace clutch::cluster::detail {
+
+using clock = std::chrono::steady_clock;
+
+struct worker_record {
+  std::weak_ptr<primary_state> owner;
+  int id = 0;
+  std::size_t slot = 0;
+  forked_child proc;
+  worker_state state = worker_state::none;
+  bool asked_to_exit = false;  // exited_after_disconnect
+  bool disconnect_emitted = false;
+  bool exit_emitted = false;
+  bool ready = false;
+  bool routable = true;  // may be given round-robin connections
+  clock::time_point started{};
+  std::optional<asio::steady_timer> kill_timer;
+  std::size_t rr_pending = 0;  // round-robin hand-offs it has not answered
+
+  ::clutch::detail::handler_list<const boost::json::value&, handle> on_message;
+  ::clutch::detail::handler_list<> on_online;
+  ::clutch::detail::handler_list<const asio::ip::tcp::endpoint&> on_listening;
+  ::clutch::detail::handler_list<> on_disconnect;
+  ::clutch::detail::handler_list<const exit_status&> on_exit;
+  ::clutch::detail::handler_list<error_code> on_error;
+
+  bool alive() const noexcept { return state != worker_state::dead; }
+};
+
+struct slot_record {
+  std::shared_ptr<worker_record> current, incoming;
+  environment::map vars;
+  unsigned streak = 0;  // exits in a row, each before stable_uptime
+  std::chrono::milliseconds delay{0};
+  std::optional<asio::steady_timer> restart_timer;
+  bool retired = false;
+};
+
+// One listening endpoint as workers asked for it ("address:port" as requested, so that port 0 in every worker is
+// one real port).
+struct listener {
+  std::string key;
+  scheduling policy{};
+  asio::ip::tcp::endpoint bound;               // the real address and port
+  os::unique_fd fd;                            // shared: the socket every worker accepts on
+  std::map<std::size_t, os::unique_fd> slots;  // reuseport: one socket per slot
+  std::set<std::size_t> users;                 // slots that listen here; the sockets close with the last
+
+  // round_robin
+  std::optional<asio::ip::tcp::acceptor> acceptor;
+  bool accepting = false;
+  std::vector<std::weak_ptr<worker_record>> workers;
+  std::size_t next = 0;
+  struct handoff {
+    asio::ip::tcp::socket sock;
+    std::weak_ptr<worker_record> to;
+  };
+  std::map<std::int64_t, handoff> pending;  // kept open here until the worker says it took its copy
+  std::deque<asio::ip::tcp::socket> waiting;  // accepted while no worker could take them
+};
+
+struct reload_run {
+  // Boost 1.81's any_completion_handler recurses forever on move-assignment: it is only ever move-constructed.
+  explicit reload_run(done_handler h) : done(std::move(h)) {}
+  done_handler done;
+  std::deque<std::size_t> todo;
+  std::shared_ptr<worker_record> fresh, old;
+  std::optional<asio::steady_timer> timer;
+};
+
+struct primary_state : std::enable_shared_from_this<primary_state> {
+  primary_state(asio::io_context& io, settings s) : io(io), cfg(std::move(s)) {}
+
+  asio::io_context& io;
+  settings cfg;
+  std::string program;
+  std::vector<std::string> args;
+  std::optional<std::string> argv0;
+  int next_id = 1;
+  std::int64_t next_seq = 1;
+  std::vector<slot_record> slots;
+  std::map<int, std::shared_ptr<worker_record>> live;  // not yet exited
+  std::map<std::string, std::shared_ptr<listener>> listeners;
+  std::unique_ptr<reload_run> reloading;
+  std::vector<done_handler> stop_waiters;
+  bool stopping = false;
+
+  ::clutch::detail::handler_list<worker&> on_fork, on_online, on_disconnect;
+  ::clutch::detail::handler_list<worker&, const asio::ip::tcp::endpoint&> on_listening;
+  ::clutch::detail::handler_list<worker&, const exit_status&> on_exit;
+  ::clutch::detail::handler_list<worker&, const boost::json::value&, handle> on_message;
+  ::clutch::detail::handler_list<worker&, error_code> on_error;
+};
+
+// primary.cpp
+std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot);
+void disconnect_worker(const std::shared_ptr<worker_record>& w);
+
+// listeners.cpp
+void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                   const boost::json::value& msg);
+void handle_handoff_answer(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                           const boost::json::value& msg, bool accepted);
+// The worker takes no more round-robin connections; what it was given and had not taken goes to the others.
+void stop_routing(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w);
+// The slot is gone for good: its reuseport sockets close, and listeners nobody uses any more with them.
+void release_slot(const std::shared_ptr<primary_state>& p, std::size_t slot);
+void close_listeners(primary_state& p);
+
+}  // namespace clutch::cluster::detail

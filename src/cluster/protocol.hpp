@@ -1,0 +1,57 @@
+// The messages between a primary and its workers. They travel on the worker's Node channel with the reserved
+// CLUTCH_ prefix, so the application's own on_message never sees them.
+//
+//   worker → primary   CLUTCH_online                                the worker opened its channel
+//                      CLUTCH_listen {seq, address, port, backlog}   share this endpoint with me
+//                      CLUTCH_listening {address, port}             it now accepts there (after any listen)
+//                      CLUTCH_ready                                 cluster::ready()
+//                      CLUTCH_accepted {key, seq} / CLUTCH_refused {key, seq}   a round-robin hand-off, taken or not
+//   primary → worker   CLUTCH_listen_reply {seq, errno} or {seq, address, port[, rr, key]} (+ the listening socket)
+//                      CLUTCH_conn {key, seq} (+ the connection)    round-robin hand-off
+//                      CLUTCH_disconnect                            close your listeners and finish
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+#include <string>
+#include <string_view>
+
+namespace clutch::cluster::detail {
+
+inline constexpr std::string_view worker_id_variable = "CLUTCH_WORKER_ID";
+
+inline std::string_view command_of(const boost::json::value& msg) {
+  if (const auto* o = msg.if_object())
+    if (const auto* c = o->if_contains("cmd"); c && c->is_string()) return c->get_string();
+  return {};
+}
+
+inline std::int64_t int_field(const boost::json::value& msg, std::string_view name, std::int64_t fallback = -1) {
+  if (const auto* o = msg.if_object())
+    if (const auto* v = o->if_contains(name); v && v->is_int64()) return v->get_int64();
+  return fallback;
+}
+
+inline std::string_view string_field(const boost::json::value& msg, std::string_view name) {
+  if (const auto* o = msg.if_object())
+    if (const auto* v = o->if_contains(name); v && v->is_string()) return v->get_string();
+  return {};
+}
+
+// {address, port} ↔ endpoint. A bad address gives false, never an exception.
+inline bool endpoint_from(const boost::json::value& msg, boost::asio::ip::tcp::endpoint& out) {
+  boost::system::error_code ec;
+  auto addr = boost::asio::ip::make_address(std::string(string_field(msg, "address")), ec);
+  auto port = int_field(msg, "port");
+  if (ec || port < 0 || port > 65535) return false;
+  out = {addr, static_cast<unsigned short>(port)};
+  return true;
+}
+
+inline void put_endpoint(boost::json::object& o, const boost::asio::ip::tcp::endpoint& e) {
+  o["address"] = e.address().to_string();
+  o["port"] = e.port();
+}
+
+}  // namespace clutch::cluster::detail
