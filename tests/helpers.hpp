@@ -5,6 +5,7 @@
 
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace clutch_test {
@@ -16,6 +17,8 @@ const std::string& self();
 std::vector<std::string> helper_args(const std::string& name, std::vector<std::string> args = {});
 
 int run_helper(int argc, char** argv);
+// cluster_helpers.cpp: the cluster-* helpers.
+int run_cluster_helper(std::string_view name, int argc, char** argv);
 
 // The descriptors open in this process right now.
 std::set<int> open_fds();
