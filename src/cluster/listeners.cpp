@@ -108,11 +108,12 @@ void accept_more(const std::shared_ptr<primary_state>& p, const std::shared_ptr<
 
 std::shared_ptr<listener> find_or_bind(const std::shared_ptr<primary_state>& p, const tcp::endpoint& at,
                                        int backlog, error_code& ec) {
-  const std::string key = at.address().to_string() + ":" + std::to_string(at.port());
+  const std::string key = key_of(at);
   if (auto it = p->listeners.find(key); it != p->listeners.end()) return it->second;
   auto l = std::make_shared<listener>();
   l->key = key;
   l->policy = p->cfg.policy;
+  l->backlog = backlog;
   os::unique_fd fd;
   ec = bind_socket(p->io, at, backlog, l->policy == scheduling::reuseport, fd, l->bound);
   if (ec) return nullptr;
@@ -126,7 +127,40 @@ std::shared_ptr<listener> find_or_bind(const std::shared_ptr<primary_state>& p, 
   return l;
 }
 
+// The slot's own SO_REUSEPORT socket, made on first use. The first socket was bound to learn the real port (the
+// request may have said 0); it becomes the first slot's.
+int slot_socket(const std::shared_ptr<primary_state>& p, listener& l, std::size_t slot, error_code& ec) {
+  auto it = l.slots.find(slot);
+  if (it != l.slots.end()) return it->second.get();
+  os::unique_fd fd;
+  if (auto first = l.slots.find(std::numeric_limits<std::size_t>::max()); first != l.slots.end()) {
+    fd = std::move(first->second);
+    l.slots.erase(first);
+  } else {
+    tcp::endpoint ignored;
+    if ((ec = bind_socket(p->io, l.bound, l.backlog, true, fd, ignored))) return -1;
+  }
+  return l.slots.emplace(slot, std::move(fd)).first->second.get();
+}
+
 }  // namespace
+
+std::vector<inherited_listener> listeners_for(const std::shared_ptr<primary_state>& p, std::size_t slot,
+                                              int first_fd) {
+  std::vector<inherited_listener> out;
+  for (auto& [key, l] : p->listeners) {
+    int fd = -1;
+    error_code ec;
+    if (l->policy == scheduling::shared) fd = l->fd.get();
+    if (l->policy == scheduling::reuseport) fd = slot_socket(p, *l, slot, ec);
+    if (fd < 0) continue;  // round-robin has no socket to give; a failed bind leaves it to the worker's request
+    json::object e{{"key", key}, {"fd", first_fd + static_cast<int>(out.size())}};
+    put_endpoint(e, l->bound);
+    out.push_back({std::move(e), fd});
+    l->users.insert(slot);
+  }
+  return out;
+}
 
 void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
                    const json::value& msg) {
@@ -146,21 +180,9 @@ void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_pt
   switch (l->policy) {
     case scheduling::shared: h = dup_handle(l->fd.get()); break;
     case scheduling::reuseport: {
-      // The first socket was bound to find the real port (it may have been 0); it becomes the first slot's.
-      auto it = l->slots.find(w->slot);
-      if (it == l->slots.end()) {
-        auto first = l->slots.find(std::numeric_limits<std::size_t>::max());
-        os::unique_fd fd;
-        if (first != l->slots.end()) {
-          fd = std::move(first->second);
-          l->slots.erase(first);
-        } else {
-          tcp::endpoint ignored;
-          if ((ec = bind_socket(p->io, l->bound, backlog, true, fd, ignored))) return reply_error(*w, seq, ec);
-        }
-        it = l->slots.emplace(w->slot, std::move(fd)).first;
-      }
-      h = dup_handle(it->second.get());
+      const int fd = slot_socket(p, *l, w->slot, ec);
+      if (fd < 0) return reply_error(*w, seq, ec);
+      h = dup_handle(fd);
       break;
     }
     case scheduling::round_robin:

@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -152,24 +154,27 @@ void restart_later(const std::shared_ptr<primary_state>& p, std::size_t slot, st
   });
 }
 
-// What the slot does after its current worker exited.
-void after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
-                const exit_status& status) {
+// What the slot does after its current worker exited. Returns crash_loop when the slot was given up.
+error_code after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
+                      const exit_status& status) {
   auto& s = p->slots[w->slot];
   if (s.incoming == w) {  // a reload's new worker, gone before it was ready
     s.incoming.reset();
     if (p->reloading && p->reloading->fresh == w) reload_fail(p, make_error_code(errc::worker_failed));
-    return;
+    return {};
   }
   if (s.current != w) {  // an old worker that a reload replaced
     if (p->reloading && p->reloading->old == w) reload_next(p);
-    return;
+    return {};
   }
   s.current.reset();
   const auto& cfg = p->cfg;
   const bool failed = !status.ok();
   const bool wanted = cfg.restart == restart_policy::always || (cfg.restart == restart_policy::on_failure && failed);
-  if (p->stopping || w->asked_to_exit || !wanted) return retire(p, w->slot);
+  if (p->stopping || w->asked_to_exit || !wanted) {
+    retire(p, w->slot);
+    return {};
+  }
 
   if (clock::now() - w->started >= cfg.stable_uptime) {
     s.streak = 0;
@@ -177,8 +182,7 @@ void after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<w
   }
   if (s.streak >= cfg.max_restarts) {
     retire(p, w->slot);
-    emit_error(p, w, make_error_code(errc::crash_loop));
-    return;
+    return make_error_code(errc::crash_loop);
   }
   // The first exit after a stable run is replaced at once; exits in a row wait longer each time.
   if (s.streak == 0) {
@@ -191,6 +195,7 @@ void after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<w
   }
   ++s.streak;
   restart_later(p, w->slot, s.delay);
+  return {};
 }
 
 void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
@@ -200,10 +205,12 @@ void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_p
   w->state = worker_state::dead;
   if (w->kill_timer) w->kill_timer->cancel();
   p->live.erase(w->id);
+  // The replacement (if any) starts first: it loads while the exit handlers run.
+  const error_code given_up = after_exit(p, w, status);
   worker wk(w);
   w->on_exit.call(status);
   p->on_exit.call(wk, status);
-  after_exit(p, w, status);
+  if (given_up) emit_error(p, w, given_up);
   check_stopped(p);
 }
 
@@ -250,6 +257,21 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
   o.env = cfg.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
                                                        : environment::add(std::move(vars));
   o.silent = cfg.silent;
+  // The listeners it will most likely ask for (those its slot, or any worker, used) come with it, above the
+  // channel at fd 3: a replacement then serves without waiting for a reply from us.
+  const auto std_slot = cfg.silent ? stdio::pipe : stdio::inherit;
+  o.stdio = {std_slot, std_slot, std_slot, stdio::ipc};
+  json::array inherited;
+  for (auto& l : listeners_for(p, slot, 4)) {
+    o.stdio.push_back(stdio::fd(l.fd));
+    inherited.push_back(std::move(l.entry));
+  }
+  if (!inherited.empty()) {
+    auto with = o.env.vars();
+    with[std::string(listeners_variable)] = json::serialize(inherited);
+    o.env = o.env.how() == environment::mode::replace ? environment::replace(std::move(with))
+                                                       : environment::add(std::move(with));
+  }
   o.kill_tree = true;  // its own process group: kill() and the deadline reach the worker's children
   o.death_signal = cfg.death_signal;
   o.argv0 = p->argv0;

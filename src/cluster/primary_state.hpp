@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <boost/json/object.hpp>
+
 #include "clutch/cluster.hpp"
 #include "handler_list.hpp"
 #include "os/fd.hpp"
@@ -66,6 +68,7 @@ struct listener {
   std::string key;
   scheduling policy{};
   asio::ip::tcp::endpoint bound;               // the real address and port
+  int backlog = 511;
   os::unique_fd fd;                            // shared: the socket every worker accepts on
   std::map<std::size_t, os::unique_fd> slots;  // reuseport: one socket per slot
   std::set<std::size_t> users;                 // slots that listen here; the sockets close with the last
@@ -130,5 +133,14 @@ void stop_routing(const std::shared_ptr<primary_state>& p, const std::shared_ptr
 // The slot is gone for good: its reuseport sockets close, and listeners nobody uses any more with them.
 void release_slot(const std::shared_ptr<primary_state>& p, std::size_t slot);
 void close_listeners(primary_state& p);
+// The sockets a new worker in `slot` inherits at exec (shared and reuseport listeners), so that its listen() needs
+// no round trip to the primary: each as {key, fd (its number in the worker), address, port}, and the primary's
+// descriptor to put there.
+struct inherited_listener {
+  boost::json::object entry;
+  int fd;
+};
+std::vector<inherited_listener> listeners_for(const std::shared_ptr<primary_state>& p, std::size_t slot,
+                                              int first_fd);
 
 }  // namespace clutch::cluster::detail

@@ -9,6 +9,8 @@
 //   primary → worker   CLUTCH_listen_reply {seq, errno} or {seq, address, port[, rr, key]} (+ the listening socket)
 //                      CLUTCH_conn {key, seq} (+ the connection)    round-robin hand-off
 //                      CLUTCH_disconnect                            close your listeners and finish
+// A worker also inherits, at exec, the listeners the primary already has (CLUTCH_LISTENERS below): a listen() that
+// finds its endpoint there needs no CLUTCH_listen round trip, which is what lets a replacement serve quickly.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -20,6 +22,12 @@
 namespace clutch::cluster::detail {
 
 inline constexpr std::string_view worker_id_variable = "CLUTCH_WORKER_ID";
+// The listening sockets a worker inherits: [{key, fd, address, port}], key being the endpoint asked for.
+inline constexpr std::string_view listeners_variable = "CLUTCH_LISTENERS";
+
+inline std::string key_of(const boost::asio::ip::tcp::endpoint& asked) {
+  return asked.address().to_string() + ":" + std::to_string(asked.port());
+}
 
 inline std::string_view command_of(const boost::json::value& msg) {
   if (const auto* o = msg.if_object())

@@ -2,6 +2,7 @@
 #include <fcntl.h>
 
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -54,17 +55,43 @@ namespace {
 struct identity {
   bool worker = false;
   int id = 0;
+  struct socket {
+    int fd;
+    tcp::endpoint bound;
+  };
+  std::map<std::string, socket> inherited;  // by the endpoint asked for; taken by the first listen() there
 };
 
+std::map<std::string, identity::socket> inherited_listeners() {
+  std::map<std::string, identity::socket> out;
+  const char* text = std::getenv(std::string(listeners_variable).c_str());
+  if (!text) return out;
+  error_code ec;
+  json::value list = json::parse(text, ec);
+  if (ec || !list.is_array()) return out;
+  for (const auto& e : list.get_array()) {
+    const int fd = static_cast<int>(int_field(e, "fd"));
+    tcp::endpoint bound;
+    // Only a descriptor that really is a listening TCP socket is used; anything else stays unused.
+    handle probe(fd < 3 ? -1 : ::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!endpoint_from(e, bound) || probe.what() != handle::kind::tcp_server) continue;
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // not for this worker's own children
+    out[std::string(string_field(e, "key"))] = {fd, bound};
+  }
+  return out;
+}
+
 // Read once, then removed from the environment, so that this worker's own children are not workers.
-const identity& self() {
-  static const identity me = [] {
+identity& self() {
+  static identity me = [] {
     identity i;
     if (const char* v = std::getenv(std::string(worker_id_variable).c_str())) {
       i.worker = true;
       i.id = std::atoi(v);
-      ::unsetenv(std::string(worker_id_variable).c_str());
+      i.inherited = inherited_listeners();
     }
+    ::unsetenv(std::string(worker_id_variable).c_str());
+    ::unsetenv(std::string(listeners_variable).c_str());
     return i;
   }();
   return me;
@@ -219,6 +246,16 @@ void listen(asio::io_context& io, const tcp::endpoint& at, const listen_options&
   }
   auto& w = worker_for(io);
   if (w.stopping) return complete(io, std::move(h), error_code(asio::error::operation_aborted), acceptor{});
+  auto& inherited = self().inherited;
+  if (auto it = inherited.find(key_of(at)); it != inherited.end()) {
+    auto a = std::make_shared<acceptor_state>(io);
+    a->local = it->second.bound;
+    a->native.emplace(io, at.protocol(), it->second.fd);
+    inherited.erase(it);
+    w.acceptors.push_back(a);
+    report_listening(w, a->local);
+    return complete(io, std::move(h), error_code{}, acceptor(a));
+  }
   const std::int64_t seq = w.next_seq++;
   json::object req{{"cmd", "CLUTCH_listen"}, {"seq", seq}, {"backlog", o.backlog}};
   put_endpoint(req, at);
