@@ -6,7 +6,8 @@
 Each server is started on a free port of 127.0.0.1, measured with wrk, and stopped before the next:
   throughput      wrk -t1 at 64 and 256 connections; the server list is run ROUNDS times over, medians reported
   rolling reload  SIGHUP to the primary under load: failed requests, and whether `reload done` came
-  worker crash    SIGKILL to one worker under load: time until a new worker is listening, and wrk's errors
+  worker crash    SIGKILL to one worker under load: time until a new worker is listening, and wrk's errors;
+                  then, separately, which requests fail when a worker dies: its own, others', or waiting connections
 Progress goes to stderr, the report to stdout.
 """
 import http.client
@@ -269,6 +270,64 @@ def crash_under_load(name, start, seconds=6, after=2):
     return f'{name:22}{took:>16}' + errors_row(r)
 
 
+REQUEST = b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
+
+
+def answer(sock, deadline):
+    """The pid in one 'worker success <pid>' response on sock, or None if the connection failed or time ran out."""
+    buf = b''
+    try:
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            if b'\r\n\r\n' in buf:
+                head, body = buf.split(b'\r\n\r\n', 1)
+                length = int(re.search(rb'(?i)content-length:\s*(\d+)', head)[1])
+                if len(body) >= length:
+                    m = re.match(rb'worker success (\d+)', body)
+                    return int(m[1]) if m else -1
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            buf += chunk
+    except (OSError, TypeError):
+        return None
+
+
+def crash_with_queue(name, start, conns=32, queued=32):
+    """The two counts the crash target separates. One worker is stopped (SIGSTOP) while every open connection has
+    a request in flight and `queued` new connections wait to be accepted, then SIGKILLed: requests in flight on its
+    own connections may fail; a connection still waiting to be accepted must reach a worker."""
+    log(f'worker crash with waiting connections: {name}')
+    with start() as s:
+        if not s.ready():
+            return f'{name:22}  not ready within 10 s'
+        victim = s.listening_pids()[0]
+        deadline = time.monotonic() + 10
+        own = []
+        for _ in range(conns):
+            sock = socket.create_connection(('127.0.0.1', s.port), timeout=5)
+            sock.sendall(REQUEST)
+            own.append((sock, answer(sock, deadline)))
+        os.kill(victim, signal.SIGSTOP)
+        for sock, _ in own:
+            sock.sendall(REQUEST)
+        waiting = []
+        for _ in range(queued):
+            sock = socket.create_connection(('127.0.0.1', s.port), timeout=5)
+            sock.sendall(REQUEST)
+            waiting.append(sock)
+        time.sleep(0.2)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        mine = [answer(sock, deadline) is None for sock, pid in own if pid == victim]
+        others = [answer(sock, deadline) is None for sock, pid in own if pid != victim]
+        lost = [answer(sock, deadline) is None for sock in waiting]
+        for sock in [c for c, _ in own] + waiting:
+            sock.close()
+    return (f'{name:22}{f"{sum(mine)} of {len(mine)}":>16}{f"{sum(others)} of {len(others)}":>16}'
+            f'{f"{sum(lost)} of {len(lost)}":>16}')
+
+
 def main():
     sys.stdout.reconfigure(line_buffering=True)  # each report line as it comes, in order with the progress on stderr
     if not shutil.which('wrk'):
@@ -293,6 +352,12 @@ def main():
     print(f'{"":22}{"kill->listen ms":>16}' + HEAD)
     for name, start in clutch + node:
         print(crash_under_load(name, start))
+
+    print('\nworker crash with connections waiting: 32 kept-alive connections each with a request in flight, 32 new'
+          ' ones waiting to be accepted; one worker SIGSTOPped, then SIGKILLed; failed requests')
+    print(f'{"":22}{"its own conns":>16}{"other workers":>16}{"waiting conns":>16}')
+    for name, start in clutch + node:
+        print(crash_with_queue(name, start))
 
 
 if __name__ == '__main__':
