@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more.
-#   make demo   install what is missing, build, run the main demo
+#   make demo   install what is missing, build, run the demos (exec, fork, cluster)
 #   make test   install what is missing, build (Debug, -Werror), run every test with ctest
 #   make asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz   build the libFuzzer targets with clang and run each for FUZZ_SECONDS (default 60)
@@ -24,7 +24,7 @@ $(ASAN)/CMakeCache.txt: | deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DCLUTCH_SANITIZE=ON $(CMAKE_COMMON)
 
 demo: deps $(DEBUG)/CMakeCache.txt
-	cmake --build $(DEBUG) -j$(JOBS) --target exec_example fork_parent fork_child
+	cmake --build $(DEBUG) -j$(JOBS) --target exec_example fork_parent fork_child cluster_http
 	@rm -rf $(DEBUG)/demo && mkdir -p $(DEBUG)/demo/log
 	@echo "started" > $(DEBUG)/demo/log/app.log && echo "nothing yet" > $(DEBUG)/demo/log/error.log
 	@echo "== examples/exec.cpp: ls in ./log, streamed and then buffered"
@@ -33,6 +33,8 @@ demo: deps $(DEBUG)/CMakeCache.txt
 	$(DEBUG)/examples/fork_parent
 	@echo "== the same parent driving the seed's Node child (tests/fixtures/child.js)"
 	$(DEBUG)/examples/fork_parent tests/fixtures/child.js
+	@echo "== examples/cluster_http.cpp: a primary and 2 workers sharing one HTTP port; reload, then stop"
+	scripts/cluster-demo $(DEBUG)/examples/cluster_http
 
 test: deps $(DEBUG)/CMakeCache.txt
 	cmake --build $(DEBUG) -j$(JOBS)

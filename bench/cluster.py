@@ -32,7 +32,9 @@ SECONDS = int(os.environ.get('BENCH_SECONDS', '10'))
 ROUNDS = int(os.environ.get('ROUNDS', '2'))
 WORKERS = 2
 POLICIES = ['round-robin', 'shared', 'reuseport']
-CONNS = [64, 256]
+# label: (connections, a new connection per request). Keep-alive loads measure the workers; `close` also measures
+# how connections reach them (the scheduling policy).
+LOADS = {'c64': (64, False), 'c256': (256, False), 'c64 close': (64, True)}
 LISTENING = re.compile(r'worker (\d+) listening pid (\d+) on ')
 
 
@@ -156,9 +158,10 @@ def start_nginx():
                   events=False, tmpdir=tmpdir)
 
 
-def wrk(port, conns, seconds):
-    return subprocess.Popen(['wrk', '-t1', f'-c{conns}', f'-d{seconds}s', '--latency', f'http://127.0.0.1:{port}/'],
-                            stdout=subprocess.PIPE, text=True)
+def wrk(port, conns, seconds, close=False):
+    header = ['-H', 'Connection: close'] if close else []
+    return subprocess.Popen(['wrk', '-t1', f'-c{conns}', f'-d{seconds}s', '--latency', *header,
+                             f'http://127.0.0.1:{port}/'], stdout=subprocess.PIPE, text=True)
 
 
 MS = {'us': 1e-3, 'ms': 1, 's': 1e3, 'm': 60e3}
@@ -187,12 +190,12 @@ def wrk_result(proc, seconds):
     return r
 
 
-def run_wrk(port, conns, seconds):
-    return wrk_result(wrk(port, conns, seconds), seconds)
+def run_wrk(port, conns, seconds, close=False):
+    return wrk_result(wrk(port, conns, seconds, close), seconds)
 
 
 def throughput(servers):
-    runs = {name: {c: [] for c in CONNS} for name, _ in servers}
+    runs = {name: {c: [] for c in LOADS} for name, _ in servers}
     for round_ in range(ROUNDS):
         for name, start in servers:
             log(f'throughput round {round_ + 1}/{ROUNDS}: {name}')
@@ -201,29 +204,29 @@ def throughput(servers):
                     log(f'  {name}: not ready within 10 s, skipped')
                     continue
                 run_wrk(s.port, 64, 1)  # warm-up: Node's JIT, and the first connections' setup, for every server
-                for c in CONNS:
-                    runs[name][c].append(run_wrk(s.port, c, SECONDS))
+                for c, (conns, close) in LOADS.items():
+                    runs[name][c].append(run_wrk(s.port, conns, SECONDS, close))
     print(f'throughput: wrk -t1, {SECONDS} s per run, median of {ROUNDS} rounds; failed = socket errors + non-2xx,'
           ' summed over rounds')
-    print(f'{"":22}' + ''.join(f'{f"c{c} req/s":>14}{"p99 ms":>9}{"failed":>8}' for c in CONNS))
+    print(f'{"":22}' + ''.join(f'{f"{c} req/s":>16}{"p99 ms":>9}{"failed":>8}' for c in LOADS))
     medians = {}
     for name, _ in servers:
-        if not all(runs[name][c] for c in CONNS):
+        if not all(runs[name][c] for c in LOADS):
             print(f'{name:22}  no result')
             continue
-        medians[name] = {c: statistics.median(r['rps'] for r in runs[name][c]) for c in CONNS}
+        medians[name] = {c: statistics.median(r['rps'] for r in runs[name][c]) for c in LOADS}
         row = ''
-        for c in CONNS:
+        for c in LOADS:
             p99 = statistics.median(r['p99'] for r in runs[name][c])
-            row += f'{medians[name][c]:14.0f}{p99:9.2f}{sum(r["failed"] for r in runs[name][c]):8d}'
+            row += f'{medians[name][c]:16.0f}{p99:9.2f}{sum(r["failed"] for r in runs[name][c]):8d}'
         print(f'{name:22}{row}')
     peers = [(short, p) for short, p in (('Node', 'Node cluster'), ('nginx', 'nginx')) if p in medians]
     clutches = [n for n in medians if n.startswith('clutch')]
     if peers and clutches:
         print('\nreq/s ratios (above 1: clutch faster)')
-        print(f'{"":22}' + ''.join(f'{f"vs {short} c{c}":>15}' for short, _ in peers for c in CONNS))
+        print(f'{"":22}' + ''.join(f'{f"vs {short} {c}":>17}' for short, _ in peers for c in LOADS))
         for name in clutches:
-            print(f'{name:22}' + ''.join(f'{medians[name][c] / medians[p][c]:14.2f}x' for _, p in peers for c in CONNS))
+            print(f'{name:22}' + ''.join(f'{medians[name][c] / medians[p][c]:16.2f}x' for _, p in peers for c in LOADS))
 
 
 HEAD = f'{"requests":>10}{"failed":>8}{"connect":>9}{"read":>6}{"write":>6}{"timeout":>8}{"non-2xx":>8}'
@@ -252,22 +255,25 @@ def reload_under_load(name, start, seconds=8, after=2):
     return f'{name:22}{outcome:>10}{took:>9}' + errors_row(r) + why
 
 
-def crash_under_load(name, start, seconds=6, after=2):
+def crash_under_load(name, start, seconds=8, after=2):
+    """SIGKILL to each of the two first workers in turn (2 s and about 4 s in): two kill-to-listening times."""
     log(f'worker crash: {name}')
     with start() as s:
         if not s.ready():
             return f'{name:22}  not ready within 10 s'
         load = wrk(s.port, 64, seconds)
         time.sleep(after)
-        pids = s.listening_pids()
-        victim, before = pids[0], set(pids)
-        first = len(s.lines)
-        t0 = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        hit = s.wait_line(lambda line: (m := LISTENING.match(line)) and int(m[2]) not in before, t0 + 10, first)
+        took = []
+        for victim in s.listening_pids()[:2]:
+            before = set(s.listening_pids())
+            first = len(s.lines)
+            t0 = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            hit = s.wait_line(lambda line: (m := LISTENING.match(line)) and int(m[2]) not in before, t0 + 10, first)
+            took.append(f'{(hit[0] - t0) * 1e3:.1f}' if hit else 'none')
+            time.sleep(1.5)
         r = wrk_result(load, seconds)
-    took = f'{(hit[0] - t0) * 1e3:.1f}' if hit else 'none in 10 s'
-    return f'{name:22}{took:>16}' + errors_row(r)
+    return f'{name:22}{" / ".join(took):>16}' + errors_row(r)
 
 
 REQUEST = b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
@@ -348,7 +354,8 @@ def main():
     for name, start in clutch + node:
         print(reload_under_load(name, start))
 
-    print('\nworker crash under load: wrk -t1 -c64 -d6s, SIGKILL to one worker 2 s in')
+    print('\nworker crash under load: wrk -t1 -c64 -d8s; SIGKILL to one worker 2 s in, to the other 1.5 s after its'
+          ' replacement listens')
     print(f'{"":22}{"kill->listen ms":>16}' + HEAD)
     for name, start in clutch + node:
         print(crash_under_load(name, start))

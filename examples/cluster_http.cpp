@@ -20,9 +20,14 @@ using tcp = asio::ip::tcp;
 bool stopping = false;  // in a worker: the primary asked it to stop; answer what comes, then close
 std::string body;
 
-// One keep-alive connection: read a request, answer it, again, until the client (or a stop) ends it.
+// One keep-alive connection: read a request, answer it, again, until the client (or a stop) ends it. The response
+// is built once per connection; only its Connection header can change.
 struct session : std::enable_shared_from_this<session> {
-  explicit session(tcp::socket s) : sock(std::move(s)) {}
+  explicit session(tcp::socket s) : sock(std::move(s)), res(http::status::ok, 11) {
+    res.set(http::field::content_type, "text/plain");
+    res.body() = body;
+    res.prepare_payload();
+  }
   tcp::socket sock;
   boost::beast::flat_buffer buf;
   http::request<http::empty_body> req;
@@ -35,11 +40,8 @@ struct session : std::enable_shared_from_this<session> {
     });
   }
   void answer() {
-    res = {http::status::ok, req.version()};
-    res.set(http::field::content_type, "text/plain");
-    res.body() = body;
-    res.keep_alive(req.keep_alive() && !stopping);
-    res.prepare_payload();
+    res.version(req.version());
+    if (bool keep = req.keep_alive() && !stopping; keep != res.keep_alive()) res.keep_alive(keep);
     http::async_write(sock, res, [self = shared_from_this()](boost::beast::error_code ec, std::size_t) {
       if (ec) return;
       if (self->res.keep_alive()) return self->read();
