@@ -19,6 +19,8 @@ const arg = (name, fallback) => {
 const workers = arg('--workers', os.availableParallelism());
 const port = arg('--port', 8000);
 const host = '127.0.0.1';
+// --timestamps: listening and exit lines end with " at <seconds>" on CLOCK_MONOTONIC (libuv's hrtime), as clutch's.
+const at = () => (process.argv.includes('--timestamps') ? ` at ${(Number(process.hrtime.bigint()) / 1e9).toFixed(6)}` : '');
 
 if (cluster.isWorker) {
   const body = `worker success ${process.pid}\n`;
@@ -44,10 +46,10 @@ let stopping = false;
 let reloading = false;
 
 cluster.on('online', (w) => say(`worker ${w.id} online pid ${w.process.pid}`));
-cluster.on('listening', (w, a) => say(`worker ${w.id} listening pid ${w.process.pid} on ${a.address}:${a.port}`));
+cluster.on('listening', (w, a) => say(`worker ${w.id} listening pid ${w.process.pid} on ${a.address}:${a.port}${at()}`));
 cluster.on('exit', (w, code, signal) => {
   // Signals by number, as cluster_http prints them.
-  say(`worker ${w.id} exit pid ${w.process.pid} ${signal ? `signal ${os.constants.signals[signal]}` : `code ${code}`}`);
+  say(`worker ${w.id} exit pid ${w.process.pid} ${signal ? `signal ${os.constants.signals[signal]}` : `code ${code}`}${at()}`);
   live.delete(w);
   if (stopping) {
     if (live.size === 0) process.exit(0);

@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
   cluster::scheduling policy = cluster::scheduling::reuseport;
   app.add_option("--workers", workers, "worker processes")->check(CLI::Range(1, 1024));
   app.add_option("--port", port, "TCP port (0: any free one)");
+  bool timestamps = false;
+  app.add_flag("--timestamps", timestamps, "end listening and exit lines with the time (CLOCK_MONOTONIC, seconds)");
   app.add_option("--policy", policy, "how connections reach workers")
       ->transform(CLI::CheckedTransformer(std::map<std::string, cluster::scheduling>{
           {"reuseport", cluster::scheduling::reuseport},
@@ -97,12 +99,16 @@ int main(int argc, char** argv) {
   cluster::primary p(io, {.policy = policy});
   auto who = [](cluster::worker& w) { return "worker " + std::to_string(w.id()); };
   auto pid = [](cluster::worker& w) { return " pid " + std::to_string(w.process().pid()); };
+  auto at = [&] {
+    auto now = std::chrono::steady_clock::now().time_since_epoch();
+    return timestamps ? " at " + std::to_string(std::chrono::duration<double>(now).count()) : std::string();
+  };
   p.on_online([&](cluster::worker& w) {
     std::cout << who(w) << " online" << pid(w) << std::endl;
     w.send(boost::json::string("你好, " + who(w)));
   });
-  p.on_listening([&](cluster::worker& w, const tcp::endpoint& at) {
-    std::cout << who(w) << " listening" << pid(w) << " on " << at << std::endl;
+  p.on_listening([&](cluster::worker& w, const tcp::endpoint& where) {
+    std::cout << who(w) << " listening" << pid(w) << " on " << where << at() << std::endl;
   });
   p.on_message([](cluster::worker&, const boost::json::value& msg, clutch::handle) {
     std::cout << (msg.is_string() ? std::string(msg.get_string()) : boost::json::serialize(msg)) << std::endl;
@@ -110,7 +116,7 @@ int main(int argc, char** argv) {
   p.on_exit([&](cluster::worker& w, const clutch::exit_status& st) {
     std::cout << who(w) << " exit" << pid(w)
               << (st.signal ? " signal " + std::to_string(*st.signal) : " code " + std::to_string(st.code.value_or(-1)))
-              << std::endl;
+              << at() << std::endl;
   });
   p.on_error([&](cluster::worker& w, clutch::error_code ec) { std::cout << who(w) << " error: " << ec.message() << std::endl; });
   for (unsigned i = 0; i < workers; ++i) p.fork();

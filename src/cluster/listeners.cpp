@@ -149,15 +149,16 @@ std::vector<inherited_listener> listeners_for(const std::shared_ptr<primary_stat
                                               int first_fd) {
   std::vector<inherited_listener> out;
   for (auto& [key, l] : p->listeners) {
+    // Only what this slot's earlier workers listened on: a worker of another kind (forked with other variables)
+    // must not be handed a reuseport socket that the kernel would queue connections on for nobody.
+    if (!l->users.contains(slot)) continue;
     int fd = -1;
-    error_code ec;
     if (l->policy == scheduling::shared) fd = l->fd.get();
-    if (l->policy == scheduling::reuseport) fd = slot_socket(p, *l, slot, ec);
-    if (fd < 0) continue;  // round-robin has no socket to give; a failed bind leaves it to the worker's request
+    if (auto it = l->slots.find(slot); it != l->slots.end()) fd = it->second.get();
+    if (fd < 0) continue;  // round-robin has no socket to give
     json::object e{{"key", key}, {"fd", first_fd + static_cast<int>(out.size())}};
     put_endpoint(e, l->bound);
     out.push_back({std::move(e), fd});
-    l->users.insert(slot);
   }
   return out;
 }

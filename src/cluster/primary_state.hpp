@@ -133,9 +133,9 @@ void stop_routing(const std::shared_ptr<primary_state>& p, const std::shared_ptr
 // The slot is gone for good: its reuseport sockets close, and listeners nobody uses any more with them.
 void release_slot(const std::shared_ptr<primary_state>& p, std::size_t slot);
 void close_listeners(primary_state& p);
-// The sockets a new worker in `slot` inherits at exec (shared and reuseport listeners), so that its listen() needs
-// no round trip to the primary: each as {key, fd (its number in the worker), address, port}, and the primary's
-// descriptor to put there.
+// The sockets a new worker in `slot` inherits at exec: the shared and reuseport listeners that the slot's earlier
+// workers used, so that a replacement's listen() needs no round trip to the primary. Each as {key, fd (its number
+// in the worker), address, port}, with the primary's descriptor to put there.
 struct inherited_listener {
   boost::json::object entry;
   int fd;
