@@ -119,6 +119,10 @@ class Policies : public ::testing::TestWithParam<cl::scheduling> {};
 
 }  // namespace
 
+namespace clutch::cluster {
+void PrintTo(scheduling p, std::ostream* os) { *os << policy_name(p); }
+}  // namespace clutch::cluster
+
 TEST(Cluster, EventsComeInOrderWithIdsStatesAndMessages) {
   asio::io_context io;
   cl::primary p(io, worker_settings("serve"));
@@ -359,7 +363,10 @@ TEST(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
   ASSERT_TRUE(run_until(io, [&] { return !r.errors.empty(); }));
   io.run_for(200ms);
   // One start and three restarts, then the slot is given up, with an event that says why.
-  ASSERT_EQ(forks.size(), 4u);
+  std::string log;
+  for (auto& line : r.log) log += line + "; ";
+  for (auto& [id, ec] : r.errors) log += std::to_string(id) + ": " + ec.message() + "; ";
+  ASSERT_EQ(forks.size(), 4u) << log;
   ASSERT_EQ(exits.size(), 4u);
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].first, 4);
