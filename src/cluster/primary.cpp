@@ -44,7 +44,14 @@ void default_command(primary_state& p) {
   if (!p.cfg.args) p.args.assign(argv.empty() ? argv.end() : argv.begin() + 1, argv.end());
 }
 
+void emit_fork(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
+  if (std::exchange(w->fork_emitted, true)) return;
+  worker wk(w);
+  p->on_fork.call(wk);
+}
+
 void emit_error(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w, error_code ec) {
+  emit_fork(p, w);
   worker wk(w);
   w->on_error.call(ec);
   p->on_error.call(wk, ec);
@@ -52,6 +59,7 @@ void emit_error(const std::shared_ptr<primary_state>& p, const std::shared_ptr<w
 
 void emit_disconnect(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
   if (std::exchange(w->disconnect_emitted, true)) return;
+  emit_fork(p, w);
   if (w->state != worker_state::dead) w->state = worker_state::disconnected;
   stop_routing(p, w);
   worker wk(w);
@@ -217,6 +225,7 @@ void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_p
 void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
                  const json::value& msg) {
   const std::string_view cmd = command_of(msg);
+  emit_fork(p, w);
   worker wk(w);
   if (cmd == "CLUTCH_online") {
     if (w->state != worker_state::none) return;
@@ -284,6 +293,7 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
     auto w = ww.lock();
     auto p = wp.lock();
     if (!w || !p) return;
+    emit_fork(p, w);
     // A handle has one owner: the first handler gets it.
     for (std::size_t i = 0; i < w->on_message.size(); ++i) w->on_message[i](msg, std::exchange(h, handle{}));
     worker wk(w);
@@ -300,12 +310,12 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
     if (w && p) emit_disconnect(p, w);
   });
 
-  asio::post(p->io, [ww, wp] {
-    auto w = ww.lock();
+  // Node emits 'fork' on the next tick; the worker's other events, which may come first when the io_context
+  // runs them before this post, emit it first themselves (emit_fork), so the order holds either way.
+  asio::post(p->io, [w, wp] {
     auto p = wp.lock();
-    if (!w || !p) return;
-    worker wk(w);
-    p->on_fork.call(wk);
+    if (!p) return;
+    emit_fork(p, w);
     if (auto ec = w->proc.spawn_error()) {
       emit_error(p, w, ec);
       on_worker_exit(p, w, exit_status{});

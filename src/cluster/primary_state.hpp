@@ -35,6 +35,7 @@ struct worker_record {
   forked_child proc;
   worker_state state = worker_state::none;
   bool asked_to_exit = false;  // exited_after_disconnect
+  bool fork_emitted = false;
   bool disconnect_emitted = false;
   bool exit_emitted = false;
   bool ready = false;
