@@ -10,6 +10,7 @@
 #include <boost/json/serialize.hpp>
 #include <clutch/cluster.hpp>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 namespace asio = boost::asio;
@@ -18,20 +19,25 @@ namespace cluster = clutch::cluster;
 using tcp = asio::ip::tcp;
 
 bool stopping = false;  // in a worker: the primary asked it to stop; answer what comes, then close
-std::string body;
+std::string keep_alive_answer, closing_answer;  // the response, serialized once by Beast, both ways
 
-// One keep-alive connection: read a request, answer it, again, until the client (or a stop) ends it. The response
-// is built once per connection; only its Connection header can change.
+std::string serialized(const std::string& body, bool keep_alive) {
+  http::response<http::string_body> res{http::status::ok, 11};
+  res.set(http::field::content_type, "text/plain");
+  res.body() = body;
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  std::ostringstream out;
+  out << res;
+  return out.str();
+}
+
+// One keep-alive connection: read a request (Beast's parser), answer it, again, until the client (or a stop) ends it.
 struct session : std::enable_shared_from_this<session> {
-  explicit session(tcp::socket s) : sock(std::move(s)), res(http::status::ok, 11) {
-    res.set(http::field::content_type, "text/plain");
-    res.body() = body;
-    res.prepare_payload();
-  }
+  explicit session(tcp::socket s) : sock(std::move(s)) {}
   tcp::socket sock;
   boost::beast::flat_buffer buf;
   http::request<http::empty_body> req;
-  http::response<http::string_body> res;
 
   void read() {
     req = {};
@@ -40,13 +46,13 @@ struct session : std::enable_shared_from_this<session> {
     });
   }
   void answer() {
-    res.version(req.version());
-    if (bool keep = req.keep_alive() && !stopping; keep != res.keep_alive()) res.keep_alive(keep);
-    http::async_write(sock, res, [self = shared_from_this()](boost::beast::error_code ec, std::size_t) {
-      if (ec) return;
-      if (self->res.keep_alive()) return self->read();
-      self->sock.shutdown(tcp::socket::shutdown_send, ec);
-    });
+    const bool keep = req.keep_alive() && !stopping;
+    asio::async_write(sock, asio::buffer(keep ? keep_alive_answer : closing_answer),
+                      [self = shared_from_this(), keep](boost::beast::error_code ec, std::size_t) {
+                        if (ec) return;
+                        if (keep) return self->read();
+                        self->sock.shutdown(tcp::socket::shutdown_send, ec);
+                      });
   }
 };
 
@@ -60,7 +66,9 @@ void accept(cluster::acceptor a) {
 }
 
 int run_worker(asio::io_context& io, unsigned short port) {
-  body = "worker success " + std::to_string(::getpid()) + "\n";
+  const std::string body = "worker success " + std::to_string(::getpid()) + "\n";
+  keep_alive_answer = serialized(body, true);
+  closing_answer = serialized(body, false);
   cluster::listen(io, {tcp::v4(), port}, [](clutch::error_code ec, cluster::acceptor a) {
     if (ec) {
       std::cerr << "worker " << cluster::worker_id() << ": listen: " << ec.message() << std::endl;
