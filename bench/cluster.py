@@ -256,13 +256,14 @@ def reload_under_load(name, start, seconds=8, after=2):
     return f'{name:22}{outcome:>10}{took:>9}' + errors_row(r) + why
 
 
-def crash_under_load(name, start, seconds=8, after=2):
-    """SIGKILL to each of the two first workers in turn (2 s and about 4 s in): two kill-to-listening times."""
-    log(f'worker crash: {name}')
+def crash_under_load(name, start, loaded=True, seconds=8, after=2):
+    """SIGKILL to each of the two first workers in turn (2 s and about 4 s in), under wrk or idle. Returns the two
+    kill-to-listening times in ms (None where no replacement listened within 10 s) and wrk's result."""
+    log(f'worker crash ({"under load" if loaded else "idle"}): {name}')
     with start() as s:
         if not s.ready():
-            return f'{name:22}  not ready within 10 s'
-        load = wrk(s.port, 64, seconds)
+            return None, None
+        load = wrk(s.port, 64, seconds) if loaded else None
         time.sleep(after)
         took = []
         for victim in s.listening_pids()[:2]:
@@ -274,10 +275,25 @@ def crash_under_load(name, start, seconds=8, after=2):
             # The server's own clock reading (CLOCK_MONOTONIC, as time.monotonic()) when it saw the worker listen;
             # the arrival time here would add this script's wake-up on a loaded machine.
             when = float(m[1]) if hit and (m := re.search(r' at ([\d.]+)$', hit[1])) else hit and hit[0]
-            took.append(f'{(when - t0) * 1e3:.1f}' if hit else 'none')
+            took.append((when - t0) * 1e3 if hit else None)
             time.sleep(1.5)
-        r = wrk_result(load, seconds)
-    return f'{name:22}{" / ".join(took):>16}' + errors_row(r)
+        return took, wrk_result(load, seconds) if loaded else None
+
+
+def crashes(name, start, loaded=True):
+    """crash_under_load ROUNDS times: every kill-to-listening time, and the first run's errors under load."""
+    times, first = [], None
+    for _ in range(ROUNDS):
+        took, r = crash_under_load(name, start, loaded)
+        if took is None:
+            return f'{name:22}  not ready within 10 s'
+        times += took
+        first = first or r
+    got = sorted(t for t in times if t is not None)
+    missing = len(times) - len(got)
+    summary = f'{statistics.median(got):10.1f}{got[0]:7.1f}{got[-1]:7.1f}' if got else f'{"-":>24}'
+    never = f' ({missing} never listened)' if missing else ''
+    return f'{name:22}{summary}{len(times):4d}' + (errors_row(first) if first else '') + never
 
 
 REQUEST = b'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
@@ -358,11 +374,15 @@ def main():
     for name, start in clutch + node:
         print(reload_under_load(name, start))
 
-    print('\nworker crash under load: wrk -t1 -c64 -d8s; SIGKILL to one worker 2 s in, to the other 1.5 s after its'
-          ' replacement listens')
-    print(f'{"":22}{"kill->listen ms":>16}' + HEAD)
+    print(f"\nworker crash under load: kill to replacement listening (on the server's own clock); wrk -t1 -c64 -d8s,"
+          f' SIGKILL to one worker 2 s in, to the other 1.5 s after its replacement listens; {ROUNDS} runs')
+    print(f'{"":22}{"median ms":>10}{"min":>7}{"max":>7}{"n":>4}' + HEAD + '  (wrk: first run)')
     for name, start in clutch + node:
-        print(crash_under_load(name, start))
+        print(crashes(name, start))
+    print(f'\nworker crash, idle: the same kills without load; {ROUNDS} runs')
+    print(f'{"":22}{"median ms":>10}{"min":>7}{"max":>7}{"n":>4}')
+    for name, start in clutch + node:
+        print(crashes(name, start, loaded=False))
 
     print('\nworker crash with connections waiting: 32 kept-alive connections each with a request in flight, 32 new'
           ' ones waiting to be accepted; one worker SIGSTOPped, then SIGKILLed; failed requests')
