@@ -51,21 +51,34 @@ cl::settings worker_settings(const std::string& mode, std::vector<std::string> e
   return {.args = helper_args("cluster-worker", args), .restart = cl::restart_policy::never};
 }
 
-// One line to the server on a fresh connection; the answer without its newline, or "" on any failure.
-std::string ask_once(unsigned short port) {
-  asio::io_context io;
+// Sends one line on s and returns the answer without its newline, or "" on any failure.
+std::string ask(tcp::socket& s, asio::streambuf& in) {
+  clutch::error_code ec;
+  asio::write(s, asio::buffer("hi\n", 3), ec);
+  std::size_t n = ec ? 0 : asio::read_until(s, in, '\n', ec);
+  if (ec) return {};
+  std::string line(asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + static_cast<long>(n) - 1);
+  in.consume(n);
+  return line;
+}
+
+// A connection to the server on 127.0.0.1; closed if the connect failed.
+tcp::socket connect_to(asio::io_context& io, unsigned short port) {
   tcp::socket s(io);
   clutch::error_code ec;
   s.connect({asio::ip::address_v4::loopback(), port}, ec);
-  if (ec) return {};
+  if (ec) return tcp::socket(io);
   timeval limit{10, 0};  // a connection nobody serves fails the test instead of hanging it
   ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  asio::write(s, asio::buffer("hi\n", 3), ec);
+  return s;
+}
+
+// One line to the server on a fresh connection.
+std::string ask_once(unsigned short port) {
+  asio::io_context io;
+  tcp::socket s = connect_to(io, port);
   asio::streambuf in;
-  std::size_t n = asio::read_until(s, in, '\n', ec);
-  if (ec) return {};
-  std::string line(asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + static_cast<long>(n) - 1);
-  return line;
+  return s.is_open() ? ask(s, in) : std::string();
 }
 
 // Every event of every worker, as text in arrival order.
@@ -104,6 +117,27 @@ struct recorder {
     for (auto& [id, events] : by_worker) n += std::count(events.begin(), events.end(), what);
     return n;
   }
+};
+
+// A primary (under the test's policy) with n workers, all listening on one shared port.
+struct serving_cluster {
+  serving_cluster(cl::scheduling policy, int n) : p(io, with_policy(policy)) {
+    r.attach(p);
+    for (int i = 0; i < n; ++i) pids.insert(std::to_string(p.fork().process().pid()));
+    listening = run_until(io, [&] { return r.listening_at.size() == static_cast<std::size_t>(n); });
+    if (listening) port = r.listening_at[0].port();
+  }
+  static cl::settings with_policy(cl::scheduling policy) {
+    auto s = worker_settings("serve");
+    s.policy = policy;
+    return s;
+  }
+  asio::io_context io;
+  cl::primary p;
+  recorder r;
+  std::set<std::string> pids;
+  bool listening = false;
+  unsigned short port = 0;
 };
 
 std::string policy_name(cl::scheduling p) {
@@ -171,16 +205,9 @@ TEST(Cluster, ASigkilledWorkerGivesOneDisconnectAndOneExitAndWasNotAsked) {
 }
 
 TEST_P(Policies, PortZeroInFourWorkersIsOneRealPortThatEveryWorkerServes) {
-  asio::io_context io;
-  auto s = worker_settings("serve");
-  s.policy = GetParam();
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
-  std::set<std::string> pids;
-  for (int i = 0; i < 4; ++i) pids.insert(std::to_string(p.fork().process().pid()));
-  ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 4; }));
-  const unsigned short port = r.listening_at[0].port();
+  serving_cluster c(GetParam(), 4);
+  ASSERT_TRUE(c.listening);
+  auto& [io, p, r, pids, listening, port] = c;
   EXPECT_NE(port, 0);
   for (auto& at : r.listening_at) EXPECT_EQ(at.port(), port);
 
@@ -202,16 +229,9 @@ TEST_P(Policies, PortZeroInFourWorkersIsOneRealPortThatEveryWorkerServes) {
 }
 
 TEST_P(Policies, AReloadUnderLoadReplacesEveryWorkerAndNoRequestFails) {
-  asio::io_context io;
-  auto s = worker_settings("serve");
-  s.policy = GetParam();
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
-  std::set<std::string> old_pids;
-  for (int i = 0; i < 2; ++i) old_pids.insert(std::to_string(p.fork().process().pid()));
-  ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 2; }));
-  const unsigned short port = r.listening_at[0].port();
+  serving_cluster c(GetParam(), 2);
+  ASSERT_TRUE(c.listening);
+  auto& [io, p, r, old_pids, listening, port] = c;
 
   // Two clients: fresh connections, and one kept-alive connection that reconnects when told "bye".
   std::atomic<bool> stop = false;
@@ -232,21 +252,10 @@ TEST_P(Policies, AReloadUnderLoadReplacesEveryWorkerAndNoRequestFails) {
   std::thread kept([&] {
     asio::io_context cio;
     while (!stop) {
-      tcp::socket sock(cio);
-      clutch::error_code ec;
-      sock.connect({asio::ip::address_v4::loopback(), port}, ec);
-      if (ec) {
-        ++failed;
-        continue;
-      }
+      tcp::socket sock = connect_to(cio, port);
       asio::streambuf in;
-      while (!stop) {
-        asio::write(sock, asio::buffer("hi\n", 3), ec);
-        std::size_t n = ec ? 0 : asio::read_until(sock, in, '\n', ec);
-        std::string line = ec ? "" : std::string(asio::buffers_begin(in.data()),
-                                                 asio::buffers_begin(in.data()) + static_cast<long>(n) - 1);
-        in.consume(n);
-        note(line);
+      for (std::string line; !stop;) {
+        note(line = sock.is_open() ? ask(sock, in) : "");
         if (line.empty() || line.ends_with(" bye")) break;
       }
     }
@@ -287,23 +296,15 @@ TEST(Cluster, GracefulDisconnectWaitsForAnOpenConnectionToFinish) {
   cl::worker w = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
 
-  tcp::socket client(io);
-  client.connect({asio::ip::address_v4::loopback(), r.listening_at[0].port()});
+  tcp::socket client = connect_to(io, r.listening_at[0].port());
   asio::streambuf in;
-  auto ask = [&] {
-    asio::write(client, asio::buffer("hi\n", 3));
-    std::size_t n = asio::read_until(client, in, '\n');
-    std::string line(asio::buffers_begin(in.data()), asio::buffers_begin(in.data()) + static_cast<long>(n) - 1);
-    in.consume(n);
-    return line;
-  };
-  EXPECT_EQ(ask(), std::to_string(w.process().pid()));
+  EXPECT_EQ(ask(client, in), std::to_string(w.process().pid()));
 
   w.disconnect();
   ASSERT_TRUE(run_until(io, [&] { return r.count("disconnect") == 1; }));
   // The worker has closed its listener and its channel, but the open connection still gets its answer.
   EXPECT_EQ(r.count("exit"), 0u);
-  EXPECT_EQ(ask(), std::to_string(w.process().pid()) + " bye");
+  EXPECT_EQ(ask(client, in), std::to_string(w.process().pid()) + " bye");
   ASSERT_TRUE(run_until(io, [&] { return r.count("exit") == 1; }));
   EXPECT_EQ(r.exits[0].second.code, 0);
   EXPECT_TRUE(w.exited_after_disconnect());
