@@ -3,9 +3,9 @@
 #include <sys/socket.h>
 
 #include <boost/json/object.hpp>
-#include <limits>
 #include <string>
 
+#include "cluster/listen_socket.hpp"
 #include "cluster/primary_state.hpp"
 #include "cluster/protocol.hpp"
 
@@ -16,22 +16,12 @@ namespace {
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
+// A listening socket the primary keeps (and duplicates for workers), not watched by its own io_context.
 error_code bind_socket(asio::io_context& io, const tcp::endpoint& at, int backlog, bool reuseport,
                        os::unique_fd& out, tcp::endpoint& bound) {
   tcp::acceptor a(io);
-  error_code ec;
-  if (a.open(at.protocol(), ec)) return ec;
-  if (a.set_option(tcp::acceptor::reuse_address(true), ec)) return ec;
-  if (reuseport) {
-    int one = 1;
-    if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-      return {errno, boost::system::system_category()};
-  }
-  if (a.bind(at, ec)) return ec;
-  if (a.listen(backlog, ec)) return ec;
-  bound = a.local_endpoint(ec);
-  if (ec) return ec;
-  out.reset(a.release(ec));
+  error_code ec = open_listener(a, at, backlog, reuseport, bound);
+  if (!ec) out.reset(a.release(ec));
   return ec;
 }
 
@@ -114,32 +104,21 @@ std::shared_ptr<listener> find_or_bind(const std::shared_ptr<primary_state>& p, 
   l->key = key;
   l->policy = p->cfg.policy;
   l->backlog = backlog;
-  os::unique_fd fd;
-  ec = bind_socket(p->io, at, backlog, l->policy == scheduling::reuseport, fd, l->bound);
+  ec = bind_socket(p->io, at, backlog, l->policy == scheduling::reuseport, l->fd, l->bound);
   if (ec) return nullptr;
-  switch (l->policy) {
-    case scheduling::shared: l->fd = std::move(fd); break;
-    case scheduling::reuseport: break;  // the slot's socket comes below, bound to the real port
-    case scheduling::round_robin: l->acceptor.emplace(p->io, l->bound.protocol(), fd.release()); break;
-  }
-  if (l->policy == scheduling::reuseport) l->slots.emplace(std::numeric_limits<std::size_t>::max(), std::move(fd));
+  if (l->policy == scheduling::round_robin) l->acceptor.emplace(p->io, l->bound.protocol(), l->fd.release());
   p->listeners.emplace(key, l);
   return l;
 }
 
-// The slot's own SO_REUSEPORT socket, made on first use. The first socket was bound to learn the real port (the
-// request may have said 0); it becomes the first slot's.
+// The slot's own SO_REUSEPORT socket, made on first use. The socket bound to learn the real port (the request may
+// have said 0) becomes the first slot's.
 int slot_socket(const std::shared_ptr<primary_state>& p, listener& l, std::size_t slot, error_code& ec) {
   auto it = l.slots.find(slot);
   if (it != l.slots.end()) return it->second.get();
-  os::unique_fd fd;
-  if (auto first = l.slots.find(std::numeric_limits<std::size_t>::max()); first != l.slots.end()) {
-    fd = std::move(first->second);
-    l.slots.erase(first);
-  } else {
-    tcp::endpoint ignored;
-    if ((ec = bind_socket(p->io, l.bound, l.backlog, true, fd, ignored))) return -1;
-  }
+  os::unique_fd fd = std::move(l.fd);
+  tcp::endpoint ignored;
+  if (!fd && (ec = bind_socket(p->io, l.bound, l.backlog, true, fd, ignored))) return -1;
   return l.slots.emplace(slot, std::move(fd)).first->second.get();
 }
 

@@ -184,10 +184,7 @@ error_code after_exit(const std::shared_ptr<primary_state>& p, const std::shared
     return {};
   }
 
-  if (clock::now() - w->started >= cfg.stable_uptime) {
-    s.streak = 0;
-    s.delay = {};
-  }
+  if (clock::now() - w->started >= cfg.stable_uptime) s.streak = 0;
   if (s.streak >= cfg.max_restarts) {
     retire(p, w->slot);
     return make_error_code(errc::crash_loop);
@@ -220,6 +217,17 @@ void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_p
   p->on_exit.call(wk, status);
   if (given_up) emit_error(p, w, given_up);
   check_stopped(p);
+}
+
+// A handler for the worker's process and channel events, which hold both weakly (the records own the process):
+// f(p, w, args…) runs only while the primary and the worker are both still there.
+template <typename F>
+auto while_both(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w, F f) {
+  return [wp = std::weak_ptr(p), ww = std::weak_ptr(w), f](auto&&... args) {
+    auto p = wp.lock();
+    auto w = ww.lock();
+    if (p && w) f(p, w, std::forward<decltype(args)>(args)...);
+  };
 }
 
 void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
@@ -263,11 +271,9 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
   vars[std::string(worker_id_variable)] = std::to_string(w->id);
   options o;
   o.cwd = cfg.cwd;
-  o.env = cfg.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
-                                                       : environment::add(std::move(vars));
   o.silent = cfg.silent;
-  // The listeners it will most likely ask for (those its slot, or any worker, used) come with it, above the
-  // channel at fd 3: a replacement then serves without waiting for a reply from us.
+  // The listeners its slot's earlier workers used come with it, above the channel at fd 3: a replacement then
+  // serves without waiting for a reply from us.
   const auto std_slot = cfg.silent ? stdio::pipe : stdio::inherit;
   o.stdio = {std_slot, std_slot, std_slot, stdio::ipc};
   json::array inherited;
@@ -275,40 +281,26 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
     o.stdio.push_back(stdio::fd(l.fd));
     inherited.push_back(std::move(l.entry));
   }
-  if (!inherited.empty()) {
-    auto with = o.env.vars();
-    with[std::string(listeners_variable)] = json::serialize(inherited);
-    o.env = o.env.how() == environment::mode::replace ? environment::replace(std::move(with))
-                                                       : environment::add(std::move(with));
-  }
+  if (!inherited.empty()) vars[std::string(listeners_variable)] = json::serialize(inherited);
+  o.env = cfg.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
+                                                       : environment::add(std::move(vars));
   o.kill_tree = true;  // its own process group: kill() and the deadline reach the worker's children
   o.death_signal = cfg.death_signal;
   o.argv0 = p->argv0;
   w->proc = clutch::fork(p->io, p->program, p->args, o);
   p->live.emplace(w->id, w);
 
-  std::weak_ptr<worker_record> ww = w;
   std::weak_ptr<primary_state> wp = p;
-  w->proc.on_message([ww, wp](const json::value& msg, handle h) {
-    auto w = ww.lock();
-    auto p = wp.lock();
-    if (!w || !p) return;
+  w->proc.on_message(while_both(p, w, [](auto& p, auto& w, const json::value& msg, handle h) {
     emit_fork(p, w);
     // A handle has one owner: the first handler gets it.
     for (std::size_t i = 0; i < w->on_message.size(); ++i) w->on_message[i](msg, std::exchange(h, handle{}));
     worker wk(w);
     for (std::size_t i = 0; i < p->on_message.size(); ++i) p->on_message[i](wk, msg, std::exchange(h, handle{}));
-  });
-  w->proc.channel().on_internal_message([ww, wp](const json::value& msg, handle) {
-    auto w = ww.lock();
-    auto p = wp.lock();
-    if (w && p) on_internal(p, w, msg);
-  });
-  w->proc.on_disconnect([ww, wp](error_code) {
-    auto w = ww.lock();
-    auto p = wp.lock();
-    if (w && p) emit_disconnect(p, w);
-  });
+  }));
+  w->proc.channel().on_internal_message(
+      while_both(p, w, [](auto& p, auto& w, const json::value& msg, handle) { on_internal(p, w, msg); }));
+  w->proc.on_disconnect(while_both(p, w, [](auto& p, auto& w, error_code) { emit_disconnect(p, w); }));
 
   // Node emits 'fork' on the next tick; the worker's other events, which may come first when the io_context
   // runs them before this post, emit it first themselves (emit_fork), so the order holds either way.
@@ -321,11 +313,8 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
       on_worker_exit(p, w, exit_status{});
     }
   });
-  w->proc.on_exit([ww, wp](const exit_status& st) {
-    auto w = ww.lock();
-    auto p = wp.lock();
-    if (w && p) on_worker_exit(p, w, st);
-  });
+  w->proc.on_exit(
+      while_both(p, w, [](auto& p, auto& w, const exit_status& st) { on_worker_exit(p, w, st); }));
   return w;
 }
 

@@ -70,7 +70,8 @@ struct listener {
   scheduling policy{};
   asio::ip::tcp::endpoint bound;               // the real address and port
   int backlog = 511;
-  os::unique_fd fd;                            // shared: the socket every worker accepts on
+  // shared: the socket every worker accepts on; reuseport: the first socket, until a slot claims it
+  os::unique_fd fd;
   std::map<std::size_t, os::unique_fd> slots;  // reuseport: one socket per slot
   std::set<std::size_t> users;                 // slots that listen here; the sockets close with the last
 

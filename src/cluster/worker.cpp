@@ -12,6 +12,7 @@
 #include <string>
 
 #include "clutch/cluster.hpp"
+#include "cluster/listen_socket.hpp"
 #include "cluster/protocol.hpp"
 #include "completion.hpp"
 #include "handler_list.hpp"
@@ -124,6 +125,17 @@ void report_listening(worker_side& w, const tcp::endpoint& at) {
   w.ch.send(o);
 }
 
+// A listen succeeded: the worker (if this is one) tracks the acceptor, so that a stop request closes it, and
+// tells the primary where it listens; then the caller gets it.
+void listening(worker_side* w, std::shared_ptr<acceptor_state> a, listen_handler done) {
+  if (w) {
+    w->acceptors.push_back(a);
+    report_listening(*w, a->local);
+  }
+  auto& io = a->io;
+  complete(io, std::move(done), error_code{}, acceptor(std::move(a)));
+}
+
 void on_listen_reply(worker_side& w, const json::value& msg, handle h) {
   auto it = w.listens.find(int_field(msg, "seq"));
   if (it == w.listens.end()) return;
@@ -148,9 +160,7 @@ void on_listen_reply(worker_side& w, const json::value& msg, handle h) {
     close_acceptor(*a);
     return complete(w.io, std::move(done), error_code(asio::error::operation_aborted), acceptor{});
   }
-  w.acceptors.push_back(a);
-  report_listening(w, a->local);
-  complete(w.io, std::move(done), error_code{}, acceptor(a));
+  listening(&w, std::move(a), std::move(done));
 }
 
 void on_connection(worker_side& w, const json::value& msg, handle h) {
@@ -207,16 +217,6 @@ worker_side& worker_for(asio::io_context& io) {
   return w;
 }
 
-error_code bind_here(asio::io_context& io, const tcp::endpoint& at, int backlog, acceptor_state& a) {
-  error_code ec;
-  auto& acc = a.native.emplace(io);
-  if (acc.open(at.protocol(), ec) || acc.set_option(tcp::acceptor::reuse_address(true), ec) || acc.bind(at, ec) ||
-      acc.listen(backlog, ec))
-    return ec;
-  a.local = acc.local_endpoint(ec);
-  return ec;
-}
-
 }  // namespace
 
 void async_accept(const std::shared_ptr<acceptor_state>& a, accept_handler h) {
@@ -236,13 +236,9 @@ void async_accept(const std::shared_ptr<acceptor_state>& a, accept_handler h) {
 void listen(asio::io_context& io, const tcp::endpoint& at, const listen_options& o, listen_handler h) {
   if (!self().worker || o.exclusive) {
     auto a = std::make_shared<acceptor_state>(io);
-    if (auto ec = bind_here(io, at, o.backlog, *a)) return complete(io, std::move(h), ec, acceptor{});
-    if (self().worker) {
-      auto& w = worker_for(io);
-      w.acceptors.push_back(a);
-      report_listening(w, a->local);
-    }
-    return complete(io, std::move(h), error_code{}, acceptor(a));
+    if (auto ec = open_listener(a->native.emplace(io), at, o.backlog, false, a->local))
+      return complete(io, std::move(h), ec, acceptor{});
+    return listening(self().worker ? &worker_for(io) : nullptr, std::move(a), std::move(h));
   }
   auto& w = worker_for(io);
   if (w.stopping) return complete(io, std::move(h), error_code(asio::error::operation_aborted), acceptor{});
@@ -252,9 +248,7 @@ void listen(asio::io_context& io, const tcp::endpoint& at, const listen_options&
     a->local = it->second.bound;
     a->native.emplace(io, at.protocol(), it->second.fd);
     inherited.erase(it);
-    w.acceptors.push_back(a);
-    report_listening(w, a->local);
-    return complete(io, std::move(h), error_code{}, acceptor(a));
+    return listening(&w, std::move(a), std::move(h));
   }
   const std::int64_t seq = w.next_seq++;
   json::object req{{"cmd", "CLUTCH_listen"}, {"seq", seq}, {"backlog", o.backlog}};
