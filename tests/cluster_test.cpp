@@ -23,6 +23,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "helpers.hpp"
@@ -119,25 +120,29 @@ struct recorder {
   }
 };
 
-// A primary (under the test's policy) with n workers, all listening on one shared port.
-struct serving_cluster {
-  serving_cluster(cl::scheduling policy, int n) : p(io, with_policy(policy)) {
-    r.attach(p);
-    for (int i = 0; i < n; ++i) pids.insert(std::to_string(p.fork().process().pid()));
-    listening = run_until(io, [&] { return r.listening_at.size() == static_cast<std::size_t>(n); });
-    if (listening) port = r.listening_at[0].port();
+// A primary on the test's io_context, every event of it recorded in r.
+class ClusterFixture {
+ protected:
+  cl::primary& start(cl::settings s) {
+    primary_.emplace(io, std::move(s));
+    r.attach(*primary_);
+    return *primary_;
   }
-  static cl::settings with_policy(cl::scheduling policy) {
+  // start() with n serve workers under `policy` (their pids in `pids`), run until all of them listen.
+  cl::primary& serve(cl::scheduling policy, int n, std::set<std::string>& pids) {
     auto s = worker_settings("serve");
     s.policy = policy;
-    return s;
+    cl::primary& p = start(s);
+    for (int i = 0; i < n; ++i) pids.insert(std::to_string(p.fork().process().pid()));
+    run_until(io, [&] { return r.listening_at.size() == static_cast<std::size_t>(n); });
+    return p;
   }
+
   asio::io_context io;
-  cl::primary p;
   recorder r;
-  std::set<std::string> pids;
-  bool listening = false;
-  unsigned short port = 0;
+
+ private:
+  std::optional<cl::primary> primary_;  // after io and r: it goes first
 };
 
 std::string policy_name(cl::scheduling p) {
@@ -149,7 +154,8 @@ std::string policy_name(cl::scheduling p) {
   return "?";
 }
 
-class Policies : public ::testing::TestWithParam<cl::scheduling> {};
+class Cluster : public ::testing::Test, public ClusterFixture {};
+class Policies : public ::testing::TestWithParam<cl::scheduling>, public ClusterFixture {};
 
 }  // namespace
 
@@ -157,11 +163,8 @@ namespace clutch::cluster {
 void PrintTo(scheduling p, std::ostream* os) { *os << policy_name(p); }
 }  // namespace clutch::cluster
 
-TEST(Cluster, EventsComeInOrderWithIdsStatesAndMessages) {
-  asio::io_context io;
-  cl::primary p(io, worker_settings("serve"));
-  recorder r;
-  r.attach(p);
+TEST_F(Cluster, EventsComeInOrderWithIdsStatesAndMessages) {
+  cl::primary& p = start(worker_settings("serve"));
   std::vector<cl::worker> ws{p.fork(), p.fork()};
   EXPECT_EQ(ws[0].id(), 1);
   EXPECT_EQ(ws[1].id(), 2);
@@ -188,11 +191,8 @@ TEST(Cluster, EventsComeInOrderWithIdsStatesAndMessages) {
   EXPECT_EQ(ws[1].state(), cl::worker_state::listening);
 }
 
-TEST(Cluster, ASigkilledWorkerGivesOneDisconnectAndOneExitAndWasNotAsked) {
-  asio::io_context io;
-  cl::primary p(io, worker_settings("serve"));
-  recorder r;
-  r.attach(p);
+TEST_F(Cluster, ASigkilledWorkerGivesOneDisconnectAndOneExitAndWasNotAsked) {
+  cl::primary& p = start(worker_settings("serve"));
   cl::worker w = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.count("listening") == 1; }));
   ASSERT_EQ(::kill(w.process().pid(), SIGKILL), 0);
@@ -205,9 +205,10 @@ TEST(Cluster, ASigkilledWorkerGivesOneDisconnectAndOneExitAndWasNotAsked) {
 }
 
 TEST_P(Policies, PortZeroInFourWorkersIsOneRealPortThatEveryWorkerServes) {
-  serving_cluster c(GetParam(), 4);
-  ASSERT_TRUE(c.listening);
-  auto& [io, p, r, pids, listening, port] = c;
+  std::set<std::string> pids;
+  serve(GetParam(), 4, pids);
+  ASSERT_EQ(r.listening_at.size(), 4u);
+  const unsigned short port = r.listening_at[0].port();
   EXPECT_NE(port, 0);
   for (auto& at : r.listening_at) EXPECT_EQ(at.port(), port);
 
@@ -229,9 +230,10 @@ TEST_P(Policies, PortZeroInFourWorkersIsOneRealPortThatEveryWorkerServes) {
 }
 
 TEST_P(Policies, AReloadUnderLoadReplacesEveryWorkerAndNoRequestFails) {
-  serving_cluster c(GetParam(), 2);
-  ASSERT_TRUE(c.listening);
-  auto& [io, p, r, old_pids, listening, port] = c;
+  std::set<std::string> old_pids;
+  cl::primary& p = serve(GetParam(), 2, old_pids);
+  ASSERT_EQ(r.listening_at.size(), 2u);
+  const unsigned short port = r.listening_at[0].port();
 
   // Two clients: fresh connections, and one kept-alive connection that reconnects when told "bye".
   std::atomic<bool> stop = false;
@@ -288,11 +290,8 @@ INSTANTIATE_TEST_SUITE_P(Cluster, Policies,
                                            cl::scheduling::round_robin),
                          [](const auto& info) { return policy_name(info.param); });
 
-TEST(Cluster, GracefulDisconnectWaitsForAnOpenConnectionToFinish) {
-  asio::io_context io;
-  cl::primary p(io, worker_settings("serve"));
-  recorder r;
-  r.attach(p);
+TEST_F(Cluster, GracefulDisconnectWaitsForAnOpenConnectionToFinish) {
+  cl::primary& p = start(worker_settings("serve"));
   cl::worker w = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
 
@@ -310,13 +309,10 @@ TEST(Cluster, GracefulDisconnectWaitsForAnOpenConnectionToFinish) {
   EXPECT_TRUE(w.exited_after_disconnect());
 }
 
-TEST(Cluster, AWorkerStuckOnStopIsKilledWithItsGroupAtTheDeadline) {
-  asio::io_context io;
+TEST_F(Cluster, AWorkerStuckOnStopIsKilledWithItsGroupAtTheDeadline) {
   auto s = worker_settings("stuck-on-stop");
   s.kill_timeout = 300ms;
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
+  cl::primary& p = start(s);
   cl::worker w = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
   const pid_t pid = w.process().pid();
@@ -327,14 +323,11 @@ TEST(Cluster, AWorkerStuckOnStopIsKilledWithItsGroupAtTheDeadline) {
   EXPECT_TRUE(w.exited_after_disconnect());
 }
 
-TEST(Cluster, AWorkerThatCrashesAfterAStableRunIsReplacedInItsSlot) {
-  asio::io_context io;
+TEST_F(Cluster, AWorkerThatCrashesAfterAStableRunIsReplacedInItsSlot) {
   auto s = worker_settings("serve");
   s.restart = cl::restart_policy::always;
   s.stable_uptime = 0ms;
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
+  cl::primary& p = start(s);
   cl::worker first = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
   first.send("crash");
@@ -348,15 +341,12 @@ TEST(Cluster, AWorkerThatCrashesAfterAStableRunIsReplacedInItsSlot) {
   EXPECT_EQ(ask_once(r.listening_at[1].port()), std::to_string(now[0].process().pid()));
 }
 
-TEST(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
-  asio::io_context io;
+TEST_F(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
   auto s = worker_settings("crash-at-start");
   s.restart = cl::restart_policy::on_failure;
   s.restart_delay = 50ms;
   s.max_restarts = 3;
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
+  cl::primary& p = start(s);
   std::vector<std::chrono::steady_clock::time_point> forks, exits;
   p.on_fork([&](cl::worker&) { forks.push_back(std::chrono::steady_clock::now()); });
   p.on_exit([&](cl::worker&, const clutch::exit_status&) { exits.push_back(std::chrono::steady_clock::now()); });
@@ -379,15 +369,12 @@ TEST(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
   EXPECT_TRUE(p.workers().empty());
 }
 
-TEST(Cluster, AReloadWhoseNewWorkerNeverBecomesReadyKeepsTheOldWorkers) {
+TEST_F(Cluster, AReloadWhoseNewWorkerNeverBecomesReadyKeepsTheOldWorkers) {
   const auto marker = std::filesystem::temp_directory_path() / ("clutch-never-ready-" + std::to_string(::getpid()));
   std::filesystem::remove(marker);
-  asio::io_context io;
   auto s = worker_settings("serve", {marker.string()});
   s.ready_timeout = 500ms;
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
+  cl::primary& p = start(s);
   std::vector<cl::worker> old{p.fork(), p.fork()};
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 2; }));
   std::ofstream(marker) << "wait\n";
@@ -416,17 +403,14 @@ TEST(Cluster, AReloadWhoseNewWorkerNeverBecomesReadyKeepsTheOldWorkers) {
   std::filesystem::remove(marker);
 }
 
-TEST(Cluster, AddressInUseReachesTheWorkerAndThePrimaryKeepsRunning) {
-  asio::io_context io;
+TEST_F(Cluster, AddressInUseReachesTheWorkerAndThePrimaryKeepsRunning) {
   tcp::acceptor taken(io, {asio::ip::address_v4::loopback(), 0});  // no SO_REUSEPORT: nobody can join it
   const auto port = std::to_string(taken.local_endpoint().port());
   for (auto policy : {cl::scheduling::reuseport, cl::scheduling::shared, cl::scheduling::round_robin}) {
     cl::settings s{.args = helper_args("cluster-worker", {"serve", port}), .policy = policy,
                    .restart = cl::restart_policy::never};
-    cl::primary p(io, s);
-    recorder r;
-    r.attach(p);
-    cl::worker w = p.fork();
+    r = {};
+    cl::worker w = start(s).fork();
     ASSERT_TRUE(run_until(io, [&] { return !r.messages.empty(); })) << policy_name(policy);
     EXPECT_EQ(r.messages[0].at("listen_error").as_int64(), EADDRINUSE) << policy_name(policy);
     EXPECT_EQ(w.state(), cl::worker_state::online);
@@ -434,11 +418,8 @@ TEST(Cluster, AddressInUseReachesTheWorkerAndThePrimaryKeepsRunning) {
   }
 }
 
-TEST(Cluster, AnExclusiveListenGivesEachWorkerAPortOfItsOwn) {
-  asio::io_context io;
-  cl::primary p(io, worker_settings("exclusive"));
-  recorder r;
-  r.attach(p);
+TEST_F(Cluster, AnExclusiveListenGivesEachWorkerAPortOfItsOwn) {
+  cl::primary& p = start(worker_settings("exclusive"));
   cl::worker a = p.fork(), b = p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 2; }));
   EXPECT_NE(r.listening_at[0].port(), r.listening_at[1].port());
@@ -446,8 +427,7 @@ TEST(Cluster, AnExclusiveListenGivesEachWorkerAPortOfItsOwn) {
   EXPECT_EQ(got, (std::set<std::string>{std::to_string(a.process().pid()), std::to_string(b.process().pid())}));
 }
 
-TEST(Cluster, WhenThePrimaryIsSigkilledEveryWorkerGoes) {
-  asio::io_context io;
+TEST_F(Cluster, WhenThePrimaryIsSigkilledEveryWorkerGoes) {
   clutch::options o;
   o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::inherit};
   clutch::child primary = clutch::spawn(io, clutch_test::self(), helper_args("cluster-primary", {"3"}), o);
@@ -466,13 +446,10 @@ TEST(Cluster, WhenThePrimaryIsSigkilledEveryWorkerGoes) {
   }));
 }
 
-TEST(Cluster, GracefulStopOfThePrimaryDisconnectsEveryWorkerAndRestartsNone) {
-  asio::io_context io;
+TEST_F(Cluster, GracefulStopOfThePrimaryDisconnectsEveryWorkerAndRestartsNone) {
   auto s = worker_settings("serve");
   s.restart = cl::restart_policy::always;
-  cl::primary p(io, s);
-  recorder r;
-  r.attach(p);
+  cl::primary& p = start(s);
   for (int i = 0; i < 3; ++i) p.fork();
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 3; }));
   std::optional<clutch::error_code> stopped;
