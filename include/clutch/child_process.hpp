@@ -109,6 +109,12 @@ class environment {
   static environment add(map vars) { return {mode::add, std::move(vars)}; }
   mode how() const noexcept { return mode_; }
   const map& vars() const noexcept { return vars_; }
+  // The same environment with `more` set on top (a replacement stays one; otherwise they add to the parent's).
+  environment plus(const map& more) const {
+    map all = vars_;
+    for (const auto& [k, v] : more) all[k] = v;
+    return {mode_ == mode::replace ? mode::replace : mode::add, std::move(all)};
+  }
 
  private:
   environment(mode m, map vars) : mode_(m), vars_(std::move(vars)) {}

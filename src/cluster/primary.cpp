@@ -266,8 +266,7 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
   w->started = clock::now();
 
   const auto& cfg = p->cfg;
-  auto vars = cfg.env.vars();
-  for (const auto& [k, v] : p->slots[slot].vars) vars[k] = v;
+  auto vars = p->slots[slot].vars;
   vars[std::string(worker_id_variable)] = std::to_string(w->id);
   options o;
   o.cwd = cfg.cwd;
@@ -282,8 +281,7 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
     inherited.push_back(std::move(l.entry));
   }
   if (!inherited.empty()) vars[std::string(listeners_variable)] = json::serialize(inherited);
-  o.env = cfg.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
-                                                       : environment::add(std::move(vars));
+  o.env = cfg.env.plus(vars);
   o.kill_tree = true;  // its own process group: kill() and the deadline reach the worker's children
   o.death_signal = cfg.death_signal;
   o.argv0 = p->argv0;

@@ -49,11 +49,7 @@ forked_child fork(asio::io_context& io, std::string_view program, const std::vec
   if (int e = os::make_socketpair(pair); e != 0) return failed(io, detail::errno_error(e));
   o.stdio[static_cast<std::size_t>(ipc_slot)] = stdio::fd(pair.second.get());
 
-  auto vars = o.env.vars();
-  vars["NODE_CHANNEL_FD"] = std::to_string(ipc_slot);
-  vars["NODE_CHANNEL_SERIALIZATION_MODE"] = "json";
-  o.env = o.env.how() == environment::mode::replace ? environment::replace(std::move(vars))
-                                                     : environment::add(std::move(vars));
+  o.env = o.env.plus({{"NODE_CHANNEL_FD", std::to_string(ipc_slot)}, {"NODE_CHANNEL_SERIALIZATION_MODE", "json"}});
 
   std::string file(program);
   std::vector<std::string> argv;
