@@ -1,6 +1,6 @@
 // The seed's cluster program: a primary forks workers that serve HTTP/1.1 (Beast, keep-alive) on one shared port.
 //
-//   cluster_http [--workers N] [--port P] [--policy reuseport|shared|round-robin]
+//   cluster_http [--workers N] [--port P] [--policy reuseport|shared|round-robin] [--timestamps]
 //   curl localhost:8080/       → worker success <pid>
 //   kill -HUP <primary pid>    → rolling reload, one worker at a time;   kill -TERM → graceful stop
 #include <CLI/CLI.hpp>
