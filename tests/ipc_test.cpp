@@ -438,7 +438,7 @@ TEST(Channel, InternalMessagesNeverReachOnMessage) {
   clutch::channel ch(io, p.ours);
   std::vector<json::value> user, internal;
   ch.on_message([&](const json::value& m, clutch::handle) { user.push_back(m); });
-  ch.on_internal_message([&](const json::value& m, clutch::handle) { internal.push_back(m); });
+  ch.on_internal_message([&](const json::value& m, clutch::handle&) { internal.push_back(m); });
   p.write(R"({"cmd":"NODE_SOCKET_GET_COUNT","key":"k"})"
           "\n"
           R"({"cmd":"CLUTCH_PING"})"

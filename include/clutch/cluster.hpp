@@ -34,8 +34,8 @@
 // policy; crashes in a row back off exponentially and, past max_restarts, end the slot with errc::crash_loop.
 //
 // Workers never outlive the primary: they get death_signal when it dies (PR_SET_PDEATHSIG), and a worker whose
-// channel closes without its asking exits at once with code 0, as Node's workers do. Each worker leads its own
-// process group, and kill() and the disconnect deadline reach its children too.
+// channel closes without its asking ends at once, with its own children: it SIGKILLs its process group. Each
+// worker leads its own process group, and kill() and the disconnect deadline reach its children too.
 //
 // Threads: as everywhere in clutch, one io_context on one thread; nothing here is thread-safe.
 #pragma once

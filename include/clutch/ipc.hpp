@@ -113,8 +113,11 @@ class channel {
   // Node's 'disconnect': once, when the channel closes for any reason. ec is empty for an orderly close (either
   // side disconnected), else why: invalid_message, message_too_large, or the socket error.
   void on_disconnect(std::function<void(error_code ec)> handler);
-  // For clutch's own layers: messages whose cmd begins with "CLUTCH_" (NODE_ ones are handled here).
-  void on_internal_message(message_handler handler);
+  // For clutch's own layers: messages whose cmd begins with "CLUTCH_" (NODE_ ones are handled here). Several
+  // layers share a channel, so each handler sees the handle by reference and moves it out only if the message is
+  // its own: later handlers then find it empty.
+  using internal_handler = std::function<void(const boost::json::value& message, handle& h)>;
+  void on_internal_message(internal_handler handler);
 
   // Writes what is queued, then closes. Later sends fail with channel_closed.
   void disconnect();

@@ -5,13 +5,12 @@
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
 
 #include "cluster/primary_state.hpp"
 #include "cluster/protocol.hpp"
 #include "completion.hpp"
+#include "os/self.hpp"
 
 namespace clutch::cluster {
 
@@ -22,26 +21,14 @@ namespace {
 namespace json = boost::json;
 using ::clutch::detail::complete;
 
-// This executable by its path (so that a reload runs a binary deployed over it), and its own arguments.
+// This executable and its own arguments.
 void default_command(primary_state& p) {
-  char buf[4096];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string exe = n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("/proc/self/exe");
-  if (exe.ends_with(" (deleted)")) exe = "/proc/self/exe";
-  std::ifstream in("/proc/self/cmdline", std::ios::binary);
-  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  std::vector<std::string> argv;
-  for (std::size_t i = 0; i < all.size();) {
-    std::size_t end = all.find('\0', i);
-    if (end == std::string::npos) end = all.size();
-    argv.emplace_back(all, i, end - i);
-    i = end + 1;
-  }
+  auto me = os::self_command();
   if (p.program.empty()) {
-    p.program = exe;
-    if (!argv.empty()) p.argv0 = argv.front();
+    p.program = me.exe;
+    if (!me.argv.empty()) p.argv0 = me.argv.front();
   }
-  if (!p.cfg.args) p.args.assign(argv.empty() ? argv.end() : argv.begin() + 1, argv.end());
+  if (!p.cfg.args) p.args.assign(me.argv.empty() ? me.argv.end() : me.argv.begin() + 1, me.argv.end());
 }
 
 void emit_fork(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
@@ -297,7 +284,7 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
     for (std::size_t i = 0; i < p->on_message.size(); ++i) p->on_message[i](wk, msg, std::exchange(h, handle{}));
   }));
   w->proc.channel().on_internal_message(
-      while_both(p, w, [](auto& p, auto& w, const json::value& msg, handle) { on_internal(p, w, msg); }));
+      while_both(p, w, [](auto& p, auto& w, const json::value& msg, handle&) { on_internal(p, w, msg); }));
   w->proc.on_disconnect(while_both(p, w, [](auto& p, auto& w, error_code) { emit_disconnect(p, w); }));
 
   // Node emits 'fork' on the next tick; the worker's other events, which may come first when the io_context

@@ -14,6 +14,7 @@
 #include "clutch/cluster.hpp"
 #include "cluster/listen_socket.hpp"
 #include "cluster/protocol.hpp"
+#include "os/signals.hpp"
 #include "completion.hpp"
 #include "handler_list.hpp"
 
@@ -201,17 +202,17 @@ worker_side& worker_for(asio::io_context& io) {
   if (!ch) throw std::logic_error("clutch::cluster: a worker without a channel to its primary");
   the_worker = new worker_side(io, std::move(*ch));
   auto& w = *the_worker;
-  w.ch.on_internal_message([&w](const json::value& msg, handle h) {
+  w.ch.on_internal_message([&w](const json::value& msg, handle& h) {
     const std::string_view cmd = command_of(msg);
     if (cmd == "CLUTCH_listen_reply") on_listen_reply(w, msg, std::move(h));
     else if (cmd == "CLUTCH_conn") on_connection(w, msg, std::move(h));
     else if (cmd == "CLUTCH_disconnect") on_stop_request(w);
   });
   w.ch.on_disconnect([&w](error_code) {
-    // The primary is gone (or closed the channel): a worker never outlives it. Node's workers exit 0 here too.
+    // The primary is gone (or closed the channel): a worker never outlives it, nor do its own children, which
+    // share its process group. (Node's workers exit 0 here; a worker that leads no group still does.)
     if (w.stopping) return;
-    std::fflush(nullptr);
-    std::_Exit(0);
+    os::end_group_and_exit();
   });
   w.ch.send(json::object{{"cmd", "CLUTCH_online"}});
   return w;

@@ -160,10 +160,14 @@ void channel_state::dispatch(std::string_view line) {
 
 void channel_state::deliver(const boost::json::value& msg, handle h) {
   const boost::json::object* obj = nullptr;
-  auto& handlers = starts_with(msg, "CLUTCH_", &obj) ? internal_handlers : message_handlers;
+  if (starts_with(msg, "CLUTCH_", &obj)) {
+    // Each layer takes the handle of its own messages; the others find it empty.
+    for (std::size_t i = 0, n = internal_handlers.size(); i < n && (open || i == 0); ++i) internal_handlers[i](msg, h);
+    return;
+  }
   // A handle goes to the first handler only: it has one owner.
-  for (std::size_t i = 0, n = handlers.size(); i < n && (open || i == 0); ++i) {
-    handlers[i](msg, i == 0 ? std::move(h) : handle{});
+  for (std::size_t i = 0, n = message_handlers.size(); i < n && (open || i == 0); ++i) {
+    message_handlers[i](msg, i == 0 ? std::move(h) : handle{});
   }
 }
 
@@ -413,7 +417,7 @@ void channel::on_message(message_handler handler) {
   state_->message_handlers.add(std::move(handler));
 }
 
-void channel::on_internal_message(message_handler handler) {
+void channel::on_internal_message(internal_handler handler) {
   if (!state_) throw std::logic_error("clutch::channel: on_internal_message on an empty channel");
   state_->internal_handlers.add(std::move(handler));
 }

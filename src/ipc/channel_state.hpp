@@ -69,7 +69,7 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   error_code close_reason;  // what on_disconnect handlers hear
   bool disconnecting = false;
   handler_list<const boost::json::value&, handle> message_handlers;
-  handler_list<const boost::json::value&, handle> internal_handlers;
+  handler_list<const boost::json::value&, handle&> internal_handlers;
   std::vector<std::function<void(error_code)>> disconnect_handlers;
 
   void start_reading();

@@ -1,6 +1,9 @@
 #include "os/signals.hpp"
 
 #include <pthread.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <array>
 
@@ -41,5 +44,24 @@ all_signals_blocked::all_signals_blocked() noexcept {
 }
 
 all_signals_blocked::~all_signals_blocked() { ::pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+
+namespace {
+bool leads_group() noexcept { return ::getpgrp() == ::getpid(); }
+void end_group(int) noexcept { ::kill(0, SIGKILL); }
+}  // namespace
+
+void end_group_on(int sig) noexcept {
+  if (!leads_group()) return;
+  struct sigaction sa {};
+  sa.sa_handler = end_group;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(sig, &sa, nullptr);
+}
+
+void end_group_and_exit() noexcept {
+  std::fflush(nullptr);
+  if (leads_group()) end_group(0);
+  ::_exit(0);
+}
 
 }  // namespace clutch::os
