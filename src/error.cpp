@@ -25,6 +25,11 @@ class clutch_category final : public boost::system::error_category {
       case errc::reload_in_progress: return "a reload is already in progress";
       case errc::worker_failed: return "a new worker exited before it was ready";
       case errc::crash_loop: return "the worker crashed too many times in a row; its slot was given up";
+      case errc::queue_full: return "too many messages are waiting for a role that is not ready";
+      case errc::no_such_process: return "no process of the app has that pid";
+      case errc::undeliverable: return "nobody can take the message";
+      case errc::no_handler: return "the receiver has no handler for the request";
+      case errc::request_failed: return "the receiver failed the request";
     }
     return "unknown clutch error";
   }
@@ -38,8 +43,13 @@ class clutch_category final : public boost::system::error_category {
       case errc::message_too_large: return boost::system::errc::message_size;
       case errc::handle_not_received: return boost::system::errc::protocol_error;
       case errc::reload_in_progress: return boost::system::errc::operation_in_progress;
+      case errc::queue_full: return boost::system::errc::no_buffer_space;
+      case errc::no_such_process: return boost::system::errc::no_such_process;
       case errc::worker_failed:
-      case errc::crash_loop: break;
+      case errc::crash_loop:
+      case errc::undeliverable:
+      case errc::no_handler:
+      case errc::request_failed: break;
     }
     return {ev, *this};
   }

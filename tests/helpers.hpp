@@ -19,6 +19,8 @@ std::vector<std::string> helper_args(const std::string& name, std::vector<std::s
 int run_helper(int argc, char** argv);
 // cluster_helpers.cpp: the cluster-* helpers.
 int run_cluster_helper(std::string_view name, int argc, char** argv);
+// app_helpers.cpp: the app-* helpers.
+int run_app_helper(std::string_view name, int argc, char** argv);
 
 // The descriptors open in this process right now.
 std::set<int> open_fds();

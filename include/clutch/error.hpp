@@ -31,6 +31,11 @@ enum class errc {
   reload_in_progress,       // cluster: reload() while another reload runs
   worker_failed,            // cluster: a new worker exited, or could not start, before it was ready
   crash_loop,               // cluster: a slot's workers crashed max_restarts times in a row; the slot is given up
+  queue_full,               // app: the messages waiting for a role that is not ready reached settings::queue_limit
+  no_such_process,          // app: a message for a pid that is not (or no longer) part of the app
+  undeliverable,            // app: nobody can take the message any more (the app is stopping, no parent, …)
+  no_handler,               // app: the receiver has no request handler for the action
+  request_failed,           // app: the receiver's handler failed the request, or never answered it
 };
 
 const boost::system::error_category& category() noexcept;

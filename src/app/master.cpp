@@ -1,0 +1,699 @@
+// The master: start order, routing with queues for roles that are not ready, agent restarts, the direct
+// agent↔worker channels, and the ordered stop.
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/json/object.hpp>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "app/messenger_state.hpp"
+#include "app/protocol.hpp"
+#include "completion.hpp"
+#include "os/fd.hpp"
+#include "os/self.hpp"
+
+namespace clutch::app {
+
+namespace json = boost::json;
+
+namespace detail {
+
+using ::clutch::detail::complete;
+using queue = std::deque<json::object>;
+
+// One agent or app worker process, from the master's side.
+struct proc {
+  role r = role::app;
+  int pid = 0;
+  int id = 0;  // the cluster's worker id
+  std::size_t slot = 0;
+  std::shared_ptr<link> l;
+  bool ready = false;
+  bool exited = false;
+  bool asked_to_stop = false;
+  queue held;                // messages for this pid, until it is ready
+  forked_child agent_child;  // the agent's process
+};
+
+enum class phase { idle, agent, apps, running, stopping, stopped, failed };
+
+struct master_state : std::enable_shared_from_this<master_state> {
+  master_state(asio::io_context& io, settings s)
+      : io(io), cfg(std::move(s)), start_timer(io), agent_timer(io), rng(static_cast<unsigned>(::getpid())) {}
+
+  asio::io_context& io;
+  settings cfg;
+  unsigned workers = 1;
+  os::command agent_cmd;
+  std::unique_ptr<cluster::primary> apps;
+  std::shared_ptr<messenger_state> own;
+  std::optional<clutch::app::messenger> facade;  // master::messenger()
+  std::optional<channel> parent;
+
+  std::shared_ptr<proc> agent;
+  std::map<int, std::shared_ptr<proc>> procs;  // by pid, until they exit
+  queue agent_queue, random_queue;
+  std::map<std::size_t, queue> slot_queues;
+  struct tracker {
+    int remaining = 0;
+    error_code ec;
+  };
+  std::map<std::pair<int, std::int64_t>, tracker> trackers;  // (sender pid, id) of tracked messages in flight
+  master_stats stats;
+
+  phase ph = phase::idle;
+  std::unique_ptr<start_handler> starting;
+  std::string why;
+  asio::steady_timer start_timer, agent_timer;
+  std::vector<done_handler> stop_waiters;
+  int sweeping = 0;  // process groups of exited roles still being emptied
+  std::minstd_rand rng;
+  std::vector<asio::ip::tcp::endpoint> listening;
+
+  ::clutch::detail::handler_list<role, int> on_start;
+  ::clutch::detail::handler_list<role, int, const exit_status&> on_exit;
+};
+
+namespace {
+
+std::string describe(const proc& p) {
+  if (p.r == role::agent) return "agent (pid " + std::to_string(p.pid) + ")";
+  return "app worker " + std::to_string(p.id) + " (pid " + std::to_string(p.pid) + ")";
+}
+
+std::string describe(const exit_status& st) {
+  if (st.signal) {
+    const char* name = signal_name(*st.signal);
+    return std::string("was killed by ") + (name ? name : "signal " + std::to_string(*st.signal));
+  }
+  return "exited with code " + std::to_string(st.code.value_or(-1));
+}
+
+std::size_t queued(const master_state& m) {
+  std::size_t n = m.agent_queue.size() + m.random_queue.size();
+  for (auto& [s, q] : m.slot_queues) n += q.size();
+  for (auto& [pid, p] : m.procs) n += p->held.size();
+  return n;
+}
+
+// ---- tracking: a tracked message completes its sender's token once every copy is settled ----
+
+void notify_sender(const std::shared_ptr<master_state>& m, int origin, std::int64_t id, error_code ec) {
+  if (origin == m->own->pid) return settle(m->own, id, ec);
+  auto it = m->procs.find(origin);
+  if (it == m->procs.end() || !it->second->l) return;
+  json::object done{{"cmd", "CLUTCH_done"}, {"id", id}};
+  if (ec) done["error"] = error_name(ec);
+  it->second->l->chan().send(done);
+}
+
+void copy_settled(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
+  if (!env.contains("track")) return;
+  const int origin = static_cast<int>(int_of(env, "from"));
+  const std::int64_t id = int_of(env, "id");
+  auto it = m->trackers.find({origin, id});
+  if (it == m->trackers.end()) return;
+  if (ec && !it->second.ec) it->second.ec = ec;
+  if (--it->second.remaining > 0) return;
+  const error_code result = it->second.ec;
+  m->trackers.erase(it);
+  notify_sender(m, origin, id, result);
+}
+
+void route(const std::shared_ptr<master_state>& m, json::object env);
+
+// A copy that cannot be delivered: counted, its tracker told, and a request answered with the error.
+void fail_copy(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
+  if (env.contains("reply_to")) {  // a reply nobody can take: its requester is gone
+    ++m->stats.undelivered;
+    return;
+  }
+  ++m->stats.undelivered;
+  if (env.contains("req")) {
+    json::object reply{{"cmd", "CLUTCH_msg"}, {"to", int_of(env, "from")}, {"reply_to", int_of(env, "id")},
+                       {"from", 0},           {"role", "master"},         {"error", error_name(ec)},
+                       {"message", ec.message()}};
+    return route(m, std::move(reply));
+  }
+  copy_settled(m, env, ec);
+}
+
+void enqueue(const std::shared_ptr<master_state>& m, queue& q, json::object env) {
+  if (m->ph == phase::stopping || m->ph == phase::stopped || m->ph == phase::failed)
+    return fail_copy(m, env, errc::undeliverable);
+  if (q.size() >= m->cfg.queue_limit) return fail_copy(m, env, errc::queue_full);
+  q.push_back(std::move(env));
+}
+
+bool deliverable(const proc& p) { return p.ready && !p.exited && p.l && p.l->up(); }
+
+void give(const std::shared_ptr<master_state>& m, proc& p, json::object env) {
+  if (deliverable(p)) return p.l->send(std::move(env));
+  enqueue(m, p.held, std::move(env));
+}
+
+std::shared_ptr<proc> ready_in_slot(const master_state& m, std::size_t slot) {
+  for (auto& [pid, p] : m.procs)
+    if (p->r == role::app && p->slot == slot && deliverable(*p)) return p;
+  return nullptr;
+}
+
+void to_agent(const std::shared_ptr<master_state>& m, json::object env) {
+  if (m->agent && deliverable(*m->agent)) return m->agent->l->send(std::move(env));
+  enqueue(m, m->agent_queue, std::move(env));
+}
+
+void to_slot(const std::shared_ptr<master_state>& m, std::size_t slot, json::object env) {
+  if (auto p = ready_in_slot(*m, slot)) return p->l->send(std::move(env));
+  enqueue(m, m->slot_queues[slot], std::move(env));
+}
+
+void to_random(const std::shared_ptr<master_state>& m, json::object env) {
+  std::vector<std::shared_ptr<proc>> ready;
+  for (auto& [pid, p] : m->procs)
+    if (p->r == role::app && deliverable(*p)) ready.push_back(p);
+  if (ready.empty()) return enqueue(m, m->random_queue, std::move(env));
+  std::uniform_int_distribution<std::size_t> pick(0, ready.size() - 1);
+  ready[pick(m->rng)]->l->send(std::move(env));
+}
+
+void to_parent(const std::shared_ptr<master_state>& m, const json::object& env) {
+  if (!m->parent || !m->parent->connected()) return fail_copy(m, env, errc::undeliverable);
+  // What a Node parent's process.on('message') gets: no CLUTCH_ command, so it is not internal there.
+  json::object out{{"action", str_of(env, "action")}, {"data", env.contains("data") ? env.at("data") : nullptr},
+                   {"from", int_of(env, "from")}, {"role", str_of(env, "role")}};
+  m->parent->send(out);
+  copy_settled(m, env, {});
+}
+
+void route(const std::shared_ptr<master_state>& m, json::object env) {
+  destination to;
+  if (!destination_of(env, to)) return fail_copy(m, env, errc::undeliverable);
+  const int origin = static_cast<int>(int_of(env, "from"));
+  const std::int64_t id = int_of(env, "id");
+
+  // Who gets a copy.
+  const bool to_apps = to.what == destination::kind::app || to.what == destination::kind::all;
+  const bool to_the_agent = to.what == destination::kind::agent || to.what == destination::kind::all;
+  int copies = (to_apps ? static_cast<int>(m->workers) : 0) + (to_the_agent ? 1 : 0);
+  if (!to_apps && !to_the_agent) copies = 1;
+
+  if (env.contains("track")) {
+    if (copies == 0) return notify_sender(m, origin, id, {});
+    m->trackers[{origin, id}] = {copies, {}};
+  }
+  if (env.contains("req") && to_apps) {
+    json::object expect{{"cmd", "CLUTCH_expect"}, {"id", id}, {"count", copies}};
+    if (origin == m->own->pid) detail::expect(m->own, id, copies);
+    else if (auto it = m->procs.find(origin); it != m->procs.end() && it->second->l)
+      it->second->l->chan().send(expect);
+  }
+
+  switch (to.what) {
+    case destination::kind::agent: return to_agent(m, std::move(env));
+    case destination::kind::random: return to_random(m, std::move(env));
+    case destination::kind::parent: return to_parent(m, env);
+    case destination::kind::app:
+    case destination::kind::all:
+      if (to_the_agent) to_agent(m, env);
+      for (std::size_t s = 0; s < m->workers; ++s) to_slot(m, s, env);
+      return;
+    case destination::kind::pid:
+      if (to.pid == m->own->pid) {
+        deliver(m->own, env);
+        return copy_settled(m, env, {});
+      }
+      if (auto it = m->procs.find(to.pid); it != m->procs.end()) return give(m, *it->second, std::move(env));
+      return fail_copy(m, env, errc::no_such_process);
+  }
+}
+
+// A role died with messages it never acknowledged: those for its role go to the role's next process.
+void requeue(const std::shared_ptr<master_state>& m, const proc& p, queue lost) {
+  for (auto& env : lost) {
+    destination to;
+    destination_of(env, to);
+    switch (to.what) {
+      case destination::kind::agent: to_agent(m, std::move(env)); break;
+      case destination::kind::random: to_random(m, std::move(env)); break;
+      case destination::kind::app:
+      case destination::kind::all:
+        if (p.r == role::agent) to_agent(m, std::move(env));
+        else to_slot(m, p.slot, std::move(env));
+        break;
+      default: fail_copy(m, env, errc::no_such_process); break;
+    }
+  }
+}
+
+void flush(queue& q, proc& p) {
+  for (auto pending = std::exchange(q, {}); auto& env : pending) p.l->send(std::move(env));
+}
+
+// ---- direct channels ----
+
+void pair_up(const std::shared_ptr<master_state>& m, proc& worker) {
+  if (!m->cfg.direct || !m->agent || !deliverable(*m->agent) || !deliverable(worker)) return;
+  os::fd_pair fds;
+  if (os::make_socketpair(fds) != 0) return;  // they keep talking through the master
+  m->agent->l->chan().send(json::object{{"cmd", "CLUTCH_peer"}, {"pid", worker.pid}, {"role", "app"},
+                                        {"id", worker.id}},
+                           handle(fds.first.release()));
+  worker.l->chan().send(json::object{{"cmd", "CLUTCH_peer"}, {"pid", m->agent->pid}, {"role", "agent"}},
+                        handle(fds.second.release()));
+}
+
+void tell_agent(const std::shared_ptr<master_state>& m, proc& worker) {
+  if (m->agent && m->agent->ready)
+    worker.l->chan().send(json::object{{"cmd", "CLUTCH_agent"}, {"pid", m->agent->pid}});
+}
+
+// ---- processes ----
+
+std::shared_ptr<link> attach(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p, channel ch) {
+  auto l = link::make(m->io, std::move(ch), false);
+  std::weak_ptr<master_state> wm = m;
+  std::weak_ptr<proc> wp = p;
+  l->on_envelope = [wm](json::object& env) {
+    auto m = wm.lock();
+    if (!m) return;
+    ++m->stats.forwarded;
+    route(m, std::move(env));
+  };
+  l->on_acked = [wm](const json::object& env) {
+    if (auto m = wm.lock()) copy_settled(m, env, {});
+  };
+  l->on_lost = [wm, wp](queue lost) {
+    auto m = wm.lock();
+    auto p = wp.lock();
+    if (m && p) requeue(m, *p, std::move(lost));
+  };
+  return l;
+}
+
+void fail_start(const std::shared_ptr<master_state>& m, std::string why);
+void role_ready(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p);
+void start_agent(const std::shared_ptr<master_state>& m);
+void check_stopped(const std::shared_ptr<master_state>& m);
+
+void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p,
+                     const json::object& msg) {
+  if (cmd_of(msg) == "CLUTCH_ready") role_ready(m, p);
+}
+
+// Whatever a role left in its process group goes with it: SIGTERM, then SIGKILL after kill_timeout.
+void sweep_group(const std::shared_ptr<master_state>& m, int pgid) {
+  if (::killpg(pgid, SIGTERM) != 0) return;  // nobody left
+  ++m->sweeping;
+  auto deadline = std::chrono::steady_clock::now() + m->cfg.kill_timeout;
+  auto timer = std::make_shared<asio::steady_timer>(m->io);
+  auto poll = std::make_shared<std::function<void()>>();
+  *poll = [wm = std::weak_ptr(m), pgid, deadline, timer, poll] {
+    auto m = wm.lock();
+    if (::killpg(pgid, 0) == 0 && std::chrono::steady_clock::now() >= deadline) ::killpg(pgid, SIGKILL);
+    if (::killpg(pgid, 0) != 0 || !m) {
+      *poll = nullptr;  // breaks the cycle
+      if (m && --m->sweeping == 0) check_stopped(m);
+      return;
+    }
+    timer->expires_after(std::chrono::milliseconds(10));
+    timer->async_wait([poll](error_code) {
+      if (*poll) (*poll)();
+    });
+  };
+  (*poll)();
+}
+
+void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p, const exit_status& st) {
+  if (std::exchange(p->exited, true)) return;
+  m->procs.erase(p->pid);
+  if (p->l) p->l->close();
+  for (auto& env : std::exchange(p->held, {})) fail_copy(m, env, errc::no_such_process);
+  sweep_group(m, p->pid);
+  m->on_exit.call(p->r, p->pid, st);
+
+  if (m->ph == phase::agent || m->ph == phase::apps)
+    return fail_start(m, describe(*p) + " " + describe(st) + " during start-up");
+  if (p->r == role::agent && m->agent == p) {
+    m->agent.reset();
+    if (m->ph != phase::running) return check_stopped(m);
+    // About a second, so that a crash loop costs little; what is sent to the agent meanwhile waits here.
+    m->agent_timer.expires_after(m->cfg.agent_restart_delay);
+    m->agent_timer.async_wait([wm = std::weak_ptr(m)](error_code ec) {
+      auto m = wm.lock();
+      if (!ec && m && m->ph == phase::running) start_agent(m);
+    });
+  }
+  check_stopped(m);
+}
+
+void start_agent(const std::shared_ptr<master_state>& m) {
+  auto p = std::make_shared<proc>();
+  p->r = role::agent;
+  options o;
+  o.cwd = m->cfg.cwd;
+  o.silent = m->cfg.silent;
+  o.env = m->cfg.env.plus({{std::string(role_variable), "agent"}});
+  o.kill_tree = true;
+  o.death_signal = death_signal();
+  std::string program = m->cfg.agent_program;
+  std::vector<std::string> args;
+  if (m->cfg.agent_args) args = *m->cfg.agent_args;
+  if (program.empty() || !m->cfg.agent_args) {
+    if (program.empty()) {
+      program = m->agent_cmd.exe;
+      if (!m->agent_cmd.argv.empty()) o.argv0 = m->agent_cmd.argv.front();
+    }
+    if (!m->cfg.agent_args && !m->agent_cmd.argv.empty())
+      args.assign(m->agent_cmd.argv.begin() + 1, m->agent_cmd.argv.end());
+  }
+  p->agent_child = clutch::fork(m->io, program, args, o);
+  if (auto ec = p->agent_child.spawn_error()) {
+    const std::string why = "the agent could not be started: " + ec.message();
+    if (m->ph == phase::agent) return fail_start(m, why);
+    std::fprintf(stderr, "clutch::app: %s; trying again\n", why.c_str());
+    m->agent_timer.expires_after(m->cfg.agent_restart_delay);
+    m->agent_timer.async_wait([wm = std::weak_ptr(m)](error_code e) {
+      auto m = wm.lock();
+      if (!e && m && m->ph == phase::running) start_agent(m);
+    });
+    return;
+  }
+  p->pid = p->agent_child.pid();
+  if (m->ph == phase::running) ++m->stats.agent_restarts;
+  m->agent = p;
+  m->procs[p->pid] = p;
+  p->l = attach(m, p, p->agent_child.channel());
+  std::weak_ptr<master_state> wm = m;
+  std::weak_ptr<proc> wp = p;
+  p->l->on_control = [wm, wp](const json::object& msg, handle) {
+    auto m = wm.lock();
+    auto p = wp.lock();
+    if (m && p) on_role_control(m, p, msg);
+  };
+  p->agent_child.on_exit([wm, wp](const exit_status& st) {
+    auto m = wm.lock();
+    auto p = wp.lock();
+    if (m && p) role_exited(m, p, st);
+  });
+  m->on_start.call(role::agent, p->pid);
+}
+
+void start_apps(const std::shared_ptr<master_state>& m) {
+  m->ph = phase::apps;
+  m->start_timer.expires_after(m->cfg.app_start_timeout);
+  m->start_timer.async_wait([wm = std::weak_ptr(m)](error_code ec) {
+    auto m = wm.lock();
+    if (ec || !m || m->ph != phase::apps) return;
+    std::string who;
+    for (auto& [pid, p] : m->procs)
+      if (p->r == role::app && !p->ready) who += (who.empty() ? "" : ", ") + describe(*p);
+    fail_start(m, (who.empty() ? std::string("app workers") : who) + " not ready within " +
+                      std::to_string(m->cfg.app_start_timeout.count()) + " ms");
+  });
+  for (unsigned i = 0; i < m->workers; ++i) m->apps->fork();
+}
+
+void finish_start(const std::shared_ptr<master_state>& m, error_code ec) {
+  m->start_timer.cancel();
+  if (!m->starting) return;
+  ready_info info;
+  if (!ec) {
+    info.listening = m->listening;
+    info.agent_pid = m->agent ? m->agent->pid : 0;
+    for (auto& [pid, p] : m->procs)
+      if (p->r == role::app) info.app_pids.push_back(pid);
+  }
+  auto h = std::move(m->starting);
+  complete(m->io, std::move(*h), ec, std::move(info));
+}
+
+void role_ready(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p) {
+  if (p->exited || std::exchange(p->ready, true)) return;
+  if (p->r == role::agent) {
+    flush(m->agent_queue, *p);
+    flush(p->held, *p);
+    for (auto& [pid, w] : m->procs)
+      if (w->r == role::app && deliverable(*w)) {
+        tell_agent(m, *w);
+        pair_up(m, *w);
+      }
+    set_agent(m->own, p->pid);
+    if (m->ph == phase::agent) {
+      m->start_timer.cancel();
+      start_apps(m);
+    }
+    return;
+  }
+  flush(m->slot_queues[p->slot], *p);
+  flush(m->random_queue, *p);
+  flush(p->held, *p);
+  tell_agent(m, *p);
+  pair_up(m, *p);
+  if (m->ph != phase::apps) return;
+  unsigned ready = 0;
+  for (auto& [pid, w] : m->procs) ready += w->r == role::app && w->ready;
+  if (ready >= m->workers) {
+    m->ph = phase::running;
+    finish_start(m, {});
+  }
+}
+
+void watch_apps(const std::shared_ptr<master_state>& m) {
+  std::weak_ptr<master_state> wm = m;
+  auto& c = *m->apps;
+  c.on_fork([wm](cluster::worker& w) {
+    auto m = wm.lock();
+    if (!m || w.process().spawn_error()) return;
+    auto p = std::make_shared<proc>();
+    p->r = role::app;
+    p->pid = w.process().pid();
+    p->id = w.id();
+    p->slot = w.slot();
+    m->procs[p->pid] = p;
+    p->l = attach(m, p, w.process().channel());
+    p->l->on_control = [wm, wp = std::weak_ptr(p)](const json::object& msg, handle) {
+      auto m = wm.lock();
+      auto p = wp.lock();
+      if (m && p) on_role_control(m, p, msg);
+    };
+    m->on_start.call(role::app, p->pid);
+  });
+  c.on_listening([wm](cluster::worker&, const asio::ip::tcp::endpoint& at) {
+    auto m = wm.lock();
+    if (m && std::find(m->listening.begin(), m->listening.end(), at) == m->listening.end())
+      m->listening.push_back(at);
+  });
+  c.on_exit([wm](cluster::worker& w, const exit_status& st) {
+    auto m = wm.lock();
+    if (!m) return;
+    auto it = m->procs.find(w.process().pid());
+    if (it != m->procs.end()) role_exited(m, it->second, st);
+    else check_stopped(m);
+  });
+  c.on_error([wm](cluster::worker& w, error_code ec) {
+    auto m = wm.lock();
+    if (!m) return;
+    const std::string who = "app worker " + std::to_string(w.id());
+    if (m->ph == phase::apps) return fail_start(m, who + " could not be started: " + ec.message());
+    if (ec == errc::crash_loop) {  // nobody will serve that slot again
+      for (auto& env : std::exchange(m->slot_queues[w.slot()], {})) fail_copy(m, env, errc::undeliverable);
+      std::fprintf(stderr, "clutch::app: %s: %s\n", who.c_str(), ec.message().c_str());
+    }
+  });
+}
+
+void fail_queues(const std::shared_ptr<master_state>& m) {
+  auto fail_all = [&](queue& q) {
+    for (auto& env : std::exchange(q, {})) fail_copy(m, env, errc::undeliverable);
+  };
+  fail_all(m->agent_queue);
+  fail_all(m->random_queue);
+  for (auto& [s, q] : m->slot_queues) fail_all(q);
+}
+
+bool everything_gone(const master_state& m) { return m.procs.empty() && m.sweeping == 0; }
+
+// Stops the agent once every app worker is gone: the workers may still need it while they finish.
+void check_stopped(const std::shared_ptr<master_state>& m) {
+  if (m->ph != phase::stopping && m->ph != phase::failed) return;
+  bool apps_left = false;
+  for (auto& [pid, p] : m->procs) apps_left |= p->r == role::app;
+  if (!apps_left && m->agent && !m->agent->exited && !std::exchange(m->agent->asked_to_stop, true)) {
+    if (m->ph == phase::failed || !m->agent->l || !m->agent->l->up()) {
+      m->agent->agent_child.kill(SIGKILL);
+    } else {
+      m->agent->l->chan().send(json::object{{"cmd", "CLUTCH_stop"}});
+      m->agent_timer.expires_after(m->cfg.kill_timeout);
+      m->agent_timer.async_wait([wp = std::weak_ptr(m->agent)](error_code ec) {
+        auto p = wp.lock();
+        if (!ec && p && !p->exited) p->agent_child.kill(SIGKILL);
+      });
+    }
+    return;
+  }
+  if (!everything_gone(*m)) return;
+  if (m->ph == phase::failed) finish_start(m, make_error_code(errc::worker_failed));
+  m->ph = phase::stopped;
+  for (auto& h : std::exchange(m->stop_waiters, {})) complete(m->io, std::move(h), error_code{});
+}
+
+// Start-up failed: everything started is stopped at once, then start() completes with the reason.
+void fail_start(const std::shared_ptr<master_state>& m, std::string why) {
+  if (m->ph != phase::agent && m->ph != phase::apps) return;
+  m->why = std::move(why);
+  m->ph = phase::failed;
+  m->start_timer.cancel();
+  fail_queues(m);
+  m->apps->disconnect([](error_code) {});
+  for (auto& w : m->apps->workers()) w.kill(SIGKILL);
+  if (m->agent && !m->agent->exited) m->agent->agent_child.kill(SIGKILL);
+  check_stopped(m);
+}
+
+}  // namespace
+
+void start(const std::shared_ptr<master_state>& m, start_handler h) {
+  if (m->ph != phase::idle)
+    return complete(m->io, std::move(h), make_error_code(asio::error::already_started), ready_info{});
+  m->starting = std::make_unique<start_handler>(std::move(h));
+  m->ph = phase::agent;
+  m->start_timer.expires_after(m->cfg.agent_start_timeout);
+  m->start_timer.async_wait([wm = std::weak_ptr(m)](error_code ec) {
+    auto m = wm.lock();
+    if (ec || !m || m->ph != phase::agent) return;
+    fail_start(m, (m->agent ? describe(*m->agent) : std::string("the agent")) + " not ready within " +
+                      std::to_string(m->cfg.agent_start_timeout.count()) + " ms");
+  });
+  start_agent(m);
+}
+
+void stop(const std::shared_ptr<master_state>& m, done_handler h) {
+  if (m->ph == phase::stopped) return complete(m->io, std::move(h), error_code{});
+  m->stop_waiters.push_back(std::move(h));
+  if (m->ph == phase::stopping || m->ph == phase::failed) return;
+  if (m->ph == phase::agent || m->ph == phase::apps) {
+    fail_start(m, "stopped during start-up");
+    return;
+  }
+  m->ph = phase::stopping;
+  m->agent_timer.cancel();
+  fail_queues(m);
+  m->apps->disconnect([wm = std::weak_ptr(m)](error_code) {
+    if (auto m = wm.lock()) check_stopped(m);
+  });
+  check_stopped(m);
+}
+
+}  // namespace detail
+
+std::string ready_info::url() const {
+  if (listening.empty()) return {};
+  auto at = listening.front();
+  std::string host = at.address().is_unspecified() ? "127.0.0.1" : at.address().to_string();
+  if (at.address().is_v6() && !at.address().is_unspecified()) host = "[" + host + "]";
+  return "http://" + host + ":" + std::to_string(at.port()) + "/";
+}
+
+master::master(asio::io_context& io, settings s) : state_(std::make_shared<detail::master_state>(io, std::move(s))) {
+  auto& m = *state_;
+  if (current_role() != role::master) throw std::logic_error("clutch::app::master: this process is a role");
+  m.workers = m.cfg.workers;
+  if (m.workers == 0) m.workers = std::max(1u, std::thread::hardware_concurrency() - 1);
+  m.agent_cmd = os::self_command();
+
+  cluster::settings cs = m.cfg.cluster;
+  cs.program = m.cfg.app_program;
+  cs.args = m.cfg.app_args;
+  cs.env = m.cfg.env.plus({{std::string(detail::role_variable), "app"}});
+  cs.cwd = m.cfg.cwd;
+  cs.silent = m.cfg.silent;
+  cs.wait_ready = true;
+  cs.kill_timeout = m.cfg.kill_timeout;
+  cs.death_signal = detail::death_signal();
+  m.apps = std::make_unique<cluster::primary>(io, std::move(cs));
+  detail::watch_apps(state_);
+
+  m.own = std::make_shared<detail::messenger_state>(io, role::master, static_cast<int>(::getpid()));
+  m.own->route = [wm = std::weak_ptr(state_)](json::object env) {
+    if (auto m = wm.lock()) detail::route(m, std::move(env));
+  };
+  m.facade.emplace(m.own);
+  detail::install(m.own);
+
+  // Forked by another process with a channel: send_to_parent goes there, and its messages come here (with "to",
+  // they are routed on, as if sent from the parent).
+  if (auto pc = parent_channel(io)) {
+    m.parent = *pc;
+    m.parent->on_message([wm = std::weak_ptr(state_)](const json::value& msg, handle) {
+      auto m = wm.lock();
+      const auto* o = msg.if_object();
+      if (!m || !o || !o->contains("action")) return;
+      json::object env{{"cmd", "CLUTCH_msg"},
+                       {"to", o->contains("to") ? o->at("to") : json::value(m->own->pid)},
+                       {"action", detail::str_of(*o, "action")},
+                       {"data", o->contains("data") ? o->at("data") : nullptr},
+                       {"from", static_cast<int>(::getppid())},
+                       {"role", "parent"}};
+      detail::route(m, std::move(env));
+    });
+  }
+}
+
+master::~master() {
+  auto& m = *state_;
+  m.agent_timer.cancel();
+  m.start_timer.cancel();
+  if (m.agent && !m.agent->exited) m.agent->agent_child.kill(SIGKILL);
+  for (auto& [pid, p] : m.procs) ::killpg(pid, SIGKILL);
+  m.own->route = nullptr;
+}
+
+int master::run(std::function<void(const ready_info&)> on_ready) {
+  auto& io = state_->io;
+  int code = 0;
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGQUIT);
+  auto finish = [&io, &signals](int) {
+    signals.cancel();
+    io.stop();
+  };
+  signals.async_wait([this, &finish](error_code ec, int) {
+    if (ec) return;
+    stop([&finish](error_code) { finish(0); });
+  });
+  start([&, this](error_code ec, const ready_info& info) {
+    if (ec) {
+      std::fprintf(stderr, "clutch::app: start-up failed: %s\n", failure().c_str());
+      code = 1;
+      return finish(1);
+    }
+    if (on_ready) on_ready(info);
+    else std::printf("clutch::app: ready at %s (agent %d, %zu app workers)\n", info.url().c_str(), info.agent_pid,
+                     info.app_pids.size());
+    std::fflush(stdout);
+  });
+  io.restart();
+  io.run();
+  return code;
+}
+
+std::string master::failure() const { return state_->why; }
+messenger& master::messenger() noexcept { return *state_->facade; }
+cluster::primary& master::app_workers() noexcept { return *state_->apps; }
+int master::agent_pid() const noexcept { return state_->agent && state_->agent->ready ? state_->agent->pid : 0; }
+master_stats master::stats() const noexcept {
+  auto s = state_->stats;
+  s.queued = detail::queued(*state_);
+  return s;
+}
+const settings& master::config() const noexcept { return state_->cfg; }
+void master::on_start(std::function<void(role, int)> h) { state_->on_start.add(std::move(h)); }
+void master::on_exit(std::function<void(role, int, const exit_status&)> h) { state_->on_exit.add(std::move(h)); }
+
+}  // namespace clutch::app
