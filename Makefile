@@ -1,5 +1,6 @@
 # The two commands of the README, and a few more.
-#   make demo   install what is missing, build, run the demos (exec, fork, cluster)
+#   make demo   install what is missing, build, run the main demo (examples/agent_app: master, agent, workers)
+#   make demos  the earlier demos (exec, fork, cluster)
 #   make test   install what is missing, build (Debug, -Werror), run every test with ctest
 #   make asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz   build the libFuzzer targets with clang and run each for FUZZ_SECONDS (default 60)
@@ -12,7 +13,7 @@ FUZZ_SECONDS ?= 60
 
 CMAKE_COMMON := -DCLUTCH_WERROR=ON -DCLUTCH_BUILD_TESTS=ON -DCLUTCH_BUILD_EXAMPLES=ON
 
-.PHONY: deps demo test asan fuzz bench clean
+.PHONY: deps demo demos test asan fuzz bench clean
 
 deps:
 	@scripts/install-deps
@@ -23,7 +24,14 @@ $(DEBUG)/CMakeCache.txt: | deps
 $(ASAN)/CMakeCache.txt: | deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DCLUTCH_SANITIZE=ON $(CMAKE_COMMON)
 
+# The main demo: examples/agent_app (a master, an agent and app workers on port 7001).
 demo: deps $(DEBUG)/CMakeCache.txt
+	cmake --build $(DEBUG) -j$(JOBS) --target agent_app
+	@echo "== examples/agent_app.cpp: the master starts the agent, then the app workers; HTTP on port 7001"
+	scripts/app-demo $(DEBUG)/examples/agent_app 7001
+
+# The earlier layers' demos: exec, fork (C++ and Node children), cluster.
+demos: deps $(DEBUG)/CMakeCache.txt
 	cmake --build $(DEBUG) -j$(JOBS) --target exec_example fork_parent fork_child cluster_http
 	@rm -rf $(DEBUG)/demo && mkdir -p $(DEBUG)/demo/log
 	@echo "started" > $(DEBUG)/demo/log/app.log && echo "nothing yet" > $(DEBUG)/demo/log/error.log

@@ -334,7 +334,11 @@ TEST_F(AppFixture, AgentRestartLosesNoMessageInFlight) {
   const int first_agent = info.agent_pid;
   constexpr int n = 2000;
   tell(apps()[0], {{"op", "stream"}, {"count", n}});
-  ASSERT_TRUE(wait_reports("streamed", 1));
+  ASSERT_TRUE(wait_reports("streamed", 1)) << "queued " << master->stats().queued << " undelivered "
+                                           << master->stats().undelivered << " forwarded "
+                                           << master->stats().forwarded << " items " << of_kind("item").size()
+                                           << " restarts " << master->stats().agent_restarts << " agent "
+                                           << master->agent_pid();
   EXPECT_EQ(num(of_kind("streamed")[0], "errors"), 0);
   barrier();  // the new agent answers too: everything it reported is here
   std::filesystem::remove(marker);

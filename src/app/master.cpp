@@ -113,10 +113,8 @@ void notify_sender(const std::shared_ptr<master_state>& m, int origin, std::int6
   it->second->l->chan().send(done);
 }
 
-void copy_settled(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
-  if (!env.contains("track")) return;
-  const int origin = static_cast<int>(int_of(env, "from"));
-  const std::int64_t id = int_of(env, "id");
+void copy_settled(const std::shared_ptr<master_state>& m, int origin, std::int64_t id, bool track, error_code ec) {
+  if (!track) return;
   auto it = m->trackers.find({origin, id});
   if (it == m->trackers.end()) return;
   if (ec && !it->second.ec) it->second.ec = ec;
@@ -124,6 +122,9 @@ void copy_settled(const std::shared_ptr<master_state>& m, const json::object& en
   const error_code result = it->second.ec;
   m->trackers.erase(it);
   notify_sender(m, origin, id, result);
+}
+void copy_settled(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
+  copy_settled(m, static_cast<int>(int_of(env, "from")), int_of(env, "id"), env.contains("track"), ec);
 }
 
 void route(const std::shared_ptr<master_state>& m, json::object env);
@@ -154,7 +155,7 @@ void enqueue(const std::shared_ptr<master_state>& m, queue& q, json::object env)
 bool deliverable(const proc& p) { return p.ready && !p.exited && p.l && p.l->up(); }
 
 void give(const std::shared_ptr<master_state>& m, proc& p, json::object env) {
-  if (deliverable(p)) return p.l->send(std::move(env));
+  if (deliverable(p)) return p.l->send(frame_of(env));
   enqueue(m, p.held, std::move(env));
 }
 
@@ -165,12 +166,12 @@ std::shared_ptr<proc> ready_in_slot(const master_state& m, std::size_t slot) {
 }
 
 void to_agent(const std::shared_ptr<master_state>& m, json::object env) {
-  if (m->agent && deliverable(*m->agent)) return m->agent->l->send(std::move(env));
+  if (m->agent && deliverable(*m->agent)) return m->agent->l->send(frame_of(env));
   enqueue(m, m->agent_queue, std::move(env));
 }
 
 void to_slot(const std::shared_ptr<master_state>& m, std::size_t slot, json::object env) {
-  if (auto p = ready_in_slot(*m, slot)) return p->l->send(std::move(env));
+  if (auto p = ready_in_slot(*m, slot)) return p->l->send(frame_of(env));
   enqueue(m, m->slot_queues[slot], std::move(env));
 }
 
@@ -180,7 +181,7 @@ void to_random(const std::shared_ptr<master_state>& m, json::object env) {
     if (p->r == role::app && deliverable(*p)) ready.push_back(p);
   if (ready.empty()) return enqueue(m, m->random_queue, std::move(env));
   std::uniform_int_distribution<std::size_t> pick(0, ready.size() - 1);
-  ready[pick(m->rng)]->l->send(std::move(env));
+  ready[pick(m->rng)]->l->send(frame_of(env));
 }
 
 void to_parent(const std::shared_ptr<master_state>& m, const json::object& env) {
@@ -235,8 +236,9 @@ void route(const std::shared_ptr<master_state>& m, json::object env) {
 }
 
 // A role died with messages it never acknowledged: those for its role go to the role's next process.
-void requeue(const std::shared_ptr<master_state>& m, const proc& p, queue lost) {
-  for (auto& env : lost) {
+void requeue(const std::shared_ptr<master_state>& m, role r, std::size_t slot, std::deque<frame> lost) {
+  for (auto& f : lost) {
+    json::object env = object_of(f);
     destination to;
     destination_of(env, to);
     switch (to.what) {
@@ -244,8 +246,8 @@ void requeue(const std::shared_ptr<master_state>& m, const proc& p, queue lost) 
       case destination::kind::random: to_random(m, std::move(env)); break;
       case destination::kind::app:
       case destination::kind::all:
-        if (p.r == role::agent) to_agent(m, std::move(env));
-        else to_slot(m, p.slot, std::move(env));
+        if (r == role::agent) to_agent(m, std::move(env));
+        else to_slot(m, slot, std::move(env));
         break;
       default: fail_copy(m, env, errc::no_such_process); break;
     }
@@ -253,7 +255,7 @@ void requeue(const std::shared_ptr<master_state>& m, const proc& p, queue lost) 
 }
 
 void flush(queue& q, proc& p) {
-  for (auto pending = std::exchange(q, {}); auto& env : pending) p.l->send(std::move(env));
+  for (auto pending = std::exchange(q, {}); auto& env : pending) p.l->send(frame_of(env));
 }
 
 // ---- direct channels ----
@@ -277,22 +279,20 @@ void tell_agent(const std::shared_ptr<master_state>& m, proc& worker) {
 // ---- processes ----
 
 std::shared_ptr<link> attach(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p, channel ch) {
-  auto l = link::make(m->io, std::move(ch), false);
+  auto l = link::make(m->io, std::move(ch));
   std::weak_ptr<master_state> wm = m;
-  std::weak_ptr<proc> wp = p;
-  l->on_envelope = [wm](json::object& env) {
+  l->on_envelope = [wm](const json::object& env) {
     auto m = wm.lock();
     if (!m) return;
     ++m->stats.forwarded;
-    route(m, std::move(env));
+    route(m, env);
   };
-  l->on_acked = [wm](const json::object& env) {
-    if (auto m = wm.lock()) copy_settled(m, env, {});
+  l->on_acked = [wm](const frame& f) {
+    if (auto m = wm.lock()) copy_settled(m, f.from, f.id, f.track, {});
   };
-  l->on_lost = [wm, wp](queue lost) {
-    auto m = wm.lock();
-    auto p = wp.lock();
-    if (m && p) requeue(m, *p, std::move(lost));
+  // By value: the process record may be gone by the time the channel reports what it never delivered.
+  l->on_lost = [wm, r = p->r, slot = p->slot](std::deque<frame> lost) {
+    if (auto m = wm.lock()) requeue(m, r, slot, std::move(lost));
   };
   return l;
 }

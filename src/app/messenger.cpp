@@ -46,12 +46,6 @@ namespace {
 
 messenger* the_messenger = nullptr;  // never destroyed: static destructors run after main's io_context is gone
 
-json::object envelope(const messenger_state& m, const destination& to, std::string_view action,
-                      const json::value& data) {
-  return json::object{{"cmd", "CLUTCH_msg"}, {"to", to_json(to)}, {"action", action},
-                      {"data", data},        {"from", m.pid},     {"role", to_string(m.self)}};
-}
-
 void finish_request(const std::shared_ptr<messenger_state>& m, std::int64_t id, error_code ec, json::value v) {
   auto it = m->requests.find(id);
   if (it == m->requests.end()) return;
@@ -79,69 +73,65 @@ std::shared_ptr<link> direct_for(messenger_state& m, const destination& to) {
 }
 
 // A message of ours that nobody will take.
-void fail(const std::shared_ptr<messenger_state>& m, const json::object& env, error_code ec) {
-  if (env.contains("reply_to")) return;  // a reply whose requester is gone: nobody waits for it
+void fail(const std::shared_ptr<messenger_state>& m, const frame& f, error_code ec) {
+  if (f.reply) return;  // a reply whose requester is gone: nobody waits for it
   ++m->stats.undelivered;
-  const std::int64_t id = int_of(env, "id");
-  if (env.contains("req")) finish_request(m, id, ec, json::value(ec.message()));
-  else if (env.contains("track")) settle(m, id, ec);
+  if (f.req) finish_request(m, f.id, ec, json::value(ec.message()));
+  else if (f.track) settle(m, f.id, ec);
 }
 
-void dispatch(const std::shared_ptr<messenger_state>& m, json::object env) {
-  if (m->route) return m->route(std::move(env));
-  destination to;
-  if (!destination_of(env, to)) return fail(m, env, errc::undeliverable);
-  if (to.what == destination::kind::pid && to.pid == m->pid) {
+void dispatch(const std::shared_ptr<messenger_state>& m, frame f) {
+  if (m->route) return m->route(object_of(f));
+  if (f.to.what == destination::kind::pid && f.to.pid == m->pid) {
     // To ourselves: handled on the next turn, as a message from elsewhere would be.
-    asio::post(m->io, [m, env = std::move(env)] {
-      deliver(m, env);
-      if (env.contains("track")) settle(m, int_of(env, "id"), {});
+    asio::post(m->io, [m, f = std::move(f)] {
+      deliver(m, object_of(f));
+      if (f.track) settle(m, f.id, {});
     });
     return;
   }
-  if (auto d = direct_for(*m, to)) {
+  if (auto d = direct_for(*m, f.to)) {
     ++m->stats.sent_direct;
-    return d->send(std::move(env));
+    return d->send(std::move(f));
   }
-  if (m->up && m->up->up()) return m->up->send(std::move(env));
-  fail(m, env, errc::channel_closed);
+  if (m->up && m->up->up()) return m->up->send(std::move(f));
+  fail(m, f, errc::channel_closed);
 }
 
 void send_reply(const std::shared_ptr<messenger_state>& m, int to, std::int64_t id, const json::value* data,
                 error_code ec, std::string_view why) {
-  json::object env = envelope(*m, destination::process(to), "", nullptr);
-  env["reply_to"] = id;
+  json::object env{{"cmd", "CLUTCH_msg"}, {"to", to}, {"reply_to", id}, {"from", m->pid}, {"role", to_string(m->self)}};
   if (data) {
     env["data"] = *data;
   } else {
     env["error"] = error_name(ec);
     env["message"] = why.empty() ? std::string_view(ec.message()) : why;
   }
-  dispatch(m, std::move(env));
+  dispatch(m, frame_of(env));
 }
 
 // A direct channel's messages that its peer never acknowledged: those for the agent go through the master,
 // which holds them for the next agent; those for one pid cannot be delivered any more.
-void reroute_lost(const std::shared_ptr<messenger_state>& m, std::deque<json::object> lost) {
-  for (auto& env : lost) {
-    if (str_of(env, "to") == "agent" && m->up && m->up->up()) m->up->send(std::move(env));
-    else fail(m, env, errc::no_such_process);
+void reroute_lost(const std::shared_ptr<messenger_state>& m, std::deque<frame> lost) {
+  for (auto& f : lost) {
+    if (f.to.what == destination::kind::agent && m->up && m->up->up()) m->up->send(std::move(f));
+    else fail(m, f, errc::no_such_process);
   }
 }
 
 void add_direct(const std::shared_ptr<messenger_state>& m, const json::object& msg, handle h) {
   const int peer = static_cast<int>(int_of(msg, "pid"));
   if (peer <= 0 || h.what() != handle::kind::unix_socket) return;
-  auto l = link::make(m->io, channel(m->io, h.release()), true);
+  auto l = link::make(m->io, channel(m->io, h.release()));
   std::weak_ptr<messenger_state> wm = m;
-  l->on_envelope = [wm](json::object& env) {
+  l->on_envelope = [wm](const json::object& env) {
     if (auto m = wm.lock()) deliver(m, env);
   };
-  l->on_acked = [wm](const json::object& env) {
+  l->on_acked = [wm](const frame& f) {  // a direct channel's receiver is the last stop: this is delivery
     auto m = wm.lock();
-    if (m && env.contains("track")) settle(m, int_of(env, "id"), {});
+    if (m && f.track) settle(m, f.id, {});
   };
-  l->on_lost = [wm, peer, weak_l = std::weak_ptr(l)](std::deque<json::object> lost) {
+  l->on_lost = [wm, peer, weak_l = std::weak_ptr(l)](std::deque<frame> lost) {
     auto m = wm.lock();
     if (!m) return;
     if (auto it = m->direct.find(peer); it != m->direct.end() && it->second == weak_l.lock()) m->direct.erase(it);
@@ -187,22 +177,22 @@ std::shared_ptr<messenger_state> open_role(asio::io_context& io, role r) {
     ch = *pc;
   }
   auto m = std::make_shared<messenger_state>(io, r, ::getpid());
-  m->up = link::make(io, ch, false);
+  m->up = link::make(io, ch);
   std::weak_ptr<messenger_state> wm = m;
   if (r == role::app)
     cluster::on_disconnect(io, [wm] {
       if (auto m = wm.lock()) stopping(m);
     });
-  m->up->on_envelope = [wm](json::object& env) {
+  m->up->on_envelope = [wm](const json::object& env) {
     if (auto m = wm.lock()) deliver(m, env);
   };
   m->up->on_control = [wm](const json::object& msg, handle h) {
     if (auto m = wm.lock()) on_control(m, msg, std::move(h));
   };
-  m->up->on_lost = [wm](std::deque<json::object> lost) {
+  m->up->on_lost = [wm](std::deque<frame> lost) {
     auto m = wm.lock();
     if (!m) return;
-    for (auto& env : lost) fail(m, env, errc::channel_closed);
+    for (auto& f : lost) fail(m, f, errc::channel_closed);
     // The master is gone, or closed the channel without asking us to stop: nothing of ours outlives it.
     if (m->self == role::agent && !m->stopping) os::end_group_and_exit();
   };
@@ -300,23 +290,15 @@ messenger& install(std::shared_ptr<messenger_state> m) {
 
 void send(const std::shared_ptr<messenger_state>& m, const destination& to, std::string_view action,
           const json::value& data, done_handler h) {
-  json::object env = envelope(*m, to, action, data);
   ++m->stats.sent;
-  if (h) {
-    const std::int64_t id = m->next_id++;
-    env["id"] = id;
-    env["track"] = true;
-    m->tracked.emplace(id, std::move(h));
-  }
-  dispatch(m, std::move(env));
+  const std::int64_t id = h ? m->next_id++ : 0;
+  if (h) m->tracked.emplace(id, std::move(h));
+  dispatch(m, make_frame(to, action, data, m->pid, m->self, id, id != 0, false));
 }
 
 void request(const std::shared_ptr<messenger_state>& m, const destination& to, std::string_view action,
              const json::value& data, std::chrono::milliseconds timeout, reply_handler h) {
   const std::int64_t id = m->next_id++;
-  json::object env = envelope(*m, to, action, data);
-  env["id"] = id;
-  env["req"] = true;
   ++m->stats.sent;
   auto p = std::make_unique<pending_request>(std::move(h), m->io);
   p->several = to.what == destination::kind::app || to.what == destination::kind::all;
@@ -329,9 +311,8 @@ void request(const std::shared_ptr<messenger_state>& m, const destination& to, s
     finish_request(m, id, errc::timed_out, json::value());
   });
   m->requests.emplace(id, std::move(p));
-  dispatch(m, std::move(env));
+  dispatch(m, make_frame(to, action, data, m->pid, m->self, id, false, true));
 }
-
 
 }  // namespace detail
 

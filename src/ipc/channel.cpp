@@ -37,6 +37,8 @@ bool starts_with(const boost::json::value& v, std::string_view prefix, const boo
   return true;
 }
 
+}  // namespace
+
 // Whether JSON needs an escape anywhere in s (a control character, '"' or '\\'), eight bytes at a time: Boost's
 // serializer goes byte by byte, which made a 64 KiB string message cost more to write than to send.
 bool needs_escape(std::string_view s) {
@@ -56,8 +58,6 @@ bool needs_escape(std::string_view s) {
   }
   return false;
 }
-
-}  // namespace
 
 channel_state::channel_state(asio::io_context& io, int fd, const channel_options& opts)
     : io(io), sock(io), opts(opts), decoder(opts.max_message), parser(opts.max_depth) {
@@ -387,6 +387,13 @@ void channel_state::close(error_code why) {
   asio::post(io, [handlers = std::move(handlers), why] {
     for (auto& f : handlers) f(why);
   });
+}
+
+bool channel_send_text(const std::shared_ptr<channel_state>& s, std::string_view frame) {
+  if (!s->accepting(false, false) || s->pending) return s->send(std::string(frame), handle{}, {});
+  s->enqueue(frame, -1, {});
+  s->schedule_flush();
+  return s->under_high_water_mark();
 }
 
 bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
