@@ -10,6 +10,7 @@
 #include <deque>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "app/messenger_state.hpp"
@@ -60,6 +61,8 @@ struct master_state : std::enable_shared_from_this<master_state> {
   std::map<int, std::shared_ptr<proc>> procs;  // by pid, until they exit
   queue agent_queue, random_queue;
   std::map<std::size_t, queue> slot_queues;
+  std::size_t slots = 0;              // app worker slots: settings::workers, more if app_workers().fork() adds some
+  std::set<std::size_t> given_up;     // slots the cluster gave up (crash loop): nobody will read their messages
   struct tracker {
     int remaining = 0;
     error_code ec;
@@ -131,11 +134,8 @@ void route(const std::shared_ptr<master_state>& m, json::object env);
 
 // A copy that cannot be delivered: counted, its tracker told, and a request answered with the error.
 void fail_copy(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
-  if (env.contains("reply_to")) {  // a reply nobody can take: its requester is gone
-    ++m->stats.undelivered;
-    return;
-  }
   ++m->stats.undelivered;
+  if (env.contains("reply_to")) return;  // a reply nobody can take: its requester is gone
   if (env.contains("req")) {
     json::object reply{{"cmd", "CLUTCH_msg"}, {"to", int_of(env, "from")}, {"reply_to", int_of(env, "id")},
                        {"from", 0},           {"role", "master"},         {"error", error_name(ec)},
@@ -172,6 +172,7 @@ void to_agent(const std::shared_ptr<master_state>& m, json::object env) {
 
 void to_slot(const std::shared_ptr<master_state>& m, std::size_t slot, json::object env) {
   if (auto p = ready_in_slot(*m, slot)) return p->l->send(frame_of(env));
+  if (m->given_up.contains(slot)) return fail_copy(m, env, errc::undeliverable);
   enqueue(m, m->slot_queues[slot], std::move(env));
 }
 
@@ -202,7 +203,7 @@ void route(const std::shared_ptr<master_state>& m, json::object env) {
   // Who gets a copy.
   const bool to_apps = to.what == destination::kind::app || to.what == destination::kind::all;
   const bool to_the_agent = to.what == destination::kind::agent || to.what == destination::kind::all;
-  int copies = (to_apps ? static_cast<int>(m->workers) : 0) + (to_the_agent ? 1 : 0);
+  int copies = (to_apps ? static_cast<int>(m->slots) : 0) + (to_the_agent ? 1 : 0);
   if (!to_apps && !to_the_agent) copies = 1;
 
   if (env.contains("track")) {
@@ -223,7 +224,7 @@ void route(const std::shared_ptr<master_state>& m, json::object env) {
     case destination::kind::app:
     case destination::kind::all:
       if (to_the_agent) to_agent(m, env);
-      for (std::size_t s = 0; s < m->workers; ++s) to_slot(m, s, env);
+      for (std::size_t s = 0; s < m->slots; ++s) to_slot(m, s, env);
       return;
     case destination::kind::pid:
       if (to.pid == m->own->pid) {
@@ -307,27 +308,39 @@ void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_p
   if (cmd_of(msg) == "CLUTCH_ready") role_ready(m, p);
 }
 
-// Whatever a role left in its process group goes with it: SIGTERM, then SIGKILL after kill_timeout.
+// Whatever a role left in its process group goes with it: SIGTERM now, SIGKILL at kill_timeout. Polled, as a
+// process group has no descriptor to wait on; given up a second after the SIGKILL (what is left then can only be
+// zombies that nobody reaps, as under a PID 1 that does not).
+struct group_sweep : std::enable_shared_from_this<group_sweep> {
+  group_sweep(const std::shared_ptr<master_state>& m, int pgid)
+      : m(m), pgid(pgid), timer(m->io), kill_at(std::chrono::steady_clock::now() + m->cfg.kill_timeout) {}
+  std::weak_ptr<master_state> m;
+  int pgid;
+  asio::steady_timer timer;
+  std::chrono::steady_clock::time_point kill_at;
+  bool killed = false;
+
+  void poll() {
+    auto ms = m.lock();
+    const auto now = std::chrono::steady_clock::now();
+    const bool left = ::killpg(pgid, 0) == 0;
+    if (left && !killed && now >= kill_at) {
+      ::killpg(pgid, SIGKILL);
+      killed = true;
+    }
+    if (!left || !ms || now >= kill_at + std::chrono::seconds(1)) {
+      if (ms && --ms->sweeping == 0) check_stopped(ms);
+      return;
+    }
+    timer.expires_after(std::chrono::milliseconds(10));
+    timer.async_wait([self = shared_from_this()](error_code) { self->poll(); });
+  }
+};
+
 void sweep_group(const std::shared_ptr<master_state>& m, int pgid) {
   if (::killpg(pgid, SIGTERM) != 0) return;  // nobody left
   ++m->sweeping;
-  auto deadline = std::chrono::steady_clock::now() + m->cfg.kill_timeout;
-  auto timer = std::make_shared<asio::steady_timer>(m->io);
-  auto poll = std::make_shared<std::function<void()>>();
-  *poll = [wm = std::weak_ptr(m), pgid, deadline, timer, poll] {
-    auto m = wm.lock();
-    if (::killpg(pgid, 0) == 0 && std::chrono::steady_clock::now() >= deadline) ::killpg(pgid, SIGKILL);
-    if (::killpg(pgid, 0) != 0 || !m) {
-      *poll = nullptr;  // breaks the cycle
-      if (m && --m->sweeping == 0) check_stopped(m);
-      return;
-    }
-    timer->expires_after(std::chrono::milliseconds(10));
-    timer->async_wait([poll](error_code) {
-      if (*poll) (*poll)();
-    });
-  };
-  (*poll)();
+  std::make_shared<group_sweep>(m, pgid)->poll();
 }
 
 void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p, const exit_status& st) {
@@ -476,6 +489,7 @@ void watch_apps(const std::shared_ptr<master_state>& m) {
     p->pid = w.process().pid();
     p->id = w.id();
     p->slot = w.slot();
+    m->slots = std::max(m->slots, p->slot + 1);
     m->procs[p->pid] = p;
     p->l = attach(m, p, w.process().channel());
     p->l->on_control = [wm, wp = std::weak_ptr(p)](const json::object& msg, handle) {
@@ -503,6 +517,7 @@ void watch_apps(const std::shared_ptr<master_state>& m) {
     const std::string who = "app worker " + std::to_string(w.id());
     if (m->ph == phase::apps) return fail_start(m, who + " could not be started: " + ec.message());
     if (ec == errc::crash_loop) {  // nobody will serve that slot again
+      m->given_up.insert(w.slot());
       for (auto& env : std::exchange(m->slot_queues[w.slot()], {})) fail_copy(m, env, errc::undeliverable);
       std::fprintf(stderr, "clutch::app: %s: %s\n", who.c_str(), ec.message().c_str());
     }
@@ -606,6 +621,7 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
   if (current_role() != role::master) throw std::logic_error("clutch::app::master: this process is a role");
   m.workers = m.cfg.workers;
   if (m.workers == 0) m.workers = std::max(1u, std::thread::hardware_concurrency() - 1);
+  m.slots = m.workers;
   m.agent_cmd = os::self_command();
 
   cluster::settings cs = m.cfg.cluster;
