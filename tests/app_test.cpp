@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <cstring>
 #include <boost/json/serialize.hpp>
 #include <clutch/app.hpp>
 #include <gtest/gtest.h>
@@ -475,28 +476,111 @@ TEST_F(AppFixture, StopsAppWorkersFirstThenTheAgentAndTheirChildren) {
   master.reset();
 }
 
-TEST(AppMaster, SigkillOfTheMasterLeavesNothingBehind) {
+// A master in a helper process, forked by this test with a channel: its send_to_parent comes here, and what this
+// test sends it with "to" is routed on to the roles.
+struct forked_master {
   asio::io_context io;
-  auto m = clutch::fork(io, self(), helper_args("app-master", {"ok", "ok"}), clutch::options{});
-  std::vector<int> pids;
-  bool ready = false;
-  m.on_message([&](const json::value& msg, clutch::handle) {
-    const auto& o = msg.as_object();
-    if (str(o, "action") == "ready") {
+  clutch::forked_child m;
+  std::vector<int> roles;                  // agent, then the app workers
+  std::vector<json::object> from_master;   // every message, in order
+  std::optional<clutch::exit_status> exit;
+
+  forked_master() {
+    m = clutch::fork(io, self(), helper_args("app-master", {"ok", "ok"}), clutch::options{});
+    m.on_message([this](const json::value& msg, clutch::handle) {
+      const auto& o = msg.as_object();
+      from_master.push_back(o);
+      if (str(o, "action") != "ready") return;
       const auto& d = o.at("data").as_object();
-      pids.push_back(num(d, "agent"));
-      for (auto& p : d.at("apps").as_array()) pids.push_back(static_cast<int>(p.as_int64()));
-      ready = true;
-      // Each worker starts a grandchild that ignores SIGTERM (the parent's messages with "to" are routed on).
-      m.send(json::object{{"to", "app"}, {"action", "do"}, {"data", {{"op", "spawn-child"}}}});
-    } else if (str(o, "action") == "child") {
-      pids.push_back(static_cast<int>(o.at("data").as_int64()));
-    }
-  });
-  ASSERT_TRUE(run_until(io, [&] { return ready && pids.size() == 5; }));
+      roles.push_back(num(d, "agent"));
+      for (auto& p : d.at("apps").as_array()) roles.push_back(static_cast<int>(p.as_int64()));
+    });
+    m.on_exit([this](const clutch::exit_status& st) { exit = st; });
+  }
+  bool ready() { return run_until(io, [&] { return !roles.empty(); }); }
+  std::vector<json::object> with_action(const std::string& a) const {
+    std::vector<json::object> out;
+    for (auto& o : from_master)
+      if (str(o, "action") == a) out.push_back(o);
+    return out;
+  }
+};
+
+TEST(AppMaster, SendToParentReachesTheMastersParentOnce) {
+  forked_master f;
+  ASSERT_TRUE(f.ready());
+  const int worker = f.roles[1];
+  f.m.send(json::object{{"to", worker}, {"action", "do"},
+                        {"data", {{"op", "send_to_parent"}, {"action", "probe"}, {"data", "up"}}}});
+  f.m.send(json::object{{"to", "agent"}, {"action", "do"},
+                        {"data", {{"op", "send_to_parent"}, {"action", "probe"}, {"data", "from the agent"}}}});
+  ASSERT_TRUE(run_until(f.io, [&] { return f.with_action("probe").size() >= 2; }));
+  // Then a round trip behind them: a duplicate would have come by now.
+  f.m.send(json::object{{"to", worker}, {"action", "do"},
+                        {"data", {{"op", "send_to_parent"}, {"action", "last"}, {"data", nullptr}}}});
+  ASSERT_TRUE(run_until(f.io, [&] { return !f.with_action("last").empty(); }));
+  auto probes = f.with_action("probe");
+  ASSERT_EQ(probes.size(), 2u);
+  std::sort(probes.begin(), probes.end(), [](auto& a, auto& b) { return str(a, "role") < str(b, "role"); });
+  EXPECT_EQ(str(probes[0], "role"), "agent");
+  EXPECT_EQ(num(probes[0], "from"), f.roles[0]);
+  EXPECT_EQ(probes[0].at("data"), "from the agent");
+  EXPECT_EQ(str(probes[1], "role"), "app");
+  EXPECT_EQ(num(probes[1], "from"), worker);
+  EXPECT_EQ(probes[1].at("data"), "up");
+  f.m.kill(SIGKILL);
+}
+
+TEST(AppMaster, SigkillOfTheMasterLeavesNothingBehind) {
+  forked_master f;
+  ASSERT_TRUE(f.ready());
+  // The agent and each worker start a child that ignores SIGTERM.
+  f.m.send(json::object{{"to", "all"}, {"action", "do"}, {"data", {{"op", "spawn-child"}}}});
+  ASSERT_TRUE(run_until(f.io, [&] { return f.with_action("child").size() == 3; }));
+  auto pids = f.roles;
+  for (auto& c : f.with_action("child")) pids.push_back(static_cast<int>(c.at("data").as_int64()));
+  ASSERT_EQ(pids.size(), 6u);
   for (int pid : pids) ASSERT_TRUE(process_alive(pid));
-  m.kill(SIGKILL);
+  f.m.kill(SIGKILL);
   EXPECT_TRUE(all_gone(pids));
+}
+
+class AppMasterSignal : public testing::TestWithParam<int> {};
+
+TEST_P(AppMasterSignal, StopsInOrderAndExitsZero) {
+  forked_master f;
+  ASSERT_TRUE(f.ready());
+  const auto pids = f.roles;
+  f.m.kill(GetParam());
+  ASSERT_TRUE(run_until(f.io, [&] { return f.exit.has_value(); }));
+  EXPECT_EQ(f.exit->code, 0);
+  EXPECT_TRUE(all_gone(pids));
+}
+
+INSTANTIATE_TEST_SUITE_P(App, AppMasterSignal, testing::Values(SIGTERM, SIGINT, SIGQUIT),
+                         [](const testing::TestParamInfo<int>& i) { return std::string(sigabbrev_np(i.param)); });
+
+TEST_F(AppFixture, ADeadWorkersMessagesGoToItsReplacement) {
+  make(settings());
+  start();
+  const int dead = apps()[0];
+  bool delivered = false;
+  master->on_exit([&](app::role, int pid, const clutch::exit_status&) {
+    if (pid != dead) return;
+    // Sent as the worker's exit is reported: its replacement cannot be ready yet, so this waits for it.
+    master->messenger().send_to_app("probe", "while restarting", [&](clutch::error_code ec) {
+      EXPECT_FALSE(ec);
+      delivered = true;
+    });
+    EXPECT_GE(master->stats().queued, 1u);
+  });
+  ::kill(dead, SIGKILL);
+  ASSERT_TRUE(run_until(io, [&] { return delivered; }));
+  barrier();
+  const auto got = seen_by("while restarting");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(std::count(got.begin(), got.end(), dead), 0);
+  EXPECT_EQ(std::count(got.begin(), got.end(), apps()[1]), 1);
 }
 
 }  // namespace
