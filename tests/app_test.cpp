@@ -564,18 +564,19 @@ TEST_F(AppFixture, ADeadWorkersMessagesGoToItsReplacement) {
   make(settings());
   start();
   const int dead = apps()[0];
-  bool delivered = false;
-  master->on_exit([&](app::role, int pid, const clutch::exit_status&) {
+  // The handler outlives this test body (the stop in TearDown reports exits too): it owns what it uses.
+  auto delivered = std::make_shared<bool>(false);
+  master->on_exit([this, dead, delivered](app::role, int pid, const clutch::exit_status&) {
     if (pid != dead) return;
     // Sent as the worker's exit is reported: its replacement cannot be ready yet, so this waits for it.
-    master->messenger().send_to_app("probe", "while restarting", [&](clutch::error_code ec) {
+    master->messenger().send_to_app("probe", "while restarting", [delivered](clutch::error_code ec) {
       EXPECT_FALSE(ec);
-      delivered = true;
+      *delivered = true;
     });
     EXPECT_GE(master->stats().queued, 1u);
   });
   ::kill(dead, SIGKILL);
-  ASSERT_TRUE(run_until(io, [&] { return delivered; }));
+  ASSERT_TRUE(run_until(io, [&] { return *delivered; }));
   barrier();
   const auto got = seen_by("while restarting");
   ASSERT_EQ(got.size(), 2u);
