@@ -21,6 +21,7 @@
 
 using namespace std::chrono_literals;
 using clutch_test::helper_args;
+using clutch_test::run_until;
 using clutch_test::process_alive;
 using clutch_test::self;
 namespace asio = boost::asio;
@@ -28,15 +29,6 @@ namespace json = boost::json;
 namespace app = clutch::app;
 
 namespace {
-
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds limit = 30s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; !pred() && std::chrono::steady_clock::now() < end;) {
-    io.run_for(5ms);
-    io.restart();
-  }
-  return pred();
-}
 
 std::string str(const json::object& o, std::string_view k) {
   const auto* v = o.if_contains(k);

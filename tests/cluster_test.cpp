@@ -30,21 +30,13 @@
 
 using namespace std::chrono_literals;
 using clutch_test::helper_args;
+using clutch_test::run_until;
 namespace asio = boost::asio;
 namespace json = boost::json;
 namespace cl = clutch::cluster;
 using tcp = asio::ip::tcp;
 
 namespace {
-
-template <typename Pred>
-bool run_until(asio::io_context& io, Pred pred, std::chrono::seconds limit = 30s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; !pred() && std::chrono::steady_clock::now() < end;) {
-    io.run_for(5ms);
-    io.restart();
-  }
-  return pred();
-}
 
 cl::settings worker_settings(const std::string& mode, std::vector<std::string> extra = {}) {
   std::vector<std::string> args{mode, "0"};

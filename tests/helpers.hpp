@@ -3,6 +3,9 @@
 
 #include <sys/types.h>
 
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+
 #include <set>
 #include <string>
 #include <string_view>
@@ -29,5 +32,15 @@ std::vector<pid_t> zombie_children();
 // Every live process (not zombie) whose process group is pgid.
 std::vector<pid_t> processes_in_group(pid_t pgid);
 bool process_alive(pid_t pid);
+
+// Runs io until pred() holds, at most limit; returns pred(). The bound turns a hang into a failed assertion.
+template <typename Pred>
+bool run_until(boost::asio::io_context& io, Pred pred, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  for (auto end = std::chrono::steady_clock::now() + limit; !pred() && std::chrono::steady_clock::now() < end;) {
+    io.run_for(std::chrono::milliseconds(5));
+    io.restart();
+  }
+  return pred();
+}
 
 }  // namespace clutch_test
