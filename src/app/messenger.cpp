@@ -20,25 +20,24 @@ namespace detail {
 
 using ::clutch::detail::complete;
 
+// The errors a message's fate can carry between processes, by name; any other is "undeliverable".
+constexpr std::pair<errc, std::string_view> error_names[] = {
+    {errc::queue_full, "queue_full"},         {errc::no_such_process, "no_such_process"},
+    {errc::no_handler, "no_handler"},         {errc::request_failed, "request_failed"},
+    {errc::channel_closed, "channel_closed"}, {errc::timed_out, "timed_out"},
+};
+
 std::string_view error_name(const error_code& ec) {
   if (!ec) return {};
-  if (ec == errc::queue_full) return "queue_full";
-  if (ec == errc::no_such_process) return "no_such_process";
-  if (ec == errc::no_handler) return "no_handler";
-  if (ec == errc::request_failed) return "request_failed";
-  if (ec == errc::channel_closed) return "channel_closed";
-  if (ec == errc::timed_out) return "timed_out";
+  for (auto [e, name] : error_names)
+    if (ec == e) return name;
   return "undeliverable";
 }
 
 error_code error_from_name(std::string_view name) {
   if (name.empty()) return {};
-  if (name == "queue_full") return errc::queue_full;
-  if (name == "no_such_process") return errc::no_such_process;
-  if (name == "no_handler") return errc::no_handler;
-  if (name == "request_failed") return errc::request_failed;
-  if (name == "channel_closed") return errc::channel_closed;
-  if (name == "timed_out") return errc::timed_out;
+  for (auto [e, n] : error_names)
+    if (n == name) return e;
   return errc::undeliverable;
 }
 
