@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -199,6 +201,22 @@ int run_helper(int argc, char** argv) {
   auto arg = [&](int i) -> std::string { return i < argc ? argv[i] : std::string(); };
 
   if (name == "exit") return std::atoi(argv[1]);
+
+  if (name == "notify-send") {  // what sd_notify(0, TEXT) does: one datagram to $NOTIFY_SOCKET ('@': abstract)
+    const char* to = std::getenv("NOTIFY_SOCKET");
+    if (!to || !*to) return 3;
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    const std::size_t len = std::strlen(to);
+    if (len >= sizeof sa.sun_path) return 4;
+    std::memcpy(sa.sun_path, to, len);
+    if (to[0] == '@') sa.sun_path[0] = '\0';
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    const std::string text = arg(1);
+    auto n = ::sendto(fd, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&sa),
+                      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+    return n == static_cast<ssize_t>(text.size()) ? 0 : 5;
+  }
 
   if (name == "list-fds") {  // the descriptors this process was started with
     for (int fd : fds_of("/proc/self/fd")) std::printf("%d ", fd);

@@ -69,3 +69,21 @@ TEST(Sync, ReturnsWhenTheChildIsDoneEvenIfAGrandchildHoldsStdinUnread) {
   EXPECT_TRUE(clutch_test::process_alive(sleeper));
   ::kill(sleeper, SIGKILL);
 }
+
+// systemd's LISTEN_PID: the child names itself, whatever the parent's environment says.
+TEST(Sync, PidVariableIsTheChildsOwnPid) {
+  ::setenv("LISTEN_PID", "1", 1);
+  auto r = clutch::spawn_sync("/bin/sh", {"-c", "echo $LISTEN_PID $$"}, {.pid_variable = "LISTEN_PID"});
+  ::unsetenv("LISTEN_PID");
+  ASSERT_GT(r.pid, 0);
+  EXPECT_EQ(r.out, std::to_string(r.pid) + " " + std::to_string(r.pid) + "\n");
+  // Also over a variable given in env: the child's pid wins.
+  auto added = clutch::spawn_sync("/bin/sh", {"-c", "echo $LISTEN_PID"},
+                                  {.env = clutch::environment::add({{"LISTEN_PID", "7"}}), .pid_variable = "LISTEN_PID"});
+  EXPECT_EQ(added.out, std::to_string(added.pid) + "\n");
+}
+
+TEST(Sync, APidVariableWithEqualsIsRefused) {
+  auto r = clutch::spawn_sync("/bin/true", {}, {.pid_variable = "A=B"});
+  EXPECT_EQ(r.error, std::errc::invalid_argument);
+}

@@ -148,6 +148,9 @@ struct options {
   std::optional<uid_t> uid{};
   std::optional<gid_t> gid{};
   std::optional<std::string> argv0{};  // argv[0] as the child sees it; default: the program as given
+  // The name of an environment variable the child sets to its own pid just before it runs the program, replacing
+  // any inherited one: systemd's socket-activation protocol needs LISTEN_PID to name the process that reads it.
+  std::string pid_variable{};
   std::string shell = "/bin/sh";     // exec and exec_sync: run as `shell -c command`
   std::string input{};               // the sync functions: written to the child's stdin, which is then closed
   // fork only (clutch/ipc.hpp): how a .js program is run, and whether the child's stdout/stderr come to us.

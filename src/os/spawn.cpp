@@ -53,6 +53,7 @@ struct child_context {
   bool set_uid, set_gid;
   uid_t uid;
   gid_t gid;
+  char* pid_digits;
   int stage;
   int error;
 };
@@ -196,6 +197,15 @@ CLUTCH_CHILD_CODE int child_main(void* arg) {
     fail(c, spawn_stage::signals, err);
   }
 
+  if (c->pid_digits != nullptr) {
+    char digits[20];
+    int n = 0;
+    for (unsigned long pid = static_cast<unsigned long>(::syscall(SYS_getpid)); n == 0 || pid > 0; pid /= 10)
+      digits[n++] = static_cast<char>('0' + pid % 10);
+    for (int i = 0; i < n; ++i) c->pid_digits[i] = digits[n - 1 - i];
+    c->pid_digits[n] = '\0';
+  }
+
   // execvp's rules for a PATH search: go on past a missing or unreadable entry, report EACCES if any candidate
   // was found but not executable, and stop at any other error.
   long last = ENOENT;
@@ -237,6 +247,7 @@ spawn_result spawn(const spawn_plan& plan) noexcept {
   ctx.candidate_count = plan.candidates.size();
   ctx.argv = plan.argv.data();
   ctx.envp = plan.envp.data();
+  ctx.pid_digits = plan.pid_digits;
   ctx.cwd = plan.cwd;
   ctx.fds = plan.fds.data();
   ctx.scratch = scratch;

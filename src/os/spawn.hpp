@@ -46,6 +46,10 @@ struct spawn_plan {
   int death_signal = 0;                 // PR_SET_PDEATHSIG: sent to the child when the spawning thread ends
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  // nullptr, or at least 21 writable bytes inside one of envp's strings: the child writes its own pid there, in
+  // decimal and NUL-terminated, just before exec. systemd's LISTEN_PID must name the process that reads it, and
+  // only the child knows its pid before it runs the program.
+  char* pid_digits = nullptr;
 };
 
 struct spawn_result {

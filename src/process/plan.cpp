@@ -51,6 +51,8 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   for (const auto& [k, v] : opts.env.vars()) {
     if (k.empty() || has_nul(k) || has_nul(v) || k.find('=') != std::string::npos) return invalid;
   }
+  const std::string& pid_var = opts.pid_variable;
+  if (has_nul(pid_var) || pid_var.find('=') != std::string::npos) return invalid;
   error_code ec;
   out.kill_signal = opts.kill_signal.resolve(ec);
   if (ec) return ec;
@@ -71,18 +73,22 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   if (opts.env.how() != environment::mode::replace) {
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       std::string_view entry(*e);
-      if (opts.env.how() == environment::mode::add) {
-        auto eq = entry.find('=');
-        if (opts.env.vars().contains(std::string(entry.substr(0, eq)))) continue;  // overridden below
-      }
+      auto eq = entry.find('=');
+      if (opts.env.how() == environment::mode::add && opts.env.vars().contains(std::string(entry.substr(0, eq))))
+        continue;  // overridden below
+      if (!pid_var.empty() && entry.substr(0, eq) == pid_var) continue;
       take_path(entry);
       env_strings.emplace_back(entry);
     }
   }
   for (const auto& [k, v] : opts.env.vars()) {
+    if (k == pid_var) continue;
     env_strings.push_back(k + "=" + v);
     take_path(env_strings.back());
   }
+  // Room for the child to write its pid into (os::spawn_plan::pid_digits).
+  const std::size_t pid_entry = env_strings.size();
+  if (!pid_var.empty()) env_strings.push_back(pid_var + "=" + std::string(20, ' '));
 
   std::vector<std::string> candidates;
   // Like libuv: the search uses the PATH the child will have, and execvp's default when it has none.
@@ -108,6 +114,7 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   plan.envp.clear();
   for (std::size_t i = env_begin; i < cand_begin; ++i) plan.envp.push_back(s[i].data());
   plan.envp.push_back(nullptr);
+  plan.pid_digits = pid_var.empty() ? nullptr : s[env_begin + pid_entry].data() + pid_var.size() + 1;
   plan.candidates.clear();
   for (std::size_t i = cand_begin; i < cwd_index; ++i) plan.candidates.push_back(s[i].c_str());
   plan.cwd = opts.cwd.empty() ? nullptr : s[cwd_index].c_str();

@@ -1,0 +1,112 @@
+#include "supervisor/notify.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <system_error>
+
+namespace clutch::supervisor {
+
+namespace asio = boost::asio;
+
+notify_message parse_notify(std::string_view d) {
+  notify_message m;
+  while (!d.empty()) {
+    const auto nl = d.find('\n');
+    const std::string_view line = d.substr(0, nl);
+    d = nl == std::string_view::npos ? std::string_view{} : d.substr(nl + 1);
+    const auto eq = line.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;
+    const std::string_view key = line.substr(0, eq), value = line.substr(eq + 1);
+    m.fields[std::string(key)] = std::string(value);
+    if (key == "READY") m.ready = value == "1";
+    else if (key == "STOPPING") m.stopping = value == "1";
+    else if (key == "RELOADING") m.reloading = value == "1";
+    else if (key == "WATCHDOG") m.watchdog = value == "1";
+    else if (key == "STATUS") m.status = std::string(value);
+  }
+  return m;
+}
+
+namespace {
+std::atomic<unsigned> next_socket{0};
+}
+
+notify_socket::notify_socket(asio::io_context& io, std::string path) : sock_(io) {
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "notify socket");
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  abstract_ = path.empty();
+  if (abstract_) path = "clutch-notify-" + std::to_string(::getpid()) + "-" + std::to_string(next_socket++);
+  if (path.size() + 1 > sizeof sa.sun_path) {
+    ::close(fd);
+    throw std::system_error(ENAMETOOLONG, std::generic_category(), "notify socket path");
+  }
+  // An abstract address starts with a NUL byte and is exactly as long as given.
+  std::memcpy(sa.sun_path + (abstract_ ? 1 : 0), path.data(), path.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract_ ? 1 : 0));
+  if (!abstract_) ::unlink(path.c_str());
+  int on = 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
+    const int e = errno;
+    ::close(fd);
+    throw std::system_error(e, std::generic_category(), "notify socket " + path);
+  }
+  address_ = abstract_ ? "@" + path : path;
+  sock_.assign(asio::local::datagram_protocol(), fd);
+  wait();
+}
+
+notify_socket::~notify_socket() {
+  error_code ignored;
+  sock_.close(ignored);
+  if (!abstract_) ::unlink(address_.c_str());
+}
+
+void notify_socket::wait() {
+  sock_.async_wait(asio::socket_base::wait_read, [this](error_code ec) {
+    if (ec) return;  // closed
+    drain();
+    wait();
+  });
+}
+
+void notify_socket::drain() {
+  char buf[4096];
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred)) + CMSG_SPACE(sizeof(int) * 16)];
+  for (;;) {
+    iovec iov{buf, sizeof buf};
+    msghdr mh{};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = control;
+    mh.msg_controllen = sizeof control;
+    const ssize_t n = ::recvmsg(sock_.native_handle(), &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0) return;  // EAGAIN: all read
+    pid_t from = 0;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
+      if (c->cmsg_level != SOL_SOCKET) continue;
+      if (c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof cred);
+        from = cred.pid;
+      } else if (c->cmsg_type == SCM_RIGHTS) {
+        const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < count; ++i) {
+          int fd;
+          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+          ::close(fd);
+        }
+      }
+    }
+    // A truncated datagram (over 4 KiB) is still parsed as far as it goes; systemd refuses those, we are lenient.
+    if (handler_ && from > 0) handler_(from, parse_notify(std::string_view(buf, static_cast<std::size_t>(n))));
+  }
+}
+
+}  // namespace clutch::supervisor
