@@ -1,0 +1,95 @@
+#include "supervisor/listen.hpp"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/local/stream_protocol.hpp>
+#include <charconv>
+
+#include "cluster/listen_socket.hpp"
+
+namespace clutch::supervisor {
+
+namespace asio = boost::asio;
+
+std::optional<listen_spec> parse_listen(std::string_view text, std::string& why) {
+  listen_spec s;
+  const std::string whole(text);
+  // NAME=… : a name for LISTEN_FDNAMES (systemd's rules: no ':' in it).
+  if (auto eq = text.find('='); eq != std::string_view::npos) {
+    s.name = std::string(text.substr(0, eq));
+    text.remove_prefix(eq + 1);
+    if (s.name.empty() || s.name.find(':') != std::string::npos || s.name.size() > 255) {
+      why = "'" + whole + "': a name before '=' must be 1 to 255 characters without ':'";
+      return std::nullopt;
+    }
+  }
+  if (text.starts_with("unix:")) {
+    s.unix_socket = true;
+    s.path = std::string(text.substr(5));
+    if (s.path.empty() || s.path.size() >= sizeof(sockaddr_un::sun_path)) {
+      why = "'" + whole + "': unix:PATH needs a path of 1 to " + std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+            " bytes";
+      return std::nullopt;
+    }
+    return s;
+  }
+  // [HOST:]PORT, HOST being an IPv4 address or [an IPv6 one].
+  std::string_view host, port = text;
+  if (auto colon = text.rfind(':'); colon != std::string_view::npos) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.starts_with('[') && host.ends_with(']')) host = host.substr(1, host.size() - 2);
+  }
+  unsigned value = 0;
+  auto [end, err] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty() || err != std::errc{} || end != port.data() + port.size() || value > 65535) {
+    why = "'" + whole + "': expected [HOST:]PORT (PORT 0 to 65535) or unix:PATH";
+    return std::nullopt;
+  }
+  error_code ec;
+  const auto addr = host.empty() ? asio::ip::address(asio::ip::address_v4::any())
+                                 : asio::ip::make_address(std::string(host), ec);
+  if (ec) {
+    why = "'" + whole + "': '" + std::string(host) + "' is not an IP address";
+    return std::nullopt;
+  }
+  s.tcp = {addr, static_cast<unsigned short>(value)};
+  return s;
+}
+
+listener open_listener(const listen_spec& spec, error_code& ec) {
+  listener l;
+  l.spec = spec;
+  asio::io_context scratch;  // the sockets only pass through Asio's objects here
+  if (spec.unix_socket) {
+    struct stat st {};
+    // A socket file left by an earlier run would make bind fail; anything else at that path is not ours to remove.
+    if (::lstat(spec.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(spec.path.c_str());
+    asio::local::stream_protocol::acceptor a(scratch);
+    if (a.open(asio::local::stream_protocol(), ec) || a.bind({spec.path}, ec) || a.listen(511, ec)) return l;
+    l.fd.reset(a.release());
+  } else {
+    asio::ip::tcp::acceptor a(scratch);
+    if ((ec = cluster::detail::open_listener(a, spec.tcp, 511, false, l.bound))) return l;
+    l.fd.reset(a.release());
+  }
+  return l;
+}
+
+void pass_listeners(options& o, const std::vector<listener>& listeners) {
+  while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
+  o.stdio.resize(3);
+  std::string names;
+  for (std::size_t i = 0; i < listeners.size(); ++i) {
+    o.stdio.push_back(stdio::fd(listeners[i].fd.get()));
+    if (i) names += ':';
+    names += listeners[i].spec.name.empty() ? "listen" + std::to_string(i) : listeners[i].spec.name;
+  }
+  o.env = o.env.plus({{"LISTEN_FDS", std::to_string(listeners.size())}, {"LISTEN_FDNAMES", names}});
+  o.pid_variable = "LISTEN_PID";
+}
+
+}  // namespace clutch::supervisor

@@ -1,0 +1,46 @@
+// What `clutch run --listen` takes, the sockets clutch binds for it, and how a worker inherits them: systemd's
+// socket-activation protocol, which Node (`server.listen({fd: 3})`), Python and C programs already speak.
+//
+//   std::string why;
+//   auto spec = supervisor::parse_listen("127.0.0.1:8080", why);  // "8080", "[::1]:80", "unix:/run/app.sock",
+//                                                                  // and any of them as "NAME=…" (LISTEN_FDNAMES)
+//   auto l = supervisor::open_listener(*spec, ec);                 // bound and listening, owned by the supervisor
+//   supervisor::pass_listeners(opts, listeners);                   // fds 3…, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "clutch/child_process.hpp"
+#include "clutch/error.hpp"
+#include "os/fd.hpp"
+
+namespace clutch::supervisor {
+
+struct listen_spec {
+  std::string name;                  // LISTEN_FDNAMES entry; default "listen<N>" by position
+  bool unix_socket = false;
+  boost::asio::ip::tcp::endpoint tcp;  // for TCP; port 0: any free port
+  std::string path;                  // for unix:PATH
+};
+
+// nullopt with `why` set (a sentence naming the bad part) for anything else.
+std::optional<listen_spec> parse_listen(std::string_view text, std::string& why);
+
+struct listener {
+  listen_spec spec;
+  os::unique_fd fd;
+  boost::asio::ip::tcp::endpoint bound;  // TCP: the real address and port
+};
+
+// Binds and listens (SO_REUSEADDR; a unix path's stale socket file is replaced). ec says why not.
+listener open_listener(const listen_spec& spec, error_code& ec);
+
+// Gives the child the listeners at fds 3, 4, … (after stdin, stdout and stderr as o.stdio has them, inherited by
+// default), with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (the child's own pid, see options::pid_variable).
+void pass_listeners(options& o, const std::vector<listener>& listeners);
+
+}  // namespace clutch::supervisor
