@@ -171,22 +171,14 @@ error_code after_exit(const std::shared_ptr<primary_state>& p, const std::shared
     return {};
   }
 
-  if (clock::now() - w->started >= cfg.stable_uptime) s.streak = 0;
-  if (s.streak >= cfg.max_restarts) {
+  const ::clutch::detail::backoff_policy policy{cfg.restart_delay, cfg.restart_backoff, cfg.max_restart_delay,
+                                               cfg.stable_uptime, cfg.max_restarts};
+  const auto delay = s.restarts.next(policy, clock::now() - w->started);
+  if (!delay) {
     retire(p, w->slot);
     return make_error_code(errc::crash_loop);
   }
-  // The first exit after a stable run is replaced at once; exits in a row wait longer each time.
-  if (s.streak == 0) {
-    s.delay = {};
-  } else if (s.delay.count() == 0) {
-    s.delay = cfg.restart_delay;
-  } else {
-    auto next = std::chrono::milliseconds(static_cast<long long>(s.delay.count() * cfg.restart_backoff));
-    s.delay = std::min(std::max(next, s.delay), cfg.max_restart_delay);
-  }
-  ++s.streak;
-  restart_later(p, w->slot, s.delay);
+  restart_later(p, w->slot, *delay);
   return {};
 }
 

@@ -21,6 +21,7 @@
 #include <boost/json/object.hpp>
 
 #include "clutch/cluster.hpp"
+#include "backoff.hpp"
 #include "handler_list.hpp"
 #include "os/fd.hpp"
 
@@ -57,8 +58,7 @@ struct worker_record {
 struct slot_record {
   std::shared_ptr<worker_record> current, incoming;
   environment::map vars;
-  unsigned streak = 0;  // exits in a row, each before stable_uptime
-  std::chrono::milliseconds delay{0};
+  ::clutch::detail::backoff restarts;
   std::optional<asio::steady_timer> restart_timer;
   bool retired = false;
 };
