@@ -16,6 +16,7 @@
 #include "app/messenger_state.hpp"
 #include "app/protocol.hpp"
 #include "completion.hpp"
+#include "group_sweep.hpp"
 #include "os/fd.hpp"
 #include "os/self.hpp"
 
@@ -308,39 +309,14 @@ void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_p
   if (cmd_of(msg) == "CLUTCH_ready") role_ready(m, p);
 }
 
-// Whatever a role left in its process group goes with it: SIGTERM now, SIGKILL at kill_timeout. Polled, as a
-// process group has no descriptor to wait on; given up a second after the SIGKILL (what is left then can only be
-// zombies that nobody reaps, as under a PID 1 that does not).
-struct group_sweep : std::enable_shared_from_this<group_sweep> {
-  group_sweep(const std::shared_ptr<master_state>& m, int pgid)
-      : m(m), pgid(pgid), timer(m->io), kill_at(std::chrono::steady_clock::now() + m->cfg.kill_timeout) {}
-  std::weak_ptr<master_state> m;
-  int pgid;
-  asio::steady_timer timer;
-  std::chrono::steady_clock::time_point kill_at;
-  bool killed = false;
-
-  void poll() {
-    auto ms = m.lock();
-    const auto now = std::chrono::steady_clock::now();
-    const bool left = ::killpg(pgid, 0) == 0;
-    if (left && !killed && now >= kill_at) {
-      ::killpg(pgid, SIGKILL);
-      killed = true;
-    }
-    if (!left || !ms || now >= kill_at + std::chrono::seconds(1)) {
-      if (ms && --ms->sweeping == 0) check_stopped(ms);
-      return;
-    }
-    timer.expires_after(std::chrono::milliseconds(10));
-    timer.async_wait([self = shared_from_this()](error_code) { self->poll(); });
-  }
-};
-
+// Whatever a role left in its process group goes with it (group_sweep.hpp).
 void sweep_group(const std::shared_ptr<master_state>& m, int pgid) {
-  if (::killpg(pgid, SIGTERM) != 0) return;  // nobody left
-  ++m->sweeping;
-  std::make_shared<group_sweep>(m, pgid)->poll();
+  ++m->sweeping;  // first: the sweep may end at once
+  const bool started = ::clutch::detail::sweep_group(m->io, pgid, m->cfg.kill_timeout, [wm = std::weak_ptr(m)] {
+    auto m = wm.lock();
+    if (m && --m->sweeping == 0) check_stopped(m);
+  });
+  if (!started) --m->sweeping;
 }
 
 void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p, const exit_status& st) {
