@@ -196,27 +196,72 @@ int run_ipc_helper(std::string_view name, int argc, char** argv) {
 
 }  // namespace
 
+// What sd_notify(0, text) does: one datagram to $NOTIFY_SOCKET ('@': an abstract address). 0 when sent.
+static int send_notify(const std::string& text) {
+  const char* to = std::getenv("NOTIFY_SOCKET");
+  if (!to || !*to) return 3;
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const std::size_t len = std::strlen(to);
+  if (len >= sizeof sa.sun_path) return 4;
+  std::memcpy(sa.sun_path, to, len);
+  if (to[0] == '@') sa.sun_path[0] = '\0';
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  auto n = ::sendto(fd, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&sa),
+                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
+  ::close(fd);
+  return n == static_cast<ssize_t>(text.size()) ? 0 : 5;
+}
+
 int run_helper(int argc, char** argv) {
   std::string_view name = argv[0];
   auto arg = [&](int i) -> std::string { return i < argc ? argv[i] : std::string(); };
 
   if (name == "exit") return std::atoi(argv[1]);
 
-  if (name == "notify-send") {  // what sd_notify(0, TEXT) does: one datagram to $NOTIFY_SOCKET ('@': abstract)
-    const char* to = std::getenv("NOTIFY_SOCKET");
-    if (!to || !*to) return 3;
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    const std::size_t len = std::strlen(to);
-    if (len >= sizeof sa.sun_path) return 4;
-    std::memcpy(sa.sun_path, to, len);
-    if (to[0] == '@') sa.sun_path[0] = '\0';
-    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    const std::string text = arg(1);
-    auto n = ::sendto(fd, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&sa),
-                      static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
-    return n == static_cast<ssize_t>(text.size()) ? 0 : 5;
+  if (name == "listen-fd-serve") {  // a plain server behind `clutch run`: HTTP on fd 3, "<pid>\n" per request
+    // Options: --grandchild (start a child that ignores SIGTERM, print "grandchild PID"), --notify (READY=1 via
+    // NOTIFY_SOCKET once accepting). SIGTERM: stop accepting, finish the connection at hand, exit 0.
+    const char* fds = std::getenv("LISTEN_FDS");
+    const char* pid = std::getenv("LISTEN_PID");
+    if (!fds || std::atoi(fds) < 1 || !pid || std::atoi(pid) != ::getpid()) return 3;
+    for (int i = 1; i < argc; ++i) {
+      if (std::string_view(argv[i]) == "--grandchild") {
+        pid_t g = ::fork();
+        if (g == 0) {
+          ::execl("/bin/sh", "sh", "-c", "trap '' TERM; exec sleep 600", static_cast<char*>(nullptr));
+          ::_exit(127);
+        }
+        std::printf("grandchild %d\n", g);
+        std::fflush(stdout);
+      }
+    }
+    static volatile sig_atomic_t stop = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { stop = 1; };
+    ::sigaction(SIGTERM, &sa, nullptr);  // no SA_RESTART: accept() returns EINTR
+    for (int i = 1; i < argc; ++i)
+      if (std::string_view(argv[i]) == "--notify") send_notify("READY=1\nSTATUS=serving");
+    const std::string body = std::to_string(::getpid()) + "\n";
+    const std::string reply = "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
+                              "\r\nConnection: close\r\n\r\n" + body;
+    while (!stop) {
+      int c = ::accept4(3, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      std::string req;
+      char buf[1024];
+      while (req.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = ::read(c, buf, sizeof buf);
+        if (n <= 0) break;
+        req.append(buf, static_cast<std::size_t>(n));
+      }
+      if (::write(c, reply.data(), reply.size()) < 0) {}
+      ::close(c);
+    }
+    return 0;
   }
+
+  if (name == "notify-send") return send_notify(arg(1));
 
   if (name == "list-fds") {  // the descriptors this process was started with
     for (int fd : fds_of("/proc/self/fd")) std::printf("%d ", fd);

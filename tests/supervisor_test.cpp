@@ -8,7 +8,11 @@
 #include <clutch/child_process.hpp>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
+#include <optional>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "helpers.hpp"
@@ -171,6 +175,199 @@ TEST(ListenFds, ANodeProgramServesOnTheSocketsItInherits) {
   node.async_wait([&](clutch::error_code, clutch::exit_status s) { st = s; });
   ASSERT_TRUE(run_until(io, [&] { return st.has_value(); }));
   std::filesystem::remove(path);
+}
+
+}  // namespace
+
+// ---- `clutch run`, end to end: the real binary, real workers, real connections ----
+
+namespace {
+
+// A running `clutch run`, its output, and HTTP requests to its port.
+struct clutch_run {
+  asio::io_context io;
+  clutch::child proc;
+  std::string out, err;
+  std::optional<clutch::exit_status> exit;
+
+  explicit clutch_run(std::vector<std::string> args) {
+    clutch::options o;
+    o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
+    o.kill_tree = true;  // whatever happens, the test's end reaches everything it started
+    proc = clutch::spawn(io, CLUTCH_BINARY, args, o);
+    proc.on_data(clutch::child::out, [this](std::string_view d) { out += d; });
+    proc.on_data(clutch::child::err, [this](std::string_view d) { err += d; });
+    proc.async_wait([this](clutch::error_code, clutch::exit_status st) { exit = st; });
+  }
+  ~clutch_run() {
+    if (!exit) proc.kill(SIGKILL);
+  }
+  bool wait_for(const std::string& text, std::size_t times = 1) {
+    return run_until(io, [&] {
+      std::size_t n = 0;
+      for (auto at = err.find(text); at != std::string::npos; at = err.find(text, at + 1)) ++n;
+      return n >= times;
+    });
+  }
+  unsigned short port() {
+    const auto at = err.find("listening on 127.0.0.1:");
+    return at == std::string::npos ? 0 : static_cast<unsigned short>(std::stoi(err.substr(at + 23)));
+  }
+  // Pids from lines "worker N (pid P) started", in order.
+  std::vector<int> started() const {
+    std::vector<int> pids;
+    for (auto at = err.find("(pid "); at != std::string::npos; at = err.find("(pid ", at + 1))
+      if (err.compare(err.find(')', at), 10, ") started\n") == 0) pids.push_back(std::stoi(err.substr(at + 5)));
+    return pids;
+  }
+};
+
+// One request on a fresh connection; the body, or "" on any failure.
+std::string http_get(unsigned short port) {
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  clutch::error_code ec;
+  s.connect({asio::ip::address_v4::loopback(), port}, ec);
+  if (ec) return {};
+  asio::write(s, asio::buffer(std::string("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")), ec);
+  std::string reply;
+  asio::read(s, asio::dynamic_buffer(reply), ec);
+  if (reply.compare(0, 12, "HTTP/1.1 200") != 0) return {};
+  const auto body = reply.find("\r\n\r\n");
+  return body == std::string::npos ? std::string() : reply.substr(body + 4);
+}
+
+// Both programs know nothing of clutch beyond systemd's LISTEN_FDS: Node's server.listen({fd: 3}), and a plain
+// accept() loop on fd 3 (the test binary's listen-fd-serve helper).
+std::vector<std::string> program(const std::string& which) {
+  if (which == "node") return {"node", CLUTCH_FIXTURES "/listen_fds.js"};
+  return {self(), "--helper", "listen-fd-serve"};
+}
+
+class ClutchRun : public testing::TestWithParam<std::string> {
+ protected:
+  std::vector<std::string> args(std::vector<std::string> opts, std::vector<std::string> extra = {}) {
+    std::vector<std::string> a{"run"};
+    a.insert(a.end(), opts.begin(), opts.end());
+    a.push_back("--");
+    for (auto& p : program(GetParam())) a.push_back(p);
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+};
+
+TEST_P(ClutchRun, BothWorkersServeTheSharedPortAndACrashedOneIsReplaced) {
+  clutch_run c(args({"--workers", "2", "--listen", "127.0.0.1:0"}));
+  ASSERT_TRUE(c.wait_for(") started", 2)) << c.err;
+  const auto port = c.port();
+  ASSERT_NE(port, 0) << c.err;
+  std::set<std::string> who;
+  for (int i = 0; i < 400 && who.size() < 2; ++i) {
+    const auto body = http_get(port);
+    ASSERT_FALSE(body.empty()) << c.err;
+    who.insert(body.substr(0, body.find(' ', body.find(' ') + 1)));
+  }
+  EXPECT_EQ(who.size(), 2u) << "one worker took every connection";
+
+  const int victim = c.started()[0];
+  ::kill(victim, SIGKILL);
+  ASSERT_TRUE(c.wait_for(") started", 3)) << c.err;
+  EXPECT_NE(c.err.find("(pid " + std::to_string(victim) + ") killed by SIGKILL"), std::string::npos);
+  EXPECT_FALSE(http_get(port).empty());
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+TEST_P(ClutchRun, AReloadUnderARequestLoopFailsNoRequest) {
+  clutch_run c(args({"--workers", "2", "--listen", "127.0.0.1:0"}));
+  ASSERT_TRUE(c.wait_for(") started", 2)) << c.err;
+  const auto port = c.port();
+  std::atomic<bool> done{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::thread client([&] {
+    while (!done) (http_get(port).empty() ? failed : ok)++;
+  });
+  run_until(c.io, [&] { return ok > 50; });
+  ::kill(c.proc.pid(), SIGHUP);
+  const bool reloaded = c.wait_for("reload done");
+  const int before = ok;
+  run_until(c.io, [&] { return ok > before + 50; });
+  done = true;
+  client.join();
+  ASSERT_TRUE(reloaded) << c.err;
+  EXPECT_EQ(failed, 0) << ok << " requests served";
+  EXPECT_EQ(c.started().size(), 4u);  // two new workers
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+INSTANTIATE_TEST_SUITE_P(Programs, ClutchRun, testing::Values("node", "plain"));
+
+TEST(ClutchRunStop, SigtermEndsEveryTreeEvenAGrandchildThatIgnoresIt) {
+  clutch_run c({"run", "--workers", "2", "--listen", "127.0.0.1:0", "--kill-timeout", "300", "--", self(), "--helper",
+                "listen-fd-serve", "--grandchild"});
+  ASSERT_TRUE(run_until(c.io, [&] {
+    std::size_t n = 0;
+    for (auto at = c.out.find("grandchild "); at != std::string::npos; at = c.out.find("grandchild ", at + 1)) ++n;
+    return n == 2;
+  })) << c.err;
+  std::vector<int> pids = c.started();
+  for (auto at = c.out.find("grandchild "); at != std::string::npos; at = c.out.find("grandchild ", at + 1))
+    pids.push_back(std::stoi(c.out.substr(at + 11)));
+  ASSERT_EQ(pids.size(), 4u);
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+  EXPECT_EQ(c.exit->code, 0) << c.err;  // the workers stopped cleanly on SIGTERM
+  for (int pid : pids) EXPECT_FALSE(clutch_test::process_alive(pid)) << pid;
+}
+
+TEST(ClutchRunStop, TheExitCodeSaysHowTheWorkersEnded) {
+  // A worker that is killed by the stop signal: 128 + SIGTERM, as a shell reports it.
+  clutch_run c({"run", "--workers", "1", "--", "sleep", "600"});
+  ASSERT_TRUE(c.wait_for(") started")) << c.err;
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+  EXPECT_EQ(c.exit->code, 128 + SIGTERM);
+  // One that exits by itself with a code, never restarted.
+  clutch_run d({"run", "--workers", "1", "--restart", "never", "--", "sh", "-c", "exit 7"});
+  ASSERT_TRUE(d.wait_for("exited with code 7")) << d.err;
+  ::kill(d.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(d.io, [&] { return d.exit.has_value(); }));
+  EXPECT_EQ(d.exit->code, 7);
+}
+
+TEST(ClutchRunReady, NotifyReadinessIsReportedAndGatesAReload) {
+  clutch_run c({"run", "--workers", "1", "--ready", "notify", "--listen", "127.0.0.1:0", "--", self(), "--helper",
+                "listen-fd-serve", "--notify"});
+  ASSERT_TRUE(c.wait_for(") ready")) << c.err;
+  EXPECT_NE(c.err.find("status: serving"), std::string::npos) << c.err;
+  ::kill(c.proc.pid(), SIGHUP);
+  ASSERT_TRUE(c.wait_for("reload done")) << c.err;
+  // The new worker was ready before the old one was stopped.
+  const auto ready2 = c.err.find("worker 2 (pid");
+  const auto ready_line = c.err.find(") ready", ready2);
+  const auto old_exit = c.err.find("worker 1 (pid", c.err.find("reload"));
+  EXPECT_LT(ready_line, old_exit) << c.err;
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+TEST(ClutchRunCli, BadArgumentsGiveAClearMessageAndNonZeroExit) {
+  struct bad {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const auto& b : std::vector<bad>{
+           {{"run", "--listen", "nope", "--", "true"}, "--listen 'nope'"},
+           {{"run", "--stop-signal", "SIGNOPE", "--", "true"}, "SIGNOPE"},
+           {{"run", "--workers", "0", "--", "true"}, "workers"},
+           {{"run"}, "command"},
+           {{"frobnicate"}, "frobnicate"},
+       }) {
+    auto r = clutch::spawn_sync(CLUTCH_BINARY, b.args, {.timeout = std::chrono::seconds(20)});
+    EXPECT_NE(r.status.code.value_or(0), 0) << b.args[0];
+    EXPECT_NE((r.err + r.out).find(b.says), std::string::npos) << r.err << r.out;
+  }
 }
 
 }  // namespace

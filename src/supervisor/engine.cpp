@@ -1,0 +1,310 @@
+#include "supervisor/engine.hpp"
+
+#include <unistd.h>
+
+#include <boost/asio/steady_timer.hpp>
+#include <algorithm>
+#include <map>
+#include <optional>
+
+#include "group_sweep.hpp"
+#include "supervisor/notify.hpp"
+
+namespace clutch::supervisor {
+
+using clock = std::chrono::steady_clock;
+
+struct worker {
+  int id = 0;
+  std::size_t slot = 0;
+  child proc;
+  int pid = 0;
+  bool ready = false;
+  bool asked_to_stop = false;
+  bool exited = false;
+  clock::time_point started{};
+  std::optional<asio::steady_timer> kill_timer, ready_timer;
+};
+
+struct slot {
+  std::shared_ptr<worker> current, incoming;
+  ::clutch::detail::backoff restarts;
+  std::optional<asio::steady_timer> restart_timer;
+  bool retired = false;
+  int last_code = 0;  // of its last worker to exit: the code, or 128+signal
+  clock::time_point last_exit{};
+};
+
+struct engine_state : std::enable_shared_from_this<engine_state> {
+  engine_state(asio::io_context& io, run_settings s) : io(io), cfg(std::move(s)) {}
+  asio::io_context& io;
+  run_settings cfg;
+  std::vector<listener> listeners;
+  std::unique_ptr<notify_socket> notify;
+  std::vector<slot> slots;
+  std::map<int, std::shared_ptr<worker>> live;  // by pid
+  int next_id = 1;
+  int sweeping = 0;
+  bool stopping = false;
+  std::vector<std::function<void()>> stop_waiters;
+  struct reload_run {
+    std::function<void(error_code)> done;
+    std::vector<std::size_t> todo;
+    std::shared_ptr<worker> old;
+  };
+  std::optional<reload_run> reloading;
+  std::function<void(const std::string&)> log;
+  std::function<void()> all_gone;
+
+  void say(const std::string& line) {
+    if (log) log(line);
+  }
+};
+
+namespace {
+
+std::string who(const worker& w) { return "worker " + std::to_string(w.id) + " (pid " + std::to_string(w.pid) + ")"; }
+
+std::string how(const exit_status& st) {
+  if (st.signal) {
+    const char* name = signal_name(*st.signal);
+    return std::string("killed by ") + (name ? name : std::to_string(*st.signal));
+  }
+  return "exited with code " + std::to_string(st.code.value_or(-1));
+}
+
+void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming);
+void reload_next(const std::shared_ptr<engine_state>& e);
+
+void check_stopped(const std::shared_ptr<engine_state>& e) {
+  if (!e->stopping || !e->live.empty() || e->sweeping > 0) return;
+  for (auto& done : std::exchange(e->stop_waiters, {})) done();
+}
+
+void finish_reload(const std::shared_ptr<engine_state>& e, error_code ec) {
+  if (!e->reloading) return;
+  auto done = std::move(e->reloading->done);
+  e->reloading.reset();
+  e->say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
+  if (done) done(ec);
+}
+
+void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (w->exited || w->asked_to_stop) return;
+  w->asked_to_stop = true;
+  w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
+  w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
+  w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
+    auto w = ww.lock();
+    if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
+  });
+}
+
+void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (w->exited || std::exchange(w->ready, true)) return;
+  if (w->ready_timer) w->ready_timer->cancel();
+  if (e->cfg.ready != ready_mode::none) e->say("clutch: " + who(*w) + " ready");
+  auto& s = e->slots[w->slot];
+  if (s.incoming != w || !e->reloading) return;
+  // The replacement is ready: only now is the old worker touched.
+  e->reloading->old = s.current;
+  s.current = w;
+  s.incoming.reset();
+  if (e->reloading->old) stop_worker(e, e->reloading->old);
+  else reload_next(e);
+}
+
+void restart_later(const std::shared_ptr<engine_state>& e, std::size_t slot, std::chrono::milliseconds delay) {
+  auto& s = e->slots[slot];
+  s.restart_timer.emplace(e->io, delay);
+  s.restart_timer->async_wait([we = std::weak_ptr(e), slot](error_code ec) {
+    auto e = we.lock();
+    if (!ec && e && !e->stopping) start_worker(e, slot, false);
+  });
+}
+
+void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
+  if (std::exchange(w->exited, true)) return;
+  e->live.erase(w->pid);
+  if (w->kill_timer) w->kill_timer->cancel();
+  if (w->ready_timer) w->ready_timer->cancel();
+  e->say("clutch: " + who(*w) + " " + how(st));
+  auto& s = e->slots[w->slot];
+  if (s.current == w || s.incoming == w) {  // the slot's last word (an old worker a reload replaced is not)
+    s.last_code = st.signal ? 128 + *st.signal : st.code.value_or(0);
+    s.last_exit = clock::now();
+  }
+  // What it left in its group goes too.
+  ++e->sweeping;
+  if (!::clutch::detail::sweep_group(e->io, w->pid, e->cfg.kill_timeout, [we = std::weak_ptr(e)] {
+        auto e = we.lock();
+        if (e && --e->sweeping == 0) check_stopped(e);
+      }))
+    --e->sweeping;
+
+  if (s.incoming == w) {  // a reload's new worker, gone before it was ready
+    s.incoming.reset();
+    finish_reload(e, make_error_code(errc::worker_failed));
+  } else if (e->reloading && e->reloading->old == w) {
+    e->reloading->old.reset();
+    reload_next(e);
+  } else if (s.current == w) {
+    s.current.reset();
+    const bool wanted = e->cfg.restart == cluster::restart_policy::always ||
+                        (e->cfg.restart == cluster::restart_policy::on_failure && !st.ok());
+    if (!e->stopping && !w->asked_to_stop && wanted) {
+      if (auto delay = s.restarts.next(e->cfg.backoff, clock::now() - w->started)) {
+        restart_later(e, w->slot, *delay);
+      } else {
+        s.retired = true;
+        e->say("clutch: worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up");
+      }
+    } else {
+      s.retired = true;
+    }
+  }
+  check_stopped(e);
+  const bool none_left = std::all_of(e->slots.begin(), e->slots.end(), [](const slot& s) { return s.retired; });
+  if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
+}
+
+std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
+  if (auto it = e.live.find(from); it != e.live.end()) return it->second;
+  // A process of the worker's group (a wrapper's child, a forked server) speaks for it, as NotifyAccess=all.
+  if (auto it = e.live.find(::getpgid(from)); it != e.live.end()) return it->second;
+  return nullptr;
+}
+
+void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming) {
+  auto w = std::make_shared<worker>();
+  w->id = e->next_id++;
+  w->slot = slot;
+  w->started = clock::now();
+  options o;
+  pass_listeners(o, e->listeners);
+  environment::map vars{{"CLUTCH_WORKER_ID", std::to_string(w->id)}};
+  if (e->notify) vars["NOTIFY_SOCKET"] = e->notify->address();
+  o.env = o.env.plus(vars);
+  o.kill_tree = true;          // its own group: the stop signal and SIGKILL reach its children
+  o.death_signal = SIGKILL;    // and it does not outlive clutch
+  w->proc = spawn(e->io, e->cfg.program, e->cfg.args, o);
+  auto& s = e->slots[slot];
+  (incoming ? s.incoming : s.current) = w;
+  if (auto ec = w->proc.spawn_error()) {
+    e->say("clutch: worker " + std::to_string(w->id) + " could not start: " + ec.message());
+    asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
+    return;
+  }
+  w->pid = w->proc.pid();
+  e->live[w->pid] = w;
+  e->say("clutch: " + who(*w) + " started");
+  w->proc.async_wait([we = std::weak_ptr(e), w](error_code, exit_status st) {
+    if (auto e = we.lock()) on_exit(e, w, st);
+  });
+  if (e->cfg.ready == ready_mode::none) {
+    asio::post(e->io, [e, w] { mark_ready(e, w); });
+    return;
+  }
+  w->ready_timer.emplace(e->io, e->cfg.ready_timeout);
+  w->ready_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
+    auto e = we.lock();
+    auto w = ww.lock();
+    if (ec || !e || !w || w->ready || w->exited) return;
+    e->say("clutch: " + who(*w) + " not ready within " + std::to_string(e->cfg.ready_timeout.count()) + " ms");
+    if (e->slots[w->slot].incoming == w) finish_reload(e, make_error_code(errc::timed_out));
+    w->proc.kill(SIGKILL);
+  });
+}
+
+void reload_next(const std::shared_ptr<engine_state>& e) {
+  auto& r = *e->reloading;
+  while (!r.todo.empty()) {
+    const std::size_t slot = r.todo.back();
+    r.todo.pop_back();
+    if (e->slots[slot].retired) continue;
+    return start_worker(e, slot, true);
+  }
+  finish_reload(e, {});
+}
+
+}  // namespace
+
+engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {}
+
+engine::~engine() {
+  auto& e = *state_;
+  e.stopping = true;
+  for (auto& [pid, w] : e.live) ::killpg(pid, SIGKILL);
+}
+
+error_code engine::start() {
+  auto& e = *state_;
+  for (const auto& spec : e.cfg.listen) {
+    error_code ec;
+    auto l = open_listener(spec, ec);
+    if (ec) return ec;
+    e.say("clutch: listening on " + (spec.unix_socket ? "unix:" + spec.path
+                                                     : l.bound.address().to_string() + ":" +
+                                                           std::to_string(l.bound.port())));
+    e.listeners.push_back(std::move(l));
+  }
+  e.notify = std::make_unique<notify_socket>(e.io);
+  e.notify->on_message([we = std::weak_ptr(state_)](pid_t from, const notify_message& m) {
+    auto e = we.lock();
+    if (!e) return;
+    auto w = find_sender(*e, from);
+    if (!w) return;
+    if (m.status) e->say("clutch: " + who(*w) + " status: " + *m.status);
+    if (m.ready) mark_ready(e, w);
+  });
+  e.slots.resize(e.cfg.workers);
+  for (std::size_t i = 0; i < e.slots.size(); ++i) start_worker(state_, i, false);
+  return {};
+}
+
+void engine::reload(std::function<void(error_code)> done) {
+  auto& e = *state_;
+  if (e.reloading) {
+    if (done) done(make_error_code(errc::reload_in_progress));
+    return;
+  }
+  if (e.stopping) {
+    if (done) done(make_error_code(asio::error::operation_aborted));
+    return;
+  }
+  e.say("clutch: reload");
+  e.reloading.emplace();
+  e.reloading->done = std::move(done);
+  for (std::size_t i = e.slots.size(); i-- > 0;)  // reload_next takes from the back: slot 0 first
+    e.reloading->todo.push_back(i);
+  reload_next(state_);
+}
+
+void engine::stop(std::function<void()> done) {
+  auto& e = *state_;
+  e.stop_waiters.push_back(std::move(done));
+  if (!std::exchange(e.stopping, true)) {
+    if (e.reloading) finish_reload(state_, make_error_code(asio::error::operation_aborted));
+    for (auto& s : e.slots)
+      if (s.restart_timer) s.restart_timer->cancel();
+    for (auto live = e.live; auto& [pid, w] : live) stop_worker(state_, w);
+  }
+  check_stopped(state_);
+}
+
+const std::vector<listener>& engine::listeners() const noexcept { return state_->listeners; }
+std::vector<int> engine::pids() const {
+  std::vector<int> out;
+  for (auto& [pid, w] : state_->live) out.push_back(pid);
+  return out;
+}
+int engine::exit_code() const noexcept {
+  const slot* last = nullptr;
+  for (const auto& s : state_->slots)
+    if (s.last_code != 0 && (!last || s.last_exit > last->last_exit)) last = &s;
+  return last ? last->last_code : 0;
+}
+void engine::on_log(std::function<void(const std::string&)> h) { state_->log = std::move(h); }
+void engine::on_all_gone(std::function<void()> h) { state_->all_gone = std::move(h); }
+
+}  // namespace clutch::supervisor

@@ -1,0 +1,76 @@
+// The engine behind `clutch run`: N copies of any program, sharing the sockets clutch binds (systemd's
+// LISTEN_FDS), restarted with back-off, reloaded one slot at a time, and stopped as whole process trees.
+//
+//   supervisor::engine e(io, {.program = "node", .args = {"server.js"}, .workers = 2, .listen = {spec}});
+//   e.on_log([](const std::string& line) { std::cerr << line << "\n"; });
+//   if (auto ec = e.start()) { ... }      // binds every listener, then starts every worker
+//   e.reload([](clutch::error_code) {});  // SIGHUP: a replacement is ready before its old worker is touched
+//   e.stop([&] { return e.exit_code(); });  // SIGTERM: the stop signal to each worker's group, SIGKILL at the deadline
+//
+// Readiness (run_settings::ready): none — a worker is ready once it runs (the sockets are clutch's, so nothing
+// that connects meanwhile is lost: it waits in the backlog); notify — once it sends READY=1 to NOTIFY_SOCKET
+// (sd_notify), from its own pid or any process of its group.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <csignal>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backoff.hpp"
+#include "clutch/child_process.hpp"
+#include "clutch/cluster.hpp"
+#include "supervisor/listen.hpp"
+
+namespace clutch::supervisor {
+
+enum class ready_mode { none, notify };
+
+struct run_settings {
+  std::string program;
+  std::vector<std::string> args;
+  unsigned workers = 1;
+  std::vector<listen_spec> listen;
+  ready_mode ready = ready_mode::none;
+  signal_spec stop_signal{SIGTERM};
+  std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
+  std::chrono::milliseconds ready_timeout{30000};  // notify: a worker not ready by then is killed (and restarted)
+  cluster::restart_policy restart = cluster::restart_policy::always;
+  ::clutch::detail::backoff_policy backoff{};
+};
+
+struct engine_state;
+
+class engine {
+ public:
+  engine(asio::io_context& io, run_settings s);
+  // Kills every worker's group at once.
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  // Binds the listeners (a failure is returned, and nothing is started), then starts the workers.
+  error_code start();
+  // One slot at a time: a new worker, ready, then the old one gets the stop signal and is waited for. done gets
+  // reload_in_progress, timed_out (a new worker not ready in ready_timeout) or worker_failed (it exited first);
+  // then the reload stops there and the old workers stay.
+  void reload(std::function<void(error_code)> done);
+  // Every worker gets the stop signal (its whole group), SIGKILL at kill_timeout; done once every group is empty.
+  void stop(std::function<void()> done);
+
+  const std::vector<listener>& listeners() const noexcept;
+  std::vector<int> pids() const;  // the workers running now
+  // How it ended: 0 if every worker's last exit was code 0, else the last other one: its code, or 128+signal.
+  int exit_code() const noexcept;
+  void on_log(std::function<void(const std::string&)> h);
+  // No worker runs and none will be started again (every slot ended by the restart policy or a crash loop).
+  void on_all_gone(std::function<void()> h);
+
+ private:
+  std::shared_ptr<engine_state> state_;
+};
+
+}  // namespace clutch::supervisor
