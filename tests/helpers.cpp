@@ -102,6 +102,22 @@ std::vector<pid_t> processes_in_group(pid_t pgid) {
   return out;
 }
 
+std::vector<pid_t> zombies_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for_each_process([&](pid_t pid, char state, pid_t ppid, pid_t) {
+    if (ppid == parent && state == 'Z') out.push_back(pid);
+  });
+  return out;
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for_each_process([&](pid_t pid, char state, pid_t ppid, pid_t) {
+    if (ppid == parent && state != 'Z') out.push_back(pid);
+  });
+  return out;
+}
+
 bool process_alive(pid_t pid) {
   char state;
   pid_t ppid, pgid;

@@ -32,6 +32,10 @@ std::vector<pid_t> zombie_children();
 // Every live process (not zombie) whose process group is pgid.
 std::vector<pid_t> processes_in_group(pid_t pgid);
 bool process_alive(pid_t pid);
+// Zombies whose parent is `parent` (not necessarily this process).
+std::vector<pid_t> zombies_of(pid_t parent);
+// Live processes whose parent is `parent`.
+std::vector<pid_t> children_of(pid_t parent);
 
 // Runs io until pred() holds, at most limit; returns pred(). The bound turns a hang into a failed assertion.
 template <typename Pred>

@@ -371,3 +371,58 @@ TEST(ClutchRunCli, BadArgumentsGiveAClearMessageAndNonZeroExit) {
 }
 
 }  // namespace
+
+namespace {
+
+// A worker whose short-lived grandchildren are orphaned: each becomes clutch's child, and a zombie unless clutch
+// reaps it.
+const std::vector<std::string> orphan_maker = {
+    "sh", "-c", "for i in 1 2 3; do (sleep 0.05 &); done; exec sleep 600"};
+
+// Waits (bounded) until `parent` has no zombie child, after its orphans have had time to exit.
+bool no_zombies_under(pid_t parent) {
+  std::this_thread::sleep_for(300ms);  // the orphans' own lifetime; not a measurement
+  for (auto end = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < end;) {
+    if (clutch_test::zombies_of(parent).empty()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return false;
+}
+
+TEST(ClutchRunReaper, OrphansOfTheWorkersAreReapedAsSubreaper) {
+  std::vector<std::string> a{"run", "--workers", "1", "--"};
+  a.insert(a.end(), orphan_maker.begin(), orphan_maker.end());
+  clutch_run c(a);
+  ASSERT_TRUE(c.wait_for(") started")) << c.err;
+  EXPECT_TRUE(no_zombies_under(c.proc.pid()));
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+// As a container's PID 1: `unshare --pid --fork --mount-proc` makes clutch pid 1 of a new pid namespace, with
+// that namespace's /proc, as in a container.
+TEST(ClutchRunReaper, ZombiesAreReapedAsPid1) {
+  if (::geteuid() != 0 || !std::filesystem::exists("/usr/bin/unshare")) GTEST_SKIP() << "needs root and unshare";
+  std::vector<std::string> a{"--pid", "--fork", "--kill-child", "--mount-proc", CLUTCH_BINARY, "run", "--workers", "1", "--"};
+  a.insert(a.end(), orphan_maker.begin(), orphan_maker.end());
+  asio::io_context io;
+  std::string err;
+  clutch::options o;
+  o.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::pipe};
+  o.kill_tree = true;
+  auto u = clutch::spawn(io, "/usr/bin/unshare", a, o);
+  u.on_data(clutch::child::err, [&](std::string_view d) { err += d; });
+  ASSERT_TRUE(run_until(io, [&] { return err.find(") started") != std::string::npos; })) << err;
+  EXPECT_NE(err.find("(pid 2) started"), std::string::npos) << err;  // the worker is pid 2: clutch is pid 1
+  // clutch is unshare's only child; in our pid namespace it has its own number.
+  const auto inside = clutch_test::children_of(u.pid());
+  ASSERT_EQ(inside.size(), 1u);
+  EXPECT_TRUE(no_zombies_under(inside[0]));
+  ::kill(inside[0], SIGTERM);
+  std::optional<clutch::exit_status> st;
+  u.async_wait([&](clutch::error_code, clutch::exit_status s) { st = s; });
+  ASSERT_TRUE(run_until(io, [&] { return st.has_value(); })) << err;
+  EXPECT_NE(err.find("clutch: stopping"), std::string::npos) << err;  // PID 1 took SIGTERM, its own handler
+}
+
+}  // namespace

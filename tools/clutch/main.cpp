@@ -5,13 +5,15 @@
 //
 // SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
 // SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code, or
-// 128+signal).
+// 128+signal). clutch is a subreaper, and reaps the orphans of its workers' trees (also as a container's PID 1).
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <algorithm>
 #include <iostream>
 #include <thread>
 
 #include "supervisor/engine.hpp"
+#include "supervisor/reaper.hpp"
 
 namespace asio = boost::asio;
 namespace sv = clutch::supervisor;
@@ -24,6 +26,16 @@ int run(sv::run_settings s) {
     std::cerr << "clutch: " << ec.message() << std::endl;
     return 1;
   }
+  // Orphans of the workers' trees come to us (as they would to a container's PID 1), and we reap them.
+  sv::become_subreaper();
+  asio::signal_set children(io, SIGCHLD);
+  std::function<void(clutch::error_code, int)> on_child = [&](clutch::error_code ec, int) {
+    if (ec) return;
+    const auto workers = e.pids();
+    sv::reap_strangers([&](pid_t p) { return std::find(workers.begin(), workers.end(), p) != workers.end(); });
+    children.async_wait(on_child);
+  };
+  children.async_wait(on_child);
   asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
   int code = 0;
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
