@@ -241,6 +241,11 @@ int run_helper(int argc, char** argv) {
     const char* fds = std::getenv("LISTEN_FDS");
     const char* pid = std::getenv("LISTEN_PID");
     if (!fds || std::atoi(fds) < 1 || !pid || std::atoi(pid) != ::getpid()) return 3;
+    static volatile sig_atomic_t stop = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { stop = 1; };
+    ::sigaction(SIGTERM, &sa, nullptr);  // no SA_RESTART: accept() returns EINTR. Before anything is printed:
+    // whoever reads our output may stop us at once.
     for (int i = 1; i < argc; ++i) {
       if (std::string_view(argv[i]) == "--grandchild") {
         pid_t g = ::fork();
@@ -252,10 +257,6 @@ int run_helper(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-    static volatile sig_atomic_t stop = 0;
-    struct sigaction sa {};
-    sa.sa_handler = [](int) { stop = 1; };
-    ::sigaction(SIGTERM, &sa, nullptr);  // no SA_RESTART: accept() returns EINTR
     for (int i = 1; i < argc; ++i)
       if (std::string_view(argv[i]) == "--notify") send_notify("READY=1\nSTATUS=serving");
     const std::string body = std::to_string(::getpid()) + "\n";
