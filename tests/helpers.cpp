@@ -280,6 +280,17 @@ int run_helper(int argc, char** argv) {
 
   if (name == "notify-send") return send_notify(arg(1));
 
+  if (name == "watchdog-pinger") {  // READY=1, then WATCHDOG=1 every MS ms, COUNT times (0: never), then exit 0
+    send_notify("READY=1");
+    const int ms = std::atoi(arg(1).c_str()), count = std::atoi(arg(2).c_str());
+    for (int i = 0; i < count; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      send_notify("WATCHDOG=1");
+    }
+    if (count == 0) std::this_thread::sleep_for(std::chrono::seconds(600));
+    return 0;
+  }
+
   if (name == "list-fds") {  // the descriptors this process was started with
     for (int fd : fds_of("/proc/self/fd")) std::printf("%d ", fd);
     std::printf("\n");

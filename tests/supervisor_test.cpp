@@ -426,3 +426,26 @@ TEST(ClutchRunReaper, ZombiesAreReapedAsPid1) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClutchRunWatchdog, AWorkerThatStopsPingingIsAbortedAndReplaced) {
+  clutch_run c({"run", "--workers", "1", "--watchdog", "300", "--kill-timeout", "300", "--", self(), "--helper",
+                "watchdog-pinger", "50", "0"});  // ready, then silent
+  ASSERT_TRUE(c.wait_for("missed its watchdog (300 ms): SIGABRT")) << c.err;
+  ASSERT_TRUE(c.wait_for("killed by SIGABRT")) << c.err;
+  ASSERT_TRUE(c.wait_for("worker 2 (pid")) << c.err;  // its replacement
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+TEST(ClutchRunWatchdog, AWorkerThatKeepsPingingIsLeftAlone) {
+  // Pings every 20 ms against a 600 ms watchdog, for over a second; then exits 0, and clutch with it.
+  clutch_run c({"run", "--workers", "1", "--restart", "never", "--watchdog", "600", "--", self(), "--helper",
+                "watchdog-pinger", "20", "60"});
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+  EXPECT_EQ(c.err.find("missed its watchdog"), std::string::npos) << c.err;
+  EXPECT_EQ(c.exit->code, 0) << c.err;
+}
+
+}  // namespace

@@ -23,7 +23,7 @@ struct worker {
   bool asked_to_stop = false;
   bool exited = false;
   clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer, ready_timer;
+  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer;
 };
 
 struct slot {
@@ -92,11 +92,33 @@ void finish_reload(const std::shared_ptr<engine_state>& e, error_code ec) {
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->exited || w->asked_to_stop) return;
   w->asked_to_stop = true;
+  if (w->watchdog_timer) w->watchdog_timer->cancel();
   w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
   w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
   w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
     auto w = ww.lock();
     if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
+  });
+}
+
+// (Re)arms a worker's watchdog: it must say WATCHDOG=1 again before this runs out.
+void feed_watchdog(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (e->cfg.watchdog.count() == 0 || w->exited || w->asked_to_stop) return;
+  if (!w->watchdog_timer) w->watchdog_timer.emplace(e->io);
+  w->watchdog_timer->expires_after(e->cfg.watchdog);
+  w->watchdog_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
+    auto e = we.lock();
+    auto w = ww.lock();
+    if (ec || !e || !w || w->exited || w->asked_to_stop) return;
+    e->say("clutch: " + who(*w) + " missed its watchdog (" + std::to_string(e->cfg.watchdog.count()) +
+           " ms): SIGABRT");
+    // SIGABRT first, so that it can leave a core dump or a stack trace; then the group goes.
+    ::kill(w->pid, SIGABRT);
+    w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
+    w->kill_timer->async_wait([ww](error_code ec) {
+      auto w = ww.lock();
+      if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
+    });
   });
 }
 
@@ -126,8 +148,8 @@ void restart_later(const std::shared_ptr<engine_state>& e, std::size_t slot, std
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
   e->live.erase(w->pid);
-  if (w->kill_timer) w->kill_timer->cancel();
-  if (w->ready_timer) w->ready_timer->cancel();
+  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer})
+    if (*t) (*t)->cancel();
   e->say("clutch: " + who(*w) + " " + how(st));
   auto& s = e->slots[w->slot];
   if (s.current == w || s.incoming == w) {  // the slot's last word (an old worker a reload replaced is not)
@@ -184,6 +206,7 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
   pass_listeners(o, e->listeners);
   environment::map vars{{"CLUTCH_WORKER_ID", std::to_string(w->id)}};
   if (e->notify) vars["NOTIFY_SOCKET"] = e->notify->address();
+  if (e->cfg.watchdog.count() > 0) vars["WATCHDOG_USEC"] = std::to_string(e->cfg.watchdog.count() * 1000);
   o.env = o.env.plus(vars);
   o.kill_tree = true;          // its own group: the stop signal and SIGKILL reach its children
   o.death_signal = SIGKILL;    // and it does not outlive clutch
@@ -198,6 +221,7 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
   w->pid = w->proc.pid();
   e->live[w->pid] = w;
   e->say("clutch: " + who(*w) + " started");
+  feed_watchdog(e, w);  // from the start, as systemd counts it
   w->proc.async_wait([we = std::weak_ptr(e), w](error_code, exit_status st) {
     if (auto e = we.lock()) on_exit(e, w, st);
   });
@@ -255,6 +279,7 @@ error_code engine::start() {
     auto w = find_sender(*e, from);
     if (!w) return;
     if (m.status) e->say("clutch: " + who(*w) + " status: " + *m.status);
+    if (m.watchdog) feed_watchdog(e, w);
     if (m.ready) mark_ready(e, w);
   });
   e.slots.resize(e.cfg.workers);

@@ -9,7 +9,7 @@
 //
 // Readiness (run_settings::ready): none — a worker is ready once it runs (the sockets are clutch's, so nothing
 // that connects meanwhile is lost: it waits in the backlog); notify — once it sends READY=1 to NOTIFY_SOCKET
-// (sd_notify), from its own pid or any process of its group.
+// (sd_notify), from its own pid or any process of its group. The same socket takes WATCHDOG=1 and STATUS=.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -38,6 +38,9 @@ struct run_settings {
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
   std::chrono::milliseconds ready_timeout{30000};  // notify: a worker not ready by then is killed (and restarted)
+  // A worker must send WATCHDOG=1 at least this often (it gets WATCHDOG_USEC, as from systemd); one that misses
+  // gets SIGABRT, SIGKILL after kill_timeout, and is replaced. 0: no watchdog.
+  std::chrono::milliseconds watchdog{0};
   cluster::restart_policy restart = cluster::restart_policy::always;
   ::clutch::detail::backoff_policy backoff{};
 };

@@ -1,7 +1,8 @@
 // The clutch command. So far: `clutch run`, the engine in the foreground.
 //
 //   clutch run [--workers N] [--listen [NAME=][HOST:]PORT | unix:PATH]… [--ready none|notify]
-//              [--stop-signal SIG] [--kill-timeout MS] [--restart always|on-failure|never] -- PROGRAM [ARGS…]
+//              [--stop-signal SIG] [--kill-timeout MS] [--watchdog MS] [--restart always|on-failure|never]
+//              -- PROGRAM [ARGS…]
 //
 // SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
 // SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code, or
@@ -70,12 +71,14 @@ int main(int argc, char** argv) {
   s.workers = std::max(1u, std::thread::hardware_concurrency());
   std::vector<std::string> listen, command;
   std::string ready = "none", stop_signal = "SIGTERM", restart = "always";
-  long kill_timeout_ms = 5000;
+  long kill_timeout_ms = 5000, watchdog_ms = 0;
   run_cmd->add_option("--workers", s.workers, "worker processes (default: CPUs)")->check(CLI::Range(1, 1024));
   run_cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
   run_cmd->add_option("--ready", ready, "when a worker counts as ready")->check(CLI::IsMember({"none", "notify"}));
   run_cmd->add_option("--stop-signal", stop_signal, "what a worker's group gets to stop (default SIGTERM)");
   run_cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL")->check(CLI::Range(0L, 3600000L));
+  run_cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)")
+      ->check(CLI::Range(0L, 3600000L));
   run_cmd->add_option("--restart", restart, "when an exited worker is replaced")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
   // Everything after "--" (or the first word that is not an option) is the program and its own arguments: split
@@ -117,6 +120,7 @@ int main(int argc, char** argv) {
   s.stop_signal = stop_signal;
   s.ready = ready == "notify" ? sv::ready_mode::notify : sv::ready_mode::none;
   s.kill_timeout = std::chrono::milliseconds(kill_timeout_ms);
+  s.watchdog = std::chrono::milliseconds(watchdog_ms);
   s.restart = restart == "never"        ? clutch::cluster::restart_policy::never
               : restart == "on-failure" ? clutch::cluster::restart_policy::on_failure
                                         : clutch::cluster::restart_policy::always;
