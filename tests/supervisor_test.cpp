@@ -8,6 +8,7 @@
 #include <clutch/child_process.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <optional>
@@ -446,6 +447,61 @@ TEST(ClutchRunWatchdog, AWorkerThatKeepsPingingIsLeftAlone) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   EXPECT_EQ(c.err.find("missed its watchdog"), std::string::npos) << c.err;
   EXPECT_EQ(c.exit->code, 0) << c.err;
+}
+
+}  // namespace
+
+namespace {
+
+// Under systemd: the socket comes from our parent (socket activation), and clutch says READY=1 once its workers
+// are, then STOPPING=1.
+TEST(ClutchRunSystemd, TakesTheSocketsItIsGivenAndReportsReadiness) {
+  asio::io_context io;
+  std::string why;
+  clutch::error_code ec;
+  std::vector<sv::listener> given;
+  given.push_back(sv::open_listener(*sv::parse_listen("web=127.0.0.1:0", why), ec));
+  ASSERT_FALSE(ec);
+  const auto port = given[0].bound.port();
+  sv::notify_socket n(io);
+  std::vector<std::pair<pid_t, sv::notify_message>> said;
+  n.on_message([&](pid_t from, const sv::notify_message& m) { said.emplace_back(from, m); });
+
+  clutch::options o;
+  o.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::pipe};
+  sv::pass_listeners(o, given);
+  o.env = o.env.plus({{"NOTIFY_SOCKET", n.address()}});
+  o.kill_tree = true;
+  std::string err;
+  auto c = clutch::spawn(io, CLUTCH_BINARY,
+                         {"run", "--workers", "2", "--ready", "notify", "--", self(), "--helper", "listen-fd-serve",
+                          "--notify"},
+                         o);
+  c.on_data(clutch::child::err, [&](std::string_view d) { err += d; });
+  auto said_ready = [&] {
+    for (auto& [from, m] : said)
+      if (from == c.pid() && m.ready) return true;
+    return false;
+  };
+  auto ready_lines = [&] {
+    std::size_t n = 0;
+    for (auto at = err.find(") ready"); at != std::string::npos; at = err.find(") ready", at + 1)) ++n;
+    return n;
+  };
+  // clutch says READY=1 once, after both workers said so (its log and the datagram arrive in either order).
+  ASSERT_TRUE(run_until(io, [&] { return said_ready() && ready_lines() == 2; })) << err;
+  EXPECT_EQ(std::count_if(said.begin(), said.end(), [&](auto& s) { return s.first == c.pid() && s.second.ready; }), 1);
+  EXPECT_NE(err.find("given 127.0.0.1:" + std::to_string(port)), std::string::npos) << err;
+  // The workers serve on the socket clutch was given.
+  const auto body = http_get(port);
+  EXPECT_FALSE(body.empty()) << err;
+
+  ::kill(c.pid(), SIGTERM);
+  std::optional<clutch::exit_status> st;
+  c.async_wait([&](clutch::error_code, clutch::exit_status s) { st = s; });
+  ASSERT_TRUE(run_until(io, [&] { return st.has_value(); })) << err;
+  EXPECT_EQ(st->code, 0) << err;
+  EXPECT_TRUE(std::any_of(said.begin(), said.end(), [&](auto& s) { return s.first == c.pid() && s.second.stopping; }));
 }
 
 }  // namespace

@@ -54,7 +54,8 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   };
   std::optional<reload_run> reloading;
   std::function<void(const std::string&)> log;
-  std::function<void()> all_gone;
+  std::function<void()> all_gone, ready;
+  bool was_ready = false;
 
   void say(const std::string& line) {
     if (log) log(line);
@@ -126,6 +127,9 @@ void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
   if (w->exited || std::exchange(w->ready, true)) return;
   if (w->ready_timer) w->ready_timer->cancel();
   if (e->cfg.ready != ready_mode::none) e->say("clutch: " + who(*w) + " ready");
+  const bool all = std::all_of(e->slots.begin(), e->slots.end(),
+                               [](const slot& s) { return s.retired || (s.current && s.current->ready); });
+  if (all && !std::exchange(e->was_ready, true) && e->ready) e->ready();
   auto& s = e->slots[w->slot];
   if (s.incoming != w || !e->reloading) return;
   // The replacement is ready: only now is the old worker touched.
@@ -261,6 +265,16 @@ engine::~engine() {
   for (auto& [pid, w] : e.live) ::killpg(pid, SIGKILL);
 }
 
+void engine::adopt(std::vector<listener> ls) {
+  for (auto& l : ls) {
+    state_->say("clutch: given " + (l.spec.unix_socket ? "unix:" + l.spec.path
+                                                        : l.bound.address().to_string() + ":" +
+                                                              std::to_string(l.bound.port())) +
+                " by our parent (LISTEN_FDS)");
+    state_->listeners.push_back(std::move(l));
+  }
+}
+
 error_code engine::start() {
   auto& e = *state_;
   for (const auto& spec : e.cfg.listen) {
@@ -331,5 +345,6 @@ int engine::exit_code() const noexcept {
 }
 void engine::on_log(std::function<void(const std::string&)> h) { state_->log = std::move(h); }
 void engine::on_all_gone(std::function<void()> h) { state_->all_gone = std::move(h); }
+void engine::on_ready(std::function<void()> h) { state_->ready = std::move(h); }
 
 }  // namespace clutch::supervisor

@@ -55,6 +55,8 @@ class engine {
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
+  // Sockets clutch was given (systemd socket activation): the workers get them first, before --listen's.
+  void adopt(std::vector<listener> ls);
   // Binds the listeners (a failure is returned, and nothing is started), then starts the workers.
   error_code start();
   // One slot at a time: a new worker, ready, then the old one gets the stop signal and is waited for. done gets
@@ -69,6 +71,8 @@ class engine {
   // How it ended: 0 if every worker's last exit was code 0, else the last other one: its code, or 128+signal.
   int exit_code() const noexcept;
   void on_log(std::function<void(const std::string&)> h);
+  // Every worker of the first start is ready (once).
+  void on_ready(std::function<void()> h);
   // No worker runs and none will be started again (every slot ended by the restart policy or a crash loop).
   void on_all_gone(std::function<void()> h);
 

@@ -6,7 +6,12 @@
 #include <unistd.h>
 
 #include <boost/asio/local/stream_protocol.hpp>
+#include <fcntl.h>
+
+#include <algorithm>
 #include <charconv>
+#include <cstdlib>
+#include <cstring>
 
 #include "cluster/listen_socket.hpp"
 
@@ -77,6 +82,41 @@ listener open_listener(const listen_spec& spec, error_code& ec) {
     l.fd.reset(a.release());
   }
   return l;
+}
+
+std::vector<listener> inherited_listeners() {
+  std::vector<listener> out;
+  const char* fds = std::getenv("LISTEN_FDS");
+  const char* pid = std::getenv("LISTEN_PID");
+  const std::string names = std::getenv("LISTEN_FDNAMES") ? std::getenv("LISTEN_FDNAMES") : "";
+  const bool ours = fds && pid && std::atol(pid) == ::getpid();
+  for (const char* v : {"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"}) ::unsetenv(v);
+  if (!ours) return out;
+  const int count = std::atoi(fds);
+  std::size_t from = 0;
+  for (int i = 0; i < count; ++i) {
+    const int fd = 3 + i;
+    const auto colon = names.find(':', from);
+    listener l;
+    l.spec.name = names.substr(from, colon == std::string::npos ? std::string::npos : colon - from);
+    from = colon == std::string::npos ? names.size() : colon + 1;
+    sockaddr_storage sa{};
+    socklen_t len = sizeof sa;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) continue;  // not a socket: not for us
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (sa.ss_family == AF_UNIX) {
+      l.spec.unix_socket = true;
+      l.spec.path = reinterpret_cast<sockaddr_un&>(sa).sun_path;
+    } else {
+      asio::ip::tcp::endpoint e;
+      std::memcpy(e.data(), &sa, std::min<std::size_t>(len, sizeof sa));
+      e.resize(len);
+      l.spec.tcp = l.bound = e;
+    }
+    l.fd.reset(fd);
+    out.push_back(std::move(l));
+  }
+  return out;
 }
 
 void pass_listeners(options& o, const std::vector<listener>& listeners) {

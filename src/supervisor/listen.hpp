@@ -39,6 +39,10 @@ struct listener {
 // Binds and listens (SO_REUSEADDR; a unix path's stale socket file is replaced). ec says why not.
 listener open_listener(const listen_spec& spec, error_code& ec);
 
+// The sockets this process was given by systemd's protocol (LISTEN_FDS, meant for it when LISTEN_PID is its
+// pid), as listeners; the variables are removed and the descriptors made close-on-exec. Empty when there are none.
+std::vector<listener> inherited_listeners();
+
 // Gives the child the listeners at fds 3, 4, … (after stdin, stdout and stderr as o.stdio has them, inherited by
 // default), with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (the child's own pid, see options::pid_variable).
 void pass_listeners(options& o, const std::vector<listener>& listeners);

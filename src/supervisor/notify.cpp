@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <system_error>
 
@@ -107,6 +108,27 @@ void notify_socket::drain() {
     // A truncated datagram (over 4 KiB) is still parsed as far as it goes; systemd refuses those, we are lenient.
     if (handler_ && from > 0) handler_(from, parse_notify(std::string_view(buf, static_cast<std::size_t>(n))));
   }
+}
+
+notify_client notify_client::from_environment() {
+  notify_client c;
+  if (const char* v = std::getenv("NOTIFY_SOCKET")) c.address_ = v;
+  ::unsetenv("NOTIFY_SOCKET");
+  return c;
+}
+
+bool notify_client::send(std::string_view text) const {
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  if (address_.empty() || address_.size() >= sizeof sa.sun_path) return false;
+  std::memcpy(sa.sun_path, address_.data(), address_.size());
+  if (address_[0] == '@') sa.sun_path[0] = '\0';
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  const auto n = ::sendto(fd, text.data(), text.size(), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&sa),
+                          static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address_.size()));
+  ::close(fd);
+  return n == static_cast<ssize_t>(text.size());
 }
 
 }  // namespace clutch::supervisor

@@ -61,4 +61,18 @@ class notify_socket {
   handler handler_;
 };
 
+// clutch's own sd_notify, to whoever started it with NOTIFY_SOCKET (systemd with Type=notify, another clutch).
+class notify_client {
+ public:
+  // Takes NOTIFY_SOCKET from the environment (and removes it, so that no child mistakes it for its own); an
+  // empty client when there is none.
+  static notify_client from_environment();
+  explicit operator bool() const noexcept { return !address_.empty(); }
+  // One datagram; false if there is no socket or it could not be sent.
+  bool send(std::string_view text) const;
+
+ private:
+  std::string address_;
+};
+
 }  // namespace clutch::supervisor

@@ -7,6 +7,8 @@
 // SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
 // SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code, or
 // 128+signal). clutch is a subreaper, and reaps the orphans of its workers' trees (also as a container's PID 1).
+// Under systemd, clutch takes the sockets it is given (LISTEN_FDS) and reports READY=1, RELOADING=1 and
+// STOPPING=1 to its NOTIFY_SOCKET.
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <thread>
 
 #include "supervisor/engine.hpp"
+#include "supervisor/notify.hpp"
 #include "supervisor/reaper.hpp"
 
 namespace asio = boost::asio;
@@ -21,8 +24,15 @@ namespace sv = clutch::supervisor;
 
 int run(sv::run_settings s) {
   asio::io_context io{1};
+  // What our own supervisor gave us, if any (systemd: socket activation, Type=notify): taken before the workers
+  // start, so that they see only ours.
+  auto given = sv::inherited_listeners();
+  const auto parent = sv::notify_client::from_environment();
+  const unsigned workers = s.workers;
   sv::engine e(io, std::move(s));
   e.on_log([](const std::string& line) { std::cerr << line << std::endl; });
+  e.adopt(std::move(given));
+  e.on_ready([&] { parent.send("READY=1\nSTATUS=" + std::to_string(workers) + " workers ready"); });
   if (auto ec = e.start()) {
     std::cerr << "clutch: " << ec.message() << std::endl;
     return 1;
@@ -42,9 +52,13 @@ int run(sv::run_settings s) {
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
     if (ec) return;
     if (sig == SIGHUP) {
-      e.reload(nullptr);
+      parent.send("RELOADING=1\nSTATUS=reloading");
+      e.reload([&](clutch::error_code ec) {
+        parent.send(ec ? "READY=1\nSTATUS=reload failed: " + ec.message() : std::string("READY=1\nSTATUS=reloaded"));
+      });
       return signals.async_wait(on_signal);
     }
+    parent.send("STOPPING=1\nSTATUS=stopping");
     std::cerr << "clutch: stopping" << std::endl;
     e.stop([&] {
       code = e.exit_code();
