@@ -280,6 +280,16 @@ int run_helper(int argc, char** argv) {
 
   if (name == "notify-send") return send_notify(arg(1));
 
+  if (name == "hog") {  // touch MB megabytes, say so, then sleep
+    const std::size_t bytes = std::strtoull(arg(1).c_str(), nullptr, 10) << 20;
+    static std::vector<char> mem;
+    mem.assign(bytes, 'x');
+    std::printf("holding %s MB\n", arg(1).c_str());
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(600));
+    return 0;
+  }
+
   if (name == "watchdog-pinger") {  // READY=1, then WATCHDOG=1 every MS ms, COUNT times (0: never), then exit 0
     send_notify("READY=1");
     const int ms = std::atoi(arg(1).c_str()), count = std::atoi(arg(2).c_str());

@@ -505,3 +505,25 @@ TEST(ClutchRunSystemd, TakesTheSocketsItIsGivenAndReportsReadiness) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClutchRunMemory, AWorkerOverMaxMemoryIsReplacedGracefully) {
+  clutch_run c({"run", "--workers", "1", "--max-memory", "40M", "--kill-timeout", "500", "--", self(), "--helper",
+                "hog", "80"});
+  ASSERT_TRUE(c.wait_for("over --max-memory 40 MiB: replacing it")) << c.err;
+  ASSERT_TRUE(c.wait_for("worker 2 (pid")) << c.err;
+  // The first worker goes (its stop signal) only once its replacement runs.
+  ASSERT_TRUE(c.wait_for("worker 1 (pid " + std::to_string(c.started()[0]) + ") killed by SIGTERM")) << c.err;
+  EXPECT_LT(c.err.find("worker 2 (pid"), c.err.find("killed by SIGTERM")) << c.err;
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+TEST(ClutchRunCli, ABadMemorySizeIsRefused) {
+  auto r = clutch::spawn_sync(CLUTCH_BINARY, {"run", "--max-memory", "lots", "--", "true"});
+  EXPECT_EQ(r.status.code, 2);
+  EXPECT_NE(r.err.find("--max-memory 'lots'"), std::string::npos) << r.err;
+}
+
+}  // namespace

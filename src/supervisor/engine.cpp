@@ -4,6 +4,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <optional>
 
@@ -55,6 +56,7 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::optional<reload_run> reloading;
   std::function<void(const std::string&)> log;
   std::function<void()> all_gone, ready;
+  std::optional<asio::steady_timer> memory_timer;
   bool was_ready = false;
 
   void say(const std::string& line) {
@@ -255,6 +257,35 @@ void reload_next(const std::shared_ptr<engine_state>& e) {
   finish_reload(e, {});
 }
 
+// Resident bytes of one process (from /proc/PID/statm), 0 if it cannot be read.
+std::uint64_t resident_bytes(int pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  std::uint64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+void check_memory(const std::shared_ptr<engine_state>& e) {
+  e->memory_timer->expires_after(e->cfg.memory_check);
+  e->memory_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
+    auto e = we.lock();
+    if (ec || !e || e->stopping) return;
+    for (std::size_t i = 0; i < e->slots.size() && !e->reloading; ++i) {
+      auto w = e->slots[i].current;
+      if (!w || !w->ready || w->asked_to_stop || w->exited) continue;
+      const auto rss = resident_bytes(w->pid);
+      if (rss <= e->cfg.max_memory) continue;
+      e->say("clutch: " + who(*w) + " uses " + std::to_string(rss >> 20) + " MiB, over --max-memory " +
+             std::to_string(e->cfg.max_memory >> 20) + " MiB: replacing it");
+      // A reload of that one slot: the replacement is ready before this worker gets its stop signal.
+      e->reloading.emplace();
+      e->reloading->todo.push_back(i);
+      reload_next(e);
+    }
+    check_memory(e);
+  });
+}
+
 }  // namespace
 
 engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {}
@@ -298,6 +329,10 @@ error_code engine::start() {
   });
   e.slots.resize(e.cfg.workers);
   for (std::size_t i = 0; i < e.slots.size(); ++i) start_worker(state_, i, false);
+  if (e.cfg.max_memory > 0) {
+    e.memory_timer.emplace(e.io);
+    check_memory(state_);
+  }
   return {};
 }
 
@@ -323,6 +358,7 @@ void engine::stop(std::function<void()> done) {
   auto& e = *state_;
   e.stop_waiters.push_back(std::move(done));
   if (!std::exchange(e.stopping, true)) {
+    if (e.memory_timer) e.memory_timer->cancel();
     if (e.reloading) finish_reload(state_, make_error_code(asio::error::operation_aborted));
     for (auto& s : e.slots)
       if (s.restart_timer) s.restart_timer->cancel();

@@ -14,6 +14,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <chrono>
+#include <cstdint>
 #include <csignal>
 #include <functional>
 #include <memory>
@@ -41,6 +42,10 @@ struct run_settings {
   // A worker must send WATCHDOG=1 at least this often (it gets WATCHDOG_USEC, as from systemd); one that misses
   // gets SIGABRT, SIGKILL after kill_timeout, and is replaced. 0: no watchdog.
   std::chrono::milliseconds watchdog{0};
+  // A ready worker whose resident memory passes this many bytes is replaced gracefully, as in a reload of its
+  // slot (checked every memory_check). 0: no limit.
+  std::uint64_t max_memory = 0;
+  std::chrono::milliseconds memory_check{1000};
   cluster::restart_policy restart = cluster::restart_policy::always;
   ::clutch::detail::backoff_policy backoff{};
 };

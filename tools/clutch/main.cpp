@@ -1,7 +1,8 @@
 // The clutch command. So far: `clutch run`, the engine in the foreground.
 //
 //   clutch run [--workers N] [--listen [NAME=][HOST:]PORT | unix:PATH]… [--ready none|notify]
-//              [--stop-signal SIG] [--kill-timeout MS] [--watchdog MS] [--restart always|on-failure|never]
+//              [--stop-signal SIG] [--kill-timeout MS] [--watchdog MS] [--max-memory SIZE]
+//              [--restart always|on-failure|never]
 //              -- PROGRAM [ARGS…]
 //
 // SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
@@ -12,7 +13,9 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <algorithm>
+#include <charconv>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "supervisor/engine.hpp"
@@ -21,6 +24,18 @@
 
 namespace asio = boost::asio;
 namespace sv = clutch::supervisor;
+
+// "512M", "2G", "300K", "1048576": bytes; nullopt for anything else (or zero).
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t n = 0;
+  auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (err != std::errc{} || n == 0) return std::nullopt;
+  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+  if (unit.empty() || unit == "B") return n;
+  const int shift = unit == "K" || unit == "KB" ? 10 : unit == "M" || unit == "MB" ? 20 : unit == "G" || unit == "GB" ? 30 : -1;
+  if (shift < 0 || n > (~std::uint64_t{0} >> shift)) return std::nullopt;
+  return n << shift;
+}
 
 int run(sv::run_settings s) {
   asio::io_context io{1};
@@ -86,6 +101,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> listen, command;
   std::string ready = "none", stop_signal = "SIGTERM", restart = "always";
   long kill_timeout_ms = 5000, watchdog_ms = 0;
+  std::string max_memory;
   run_cmd->add_option("--workers", s.workers, "worker processes (default: CPUs)")->check(CLI::Range(1, 1024));
   run_cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
   run_cmd->add_option("--ready", ready, "when a worker counts as ready")->check(CLI::IsMember({"none", "notify"}));
@@ -93,6 +109,7 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL")->check(CLI::Range(0L, 3600000L));
   run_cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)")
       ->check(CLI::Range(0L, 3600000L));
+  run_cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
   run_cmd->add_option("--restart", restart, "when an exited worker is replaced")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
   // Everything after "--" (or the first word that is not an option) is the program and its own arguments: split
@@ -135,6 +152,14 @@ int main(int argc, char** argv) {
   s.ready = ready == "notify" ? sv::ready_mode::notify : sv::ready_mode::none;
   s.kill_timeout = std::chrono::milliseconds(kill_timeout_ms);
   s.watchdog = std::chrono::milliseconds(watchdog_ms);
+  if (!max_memory.empty()) {
+    auto bytes = parse_size(max_memory);
+    if (!bytes) {
+      std::cerr << "clutch run: --max-memory '" << max_memory << "': expected a size such as 512M or 2G" << std::endl;
+      return 2;
+    }
+    s.max_memory = *bytes;
+  }
   s.restart = restart == "never"        ? clutch::cluster::restart_policy::never
               : restart == "on-failure" ? clutch::cluster::restart_policy::on_failure
                                         : clutch::cluster::restart_policy::always;
