@@ -527,3 +527,25 @@ TEST(ClutchRunCli, ABadMemorySizeIsRefused) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClutchRunAgent, TheAgentStartsFirstIsRestartedAndStopsLast) {
+  clutch_run c({"run", "--workers", "2", "--ready", "notify", "--kill-timeout", "2000", "--agent",
+                self() + " --helper watchdog-pinger 50 0", "--", self(), "--helper", "watchdog-pinger", "50", "0"});
+  ASSERT_TRUE(c.wait_for(") started", 3)) << c.err;
+  // The agent first; the workers only once it said READY=1.
+  const auto agent_started = c.err.find("agent (pid");
+  ASSERT_NE(agent_started, std::string::npos) << c.err;
+  EXPECT_LT(c.err.find("agent (pid", agent_started + 1), c.err.find("worker 1 (pid")) << c.err;  // its "ready"
+  const int agent = std::stoi(c.err.substr(agent_started + 10));
+  ::kill(agent, SIGKILL);
+  ASSERT_TRUE(c.wait_for("the agent starts again in 1 s")) << c.err;
+  ASSERT_TRUE(c.wait_for("agent (pid", 4)) << c.err;  // started, ready, killed, and the new one started
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+  // Stopped last: after both workers.
+  EXPECT_GT(c.err.rfind("agent (pid"), c.err.rfind("worker ")) << c.err;
+}
+
+}  // namespace

@@ -16,6 +16,7 @@ namespace clutch::supervisor {
 using clock = std::chrono::steady_clock;
 
 struct worker {
+  bool agent = false;  // the agent, outside the slots
   int id = 0;
   std::size_t slot = 0;
   child proc;
@@ -57,6 +58,9 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::function<void(const std::string&)> log;
   std::function<void()> all_gone, ready;
   std::optional<asio::steady_timer> memory_timer;
+  std::shared_ptr<worker> agent;
+  std::optional<asio::steady_timer> agent_timer;
+  bool workers_started = false;
   bool was_ready = false;
 
   void say(const std::string& line) {
@@ -66,7 +70,9 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
 
 namespace {
 
-std::string who(const worker& w) { return "worker " + std::to_string(w.id) + " (pid " + std::to_string(w.pid) + ")"; }
+std::string who(const worker& w) {
+  return (w.agent ? std::string("agent") : "worker " + std::to_string(w.id)) + " (pid " + std::to_string(w.pid) + ")";
+}
 
 std::string how(const exit_status& st) {
   if (st.signal) {
@@ -77,10 +83,17 @@ std::string how(const exit_status& st) {
 }
 
 void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming);
+void start_workers(const std::shared_ptr<engine_state>& e);
+void start_agent(const std::shared_ptr<engine_state>& e);
 void reload_next(const std::shared_ptr<engine_state>& e);
 
+void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+
 void check_stopped(const std::shared_ptr<engine_state>& e) {
-  if (!e->stopping || !e->live.empty() || e->sweeping > 0) return;
+  if (!e->stopping) return;
+  // The agent goes last: the workers may need it while they finish.
+  if (e->agent && !e->agent->exited && e->live.size() == 1) stop_worker(e, e->agent);
+  if (!e->live.empty() || e->sweeping > 0) return;
   for (auto& done : std::exchange(e->stop_waiters, {})) done();
 }
 
@@ -129,6 +142,10 @@ void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
   if (w->exited || std::exchange(w->ready, true)) return;
   if (w->ready_timer) w->ready_timer->cancel();
   if (e->cfg.ready != ready_mode::none) e->say("clutch: " + who(*w) + " ready");
+  if (w->agent) {
+    if (!std::exchange(e->workers_started, true) && !e->stopping) start_workers(e);
+    return;
+  }
   const bool all = std::all_of(e->slots.begin(), e->slots.end(),
                                [](const slot& s) { return s.retired || (s.current && s.current->ready); });
   if (all && !std::exchange(e->was_ready, true) && e->ready) e->ready();
@@ -157,11 +174,6 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer})
     if (*t) (*t)->cancel();
   e->say("clutch: " + who(*w) + " " + how(st));
-  auto& s = e->slots[w->slot];
-  if (s.current == w || s.incoming == w) {  // the slot's last word (an old worker a reload replaced is not)
-    s.last_code = st.signal ? 128 + *st.signal : st.code.value_or(0);
-    s.last_exit = clock::now();
-  }
   // What it left in its group goes too.
   ++e->sweeping;
   if (!::clutch::detail::sweep_group(e->io, w->pid, e->cfg.kill_timeout, [we = std::weak_ptr(e)] {
@@ -170,6 +182,22 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
       }))
     --e->sweeping;
 
+  if (w->agent) {
+    if (!e->stopping) {
+      e->say("clutch: the agent starts again in 1 s");
+      e->agent_timer.emplace(e->io, std::chrono::seconds(1));
+      e->agent_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
+        auto e = we.lock();
+        if (!ec && e && !e->stopping) start_agent(e);
+      });
+    }
+    return check_stopped(e);
+  }
+  auto& s = e->slots[w->slot];
+  if (s.current == w || s.incoming == w) {  // the slot's last word (an old worker a reload replaced is not)
+    s.last_code = st.signal ? 128 + *st.signal : st.code.value_or(0);
+    s.last_exit = clock::now();
+  }
   if (s.incoming == w) {  // a reload's new worker, gone before it was ready
     s.incoming.reset();
     finish_reload(e, make_error_code(errc::worker_failed));
@@ -203,24 +231,19 @@ std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
   return nullptr;
 }
 
-void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming) {
-  auto w = std::make_shared<worker>();
-  w->id = e->next_id++;
-  w->slot = slot;
-  w->started = clock::now();
-  options o;
-  pass_listeners(o, e->listeners);
-  environment::map vars{{"CLUTCH_WORKER_ID", std::to_string(w->id)}};
+// Starts w's process (a worker or the agent) and watches it: its exit, its watchdog, its readiness.
+void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const std::string& program,
+            const std::vector<std::string>& args, options o, environment::map vars) {
   if (e->notify) vars["NOTIFY_SOCKET"] = e->notify->address();
   if (e->cfg.watchdog.count() > 0) vars["WATCHDOG_USEC"] = std::to_string(e->cfg.watchdog.count() * 1000);
   o.env = o.env.plus(vars);
-  o.kill_tree = true;          // its own group: the stop signal and SIGKILL reach its children
-  o.death_signal = SIGKILL;    // and it does not outlive clutch
-  w->proc = spawn(e->io, e->cfg.program, e->cfg.args, o);
-  auto& s = e->slots[slot];
-  (incoming ? s.incoming : s.current) = w;
+  o.kill_tree = true;        // its own group: the stop signal and SIGKILL reach its children
+  o.death_signal = SIGKILL;  // and it does not outlive clutch
+  w->started = clock::now();
+  w->proc = spawn(e->io, program, args, o);
   if (auto ec = w->proc.spawn_error()) {
-    e->say("clutch: worker " + std::to_string(w->id) + " could not start: " + ec.message());
+    e->say("clutch: " + (w->agent ? std::string("the agent") : "worker " + std::to_string(w->id)) +
+           " could not start: " + ec.message());
     asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
     return;
   }
@@ -241,9 +264,30 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
     auto w = ww.lock();
     if (ec || !e || !w || w->ready || w->exited) return;
     e->say("clutch: " + who(*w) + " not ready within " + std::to_string(e->cfg.ready_timeout.count()) + " ms");
-    if (e->slots[w->slot].incoming == w) finish_reload(e, make_error_code(errc::timed_out));
+    if (!w->agent && e->slots[w->slot].incoming == w) finish_reload(e, make_error_code(errc::timed_out));
     w->proc.kill(SIGKILL);
   });
+}
+
+void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming) {
+  auto w = std::make_shared<worker>();
+  w->id = e->next_id++;
+  w->slot = slot;
+  auto& s = e->slots[slot];
+  (incoming ? s.incoming : s.current) = w;
+  options o;
+  pass_listeners(o, e->listeners);
+  launch(e, w, e->cfg.program, e->cfg.args, std::move(o), {{"CLUTCH_WORKER_ID", std::to_string(w->id)}});
+}
+
+void start_workers(const std::shared_ptr<engine_state>& e) {
+  for (std::size_t i = 0; i < e->slots.size(); ++i) start_worker(e, i, false);
+}
+
+void start_agent(const std::shared_ptr<engine_state>& e) {
+  e->agent = std::make_shared<worker>();
+  e->agent->agent = true;
+  launch(e, e->agent, "/bin/sh", {"-c", e->cfg.agent}, {}, {{"CLUTCH_AGENT", "1"}});
 }
 
 void reload_next(const std::shared_ptr<engine_state>& e) {
@@ -328,7 +372,13 @@ error_code engine::start() {
     if (m.ready) mark_ready(e, w);
   });
   e.slots.resize(e.cfg.workers);
-  for (std::size_t i = 0; i < e.slots.size(); ++i) start_worker(state_, i, false);
+  // With an agent, the workers start once it is ready (mark_ready).
+  if (e.cfg.agent.empty()) {
+    e.workers_started = true;
+    start_workers(state_);
+  } else {
+    start_agent(state_);
+  }
   if (e.cfg.max_memory > 0) {
     e.memory_timer.emplace(e.io);
     check_memory(state_);
@@ -362,7 +412,9 @@ void engine::stop(std::function<void()> done) {
     if (e.reloading) finish_reload(state_, make_error_code(asio::error::operation_aborted));
     for (auto& s : e.slots)
       if (s.restart_timer) s.restart_timer->cancel();
-    for (auto live = e.live; auto& [pid, w] : live) stop_worker(state_, w);
+    if (e.agent_timer) e.agent_timer->cancel();
+    for (auto live = e.live; auto& [pid, w] : live)
+      if (!w->agent) stop_worker(state_, w);
   }
   check_stopped(state_);
 }

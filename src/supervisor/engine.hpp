@@ -35,6 +35,9 @@ struct run_settings {
   std::vector<std::string> args;
   unsigned workers = 1;
   std::vector<listen_spec> listen;
+  // The agent (egg's model): a command run by /bin/sh -c, started first; the workers start once it is ready (as
+  // `ready` says). It is restarted a second after it dies, and stopped after every worker. Empty: no agent.
+  std::string agent;
   ready_mode ready = ready_mode::none;
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group

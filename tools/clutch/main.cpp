@@ -1,6 +1,6 @@
 // The clutch command. So far: `clutch run`, the engine in the foreground.
 //
-//   clutch run [--workers N] [--listen [NAME=][HOST:]PORT | unix:PATH]… [--ready none|notify]
+//   clutch run [--workers N] [--listen [NAME=][HOST:]PORT | unix:PATH]… [--ready none|notify] [--agent 'CMD…']
 //              [--stop-signal SIG] [--kill-timeout MS] [--watchdog MS] [--max-memory SIZE]
 //              [--restart always|on-failure|never]
 //              -- PROGRAM [ARGS…]
@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL")->check(CLI::Range(0L, 3600000L));
   run_cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)")
       ->check(CLI::Range(0L, 3600000L));
+  run_cmd->add_option("--agent", s.agent, "a command (run by /bin/sh -c) started before the workers, stopped after");
   run_cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
   run_cmd->add_option("--restart", restart, "when an exited worker is replaced")
       ->check(CLI::IsMember({"always", "on-failure", "never"}));
