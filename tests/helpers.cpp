@@ -280,6 +280,20 @@ int run_helper(int argc, char** argv) {
 
   if (name == "notify-send") return send_notify(arg(1));
 
+  if (name == "say-usr1") {  // prints "usr1 PID" for each SIGUSR1, after "waiting PID"
+    static volatile sig_atomic_t got = 0;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) { got = got + 1; };
+    ::sigaction(SIGUSR1, &sa, nullptr);
+    std::printf("waiting %d\n", ::getpid());
+    std::fflush(stdout);
+    for (int seen = 0;;) {
+      ::pause();
+      for (; seen < got; ++seen) std::printf("usr1 %d\n", ::getpid());
+      std::fflush(stdout);
+    }
+  }
+
   if (name == "hog") {  // touch MB megabytes, say so, then sleep
     const std::size_t bytes = std::strtoull(arg(1).c_str(), nullptr, 10) << 20;
     static std::vector<char> mem;

@@ -549,3 +549,22 @@ TEST(ClutchRunAgent, TheAgentStartsFirstIsRestartedAndStopsLast) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(ClutchRunSignals, Usr1IsPassedOnToEveryWorker) {
+  clutch_run c({"run", "--workers", "2", "--", self(), "--helper", "say-usr1"});
+  auto count = [&](const std::string& what) {
+    std::size_t n = 0;
+    for (auto at = c.out.find(what); at != std::string::npos; at = c.out.find(what, at + 1)) ++n;
+    return n;
+  };
+  ASSERT_TRUE(run_until(c.io, [&] { return count("waiting ") == 2; })) << c.err;
+  ::kill(c.proc.pid(), SIGUSR1);
+  ASSERT_TRUE(run_until(c.io, [&] { return count("usr1 ") == 2; })) << c.out << c.err;
+  for (int pid : c.started()) EXPECT_NE(c.out.find("usr1 " + std::to_string(pid)), std::string::npos) << c.out;
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+}  // namespace

@@ -419,6 +419,10 @@ void engine::stop(std::function<void()> done) {
   check_stopped(state_);
 }
 
+void engine::signal_all(int sig) {
+  for (auto& [pid, w] : state_->live) w->proc.kill(sig);
+}
+
 const std::vector<listener>& engine::listeners() const noexcept { return state_->listeners; }
 std::vector<int> engine::pids() const {
   std::vector<int> out;

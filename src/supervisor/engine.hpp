@@ -74,6 +74,9 @@ class engine {
   // Every worker gets the stop signal (its whole group), SIGKILL at kill_timeout; done once every group is empty.
   void stop(std::function<void()> done);
 
+  // Passes a signal on to every worker's group and the agent's (SIGUSR1, SIGUSR2: what the program makes of them).
+  void signal_all(int sig);
+
   const std::vector<listener>& listeners() const noexcept;
   std::vector<int> pids() const;  // the workers running now
   // How it ended: 0 if every worker's last exit was code 0, else the last other one: its code, or 128+signal.

@@ -7,7 +7,7 @@
 //
 // SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
 // SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code, or
-// 128+signal). clutch is a subreaper, and reaps the orphans of its workers' trees (also as a container's PID 1).
+// 128+signal). SIGUSR1 and SIGUSR2 are passed on to every worker. clutch is a subreaper, and reaps the orphans of its workers' trees (also as a container's PID 1).
 // Under systemd, clutch takes the sockets it is given (LISTEN_FDS) and reports READY=1, RELOADING=1 and
 // STOPPING=1 to its NOTIFY_SOCKET.
 #include <CLI/CLI.hpp>
@@ -63,9 +63,15 @@ int run(sv::run_settings s) {
   };
   children.async_wait(on_child);
   asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
+  signals.add(SIGUSR1);
+  signals.add(SIGUSR2);
   int code = 0;
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
     if (ec) return;
+    if (sig == SIGUSR1 || sig == SIGUSR2) {  // for the program: passed on (as a container's PID 1 must)
+      e.signal_all(sig);
+      return signals.async_wait(on_signal);
+    }
     if (sig == SIGHUP) {
       parent.send("RELOADING=1\nSTATUS=reloading");
       e.reload([&](clutch::error_code ec) {
