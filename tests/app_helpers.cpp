@@ -41,14 +41,6 @@ namespace app = clutch::app;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 
-std::string str(const json::object& o, std::string_view k) {
-  const auto* v = o.if_contains(k);
-  return v && v->is_string() ? std::string(v->get_string()) : std::string();
-}
-std::int64_t num(const json::object& o, std::string_view k) {
-  const auto* v = o.if_contains(k);
-  return v && v->is_int64() ? v->get_int64() : 0;
-}
 
 struct role_helper {
   asio::io_context& io;

@@ -21,6 +21,8 @@
 
 using namespace std::chrono_literals;
 using clutch_test::helper_args;
+using clutch_test::num;
+using clutch_test::str;
 using clutch_test::run_until;
 using clutch_test::process_alive;
 using clutch_test::self;
@@ -30,14 +32,6 @@ namespace app = clutch::app;
 
 namespace {
 
-std::string str(const json::object& o, std::string_view k) {
-  const auto* v = o.if_contains(k);
-  return v && v->is_string() ? std::string(v->get_string()) : std::string();
-}
-int num(const json::object& o, std::string_view k) {
-  const auto* v = o.if_contains(k);
-  return v && v->is_int64() ? static_cast<int>(v->get_int64()) : 0;
-}
 
 // Waits up to 10 s for every pid to be gone.
 bool all_gone(const std::vector<int>& pids) {

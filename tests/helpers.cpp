@@ -1,4 +1,5 @@
 #include "helpers.hpp"
+#include "json_fields.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -101,6 +102,11 @@ std::vector<pid_t> processes_in_group(pid_t pgid) {
   });
   return out;
 }
+
+std::string str(const boost::json::object& o, std::string_view name) {
+  return std::string(clutch::detail::string_field(o, name));
+}
+std::int64_t num(const boost::json::object& o, std::string_view name) { return clutch::detail::int_field(o, name); }
 
 std::vector<pid_t> zombies_of(pid_t parent) {
   std::vector<pid_t> out;

@@ -4,7 +4,9 @@
 #include <sys/types.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/json/object.hpp>
 #include <chrono>
+#include <cstdint>
 
 #include <set>
 #include <string>
@@ -36,6 +38,10 @@ bool process_alive(pid_t pid);
 std::vector<pid_t> zombies_of(pid_t parent);
 // Live processes whose parent is `parent`.
 std::vector<pid_t> children_of(pid_t parent);
+
+// A field of a JSON message, or "" / 0 when it is missing or of another type.
+std::string str(const boost::json::object& o, std::string_view name);
+std::int64_t num(const boost::json::object& o, std::string_view name);
 
 // Runs io until pred() holds, at most limit; returns pred(). The bound turns a hang into a failed assertion.
 template <typename Pred>

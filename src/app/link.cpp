@@ -16,8 +16,8 @@ frame frame_of(const json::object& env) {
   frame f;
   f.text = json::serialize(env);
   destination_of(env, f.to);
-  f.from = static_cast<int>(int_of(env, "from"));
-  f.id = int_of(env, "id");
+  f.from = static_cast<int>(int_field(env, "from"));
+  f.id = int_field(env, "id");
   f.track = env.contains("track");
   f.req = env.contains("req");
   f.reply = env.contains("reply_to");
@@ -119,7 +119,7 @@ void link::close() {
 void link::received(const json::value& msg, handle& h) {
   const auto* o = msg.if_object();
   if (!o) return;
-  const std::string_view cmd = cmd_of(*o);
+  const std::string_view cmd = command_of(*o);
   if (cmd == "CLUTCH_msg") {
     auto self = shared_from_this();  // a handler may drop the last other reference
     if (on_envelope) on_envelope(*o);
@@ -133,7 +133,7 @@ void link::received(const json::value& msg, handle& h) {
         if (l->up_) l->ch_.send(json::object{{"cmd", "CLUTCH_ack"}, {"n", l->received_}});
       });
   } else if (cmd == "CLUTCH_ack") {
-    acknowledged(static_cast<std::uint64_t>(int_of(*o, "n")));
+    acknowledged(static_cast<std::uint64_t>(int_field(*o, "n")));
   } else if (on_control) {
     // Only the direct channel's socket is ours; other layers' handles (the cluster's sockets) stay theirs.
     on_control(*o, cmd == "CLUTCH_peer" ? std::move(h) : handle{});

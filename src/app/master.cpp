@@ -128,7 +128,7 @@ void copy_settled(const std::shared_ptr<master_state>& m, int origin, std::int64
   notify_sender(m, origin, id, result);
 }
 void copy_settled(const std::shared_ptr<master_state>& m, const json::object& env, error_code ec) {
-  copy_settled(m, static_cast<int>(int_of(env, "from")), int_of(env, "id"), env.contains("track"), ec);
+  copy_settled(m, static_cast<int>(int_field(env, "from")), int_field(env, "id"), env.contains("track"), ec);
 }
 
 void route(const std::shared_ptr<master_state>& m, json::object env);
@@ -138,7 +138,7 @@ void fail_copy(const std::shared_ptr<master_state>& m, const json::object& env, 
   ++m->stats.undelivered;
   if (env.contains("reply_to")) return;  // a reply nobody can take: its requester is gone
   if (env.contains("req")) {
-    json::object reply{{"cmd", "CLUTCH_msg"}, {"to", int_of(env, "from")}, {"reply_to", int_of(env, "id")},
+    json::object reply{{"cmd", "CLUTCH_msg"}, {"to", int_field(env, "from")}, {"reply_to", int_field(env, "id")},
                        {"from", 0},           {"role", "master"},         {"error", error_name(ec)},
                        {"message", ec.message()}};
     return route(m, std::move(reply));
@@ -189,8 +189,8 @@ void to_random(const std::shared_ptr<master_state>& m, json::object env) {
 void to_parent(const std::shared_ptr<master_state>& m, const json::object& env) {
   if (!m->parent || !m->parent->connected()) return fail_copy(m, env, errc::undeliverable);
   // What a Node parent's process.on('message') gets: no CLUTCH_ command, so it is not internal there.
-  json::object out{{"action", str_of(env, "action")}, {"data", env.contains("data") ? env.at("data") : nullptr},
-                   {"from", int_of(env, "from")}, {"role", str_of(env, "role")}};
+  json::object out{{"action", string_field(env, "action")}, {"data", env.contains("data") ? env.at("data") : nullptr},
+                   {"from", int_field(env, "from")}, {"role", string_field(env, "role")}};
   m->parent->send(out);
   copy_settled(m, env, {});
 }
@@ -198,8 +198,8 @@ void to_parent(const std::shared_ptr<master_state>& m, const json::object& env) 
 void route(const std::shared_ptr<master_state>& m, json::object env) {
   destination to;
   if (!destination_of(env, to)) return fail_copy(m, env, errc::undeliverable);
-  const int origin = static_cast<int>(int_of(env, "from"));
-  const std::int64_t id = int_of(env, "id");
+  const int origin = static_cast<int>(int_field(env, "from"));
+  const std::int64_t id = int_field(env, "id");
 
   // Who gets a copy.
   const bool to_apps = to.what == destination::kind::app || to.what == destination::kind::all;
@@ -306,7 +306,7 @@ void check_stopped(const std::shared_ptr<master_state>& m);
 
 void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p,
                      const json::object& msg) {
-  if (cmd_of(msg) == "CLUTCH_ready") role_ready(m, p);
+  if (command_of(msg) == "CLUTCH_ready") role_ready(m, p);
 }
 
 // Whatever a role left in its process group goes with it (group_sweep.hpp).
@@ -629,7 +629,7 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
       if (!m || !o || !o->contains("action")) return;
       json::object env{{"cmd", "CLUTCH_msg"},
                        {"to", o->contains("to") ? o->at("to") : json::value(m->own->pid)},
-                       {"action", detail::str_of(*o, "action")},
+                       {"action", detail::string_field(*o, "action")},
                        {"data", o->contains("data") ? o->at("data") : nullptr},
                        {"from", static_cast<int>(::getppid())},
                        {"role", "parent"}};

@@ -119,7 +119,7 @@ void reroute_lost(const std::shared_ptr<messenger_state>& m, std::deque<frame> l
 }
 
 void add_direct(const std::shared_ptr<messenger_state>& m, const json::object& msg, handle h) {
-  const int peer = static_cast<int>(int_of(msg, "pid"));
+  const int peer = static_cast<int>(int_field(msg, "pid"));
   if (peer <= 0 || h.what() != handle::kind::unix_socket) return;
   auto l = link::make(m->io, channel(m->io, h.release()));
   std::weak_ptr<messenger_state> wm = m;
@@ -138,7 +138,7 @@ void add_direct(const std::shared_ptr<messenger_state>& m, const json::object& m
     m->on_peer_lost.call(peer);
   };
   m->direct[peer] = l;
-  if (role_of(str_of(msg, "role")) == role::agent) set_agent(m, peer);
+  if (role_of(string_field(msg, "role")) == role::agent) set_agent(m, peer);
 }
 
 // Asked to stop: the handlers run, then the direct channels close (after what is queued on them), so that
@@ -150,13 +150,13 @@ void stopping(const std::shared_ptr<messenger_state>& m) {
 }
 
 void on_control(const std::shared_ptr<messenger_state>& m, const json::object& msg, handle h) {
-  const std::string_view cmd = cmd_of(msg);
+  const std::string_view cmd = command_of(msg);
   if (cmd == "CLUTCH_done") {
-    settle(m, int_of(msg, "id"), error_from_name(str_of(msg, "error")));
+    settle(m, int_field(msg, "id"), error_from_name(string_field(msg, "error")));
   } else if (cmd == "CLUTCH_expect") {
-    expect(m, int_of(msg, "id"), static_cast<int>(int_of(msg, "count")));
+    expect(m, int_field(msg, "id"), static_cast<int>(int_field(msg, "count")));
   } else if (cmd == "CLUTCH_agent") {
-    set_agent(m, static_cast<int>(int_of(msg, "pid")));
+    set_agent(m, static_cast<int>(int_field(msg, "pid")));
   } else if (cmd == "CLUTCH_peer") {
     add_direct(m, msg, std::move(h));
   } else if (cmd == "CLUTCH_stop" && m->self == role::agent) {
@@ -218,25 +218,25 @@ void deliver(const std::shared_ptr<messenger_state>& m, const json::object& env)
     auto it = m->requests.find(id);
     if (it == m->requests.end()) return;  // timed out already
     auto& p = *it->second;
-    const error_code ec = error_from_name(str_of(env, "error"));
+    const error_code ec = error_from_name(string_field(env, "error"));
     if (p.several) {
-      json::object one{{"pid", int_of(env, "from")}};
-      if (ec) one["error"] = str_of(env, "message");
+      json::object one{{"pid", int_field(env, "from")}};
+      if (ec) one["error"] = string_field(env, "message");
       else one["data"] = env.contains("data") ? env.at("data") : json::value();
       p.replies.push_back(std::move(one));
       return maybe_finish(m, id);
     }
-    if (ec) return finish_request(m, id, ec, json::value(str_of(env, "message")));
+    if (ec) return finish_request(m, id, ec, json::value(string_field(env, "message")));
     return finish_request(m, id, {}, env.contains("data") ? env.at("data") : json::value());
   }
 
   ++m->stats.received;
-  const sender from{role_of(str_of(env, "role")), static_cast<int>(int_of(env, "from"))};
-  const std::string_view action = str_of(env, "action");
+  const sender from{role_of(string_field(env, "role")), static_cast<int>(int_field(env, "from"))};
+  const std::string_view action = string_field(env, "action");
   static const json::value null_value;
   const json::value& data = env.contains("data") ? env.at("data") : null_value;
   if (env.contains("req")) {
-    const std::int64_t id = int_of(env, "id");
+    const std::int64_t id = int_field(env, "id");
     auto it = m->request_handlers.find(action);
     if (it == m->request_handlers.end()) {
       ++m->stats.unhandled;

@@ -21,6 +21,7 @@
 #include <string_view>
 
 #include "clutch/app.hpp"
+#include "json_fields.hpp"
 
 namespace clutch::app::detail {
 
@@ -29,18 +30,9 @@ inline constexpr std::string_view role_variable = "CLUTCH_APP_ROLE";
 // real-time signal, so that no program's own handling of SIGTERM or SIGHUP gets in the way.
 inline int death_signal() { return SIGRTMIN + 4; }
 
-inline std::string_view cmd_of(const boost::json::object& o) {
-  if (const auto* c = o.if_contains("cmd"); c && c->is_string()) return c->get_string();
-  return {};
-}
-inline std::int64_t int_of(const boost::json::object& o, std::string_view name, std::int64_t fallback = 0) {
-  if (const auto* v = o.if_contains(name); v && v->is_int64()) return v->get_int64();
-  return fallback;
-}
-inline std::string_view str_of(const boost::json::object& o, std::string_view name) {
-  if (const auto* v = o.if_contains(name); v && v->is_string()) return v->get_string();
-  return {};
-}
+using ::clutch::detail::command_of;
+using ::clutch::detail::int_field;
+using ::clutch::detail::string_field;
 
 inline boost::json::value to_json(const destination& d) {
   switch (d.what) {

@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "json_fields.hpp"
+
 namespace clutch::cluster::detail {
 
 inline constexpr std::string_view worker_id_variable = "CLUTCH_WORKER_ID";
@@ -29,29 +31,15 @@ inline std::string key_of(const boost::asio::ip::tcp::endpoint& asked) {
   return asked.address().to_string() + ":" + std::to_string(asked.port());
 }
 
-inline std::string_view command_of(const boost::json::value& msg) {
-  if (const auto* o = msg.if_object())
-    if (const auto* c = o->if_contains("cmd"); c && c->is_string()) return c->get_string();
-  return {};
-}
-
-inline std::int64_t int_field(const boost::json::value& msg, std::string_view name, std::int64_t fallback = -1) {
-  if (const auto* o = msg.if_object())
-    if (const auto* v = o->if_contains(name); v && v->is_int64()) return v->get_int64();
-  return fallback;
-}
-
-inline std::string_view string_field(const boost::json::value& msg, std::string_view name) {
-  if (const auto* o = msg.if_object())
-    if (const auto* v = o->if_contains(name); v && v->is_string()) return v->get_string();
-  return {};
-}
+using ::clutch::detail::command_of;
+using ::clutch::detail::int_field;
+using ::clutch::detail::string_field;
 
 // {address, port} ↔ endpoint. A bad address gives false, never an exception.
 inline bool endpoint_from(const boost::json::value& msg, boost::asio::ip::tcp::endpoint& out) {
   boost::system::error_code ec;
   auto addr = boost::asio::ip::make_address(std::string(string_field(msg, "address")), ec);
-  auto port = int_field(msg, "port");
+  auto port = int_field(msg, "port", -1);
   if (ec || port < 0 || port > 65535) return false;
   out = {addr, static_cast<unsigned short>(port)};
   return true;
