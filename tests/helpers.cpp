@@ -1,10 +1,9 @@
 #include "helpers.hpp"
 #include "json_fields.hpp"
+#include "supervisor/notify.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -218,21 +217,10 @@ int run_ipc_helper(std::string_view name, int argc, char** argv) {
 
 }  // namespace
 
-// What sd_notify(0, text) does: one datagram to $NOTIFY_SOCKET ('@': an abstract address). 0 when sent.
+// What sd_notify(0, text) does, with the supervisor's own client: 0 when sent.
 static int send_notify(const std::string& text) {
-  const char* to = std::getenv("NOTIFY_SOCKET");
-  if (!to || !*to) return 3;
-  sockaddr_un sa{};
-  sa.sun_family = AF_UNIX;
-  const std::size_t len = std::strlen(to);
-  if (len >= sizeof sa.sun_path) return 4;
-  std::memcpy(sa.sun_path, to, len);
-  if (to[0] == '@') sa.sun_path[0] = '\0';
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  auto n = ::sendto(fd, text.data(), text.size(), 0, reinterpret_cast<sockaddr*>(&sa),
-                    static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len));
-  ::close(fd);
-  return n == static_cast<ssize_t>(text.size()) ? 0 : 5;
+  static const auto client = clutch::supervisor::notify_client::from_environment();
+  return client.send(text) ? 0 : 5;
 }
 
 int run_helper(int argc, char** argv) {

@@ -16,6 +16,7 @@
 #include "app/messenger_state.hpp"
 #include "app/protocol.hpp"
 #include "completion.hpp"
+#include "exit_text.hpp"
 #include "group_sweep.hpp"
 #include "os/fd.hpp"
 #include "os/self.hpp"
@@ -91,13 +92,7 @@ std::string describe(const proc& p) {
   return "app worker " + std::to_string(p.id) + " (pid " + std::to_string(p.pid) + ")";
 }
 
-std::string describe(const exit_status& st) {
-  if (st.signal) {
-    const char* name = signal_name(*st.signal);
-    return std::string("was killed by ") + (name ? name : "signal " + std::to_string(*st.signal));
-  }
-  return "exited with code " + std::to_string(st.code.value_or(-1));
-}
+using ::clutch::detail::describe;
 
 std::size_t queued(const master_state& m) {
   std::size_t n = m.agent_queue.size() + m.random_queue.size();

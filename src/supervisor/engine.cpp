@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 
+#include "exit_text.hpp"
 #include "group_sweep.hpp"
 #include "supervisor/notify.hpp"
 
@@ -74,14 +75,6 @@ std::string who(const worker& w) {
   return (w.agent ? std::string("agent") : "worker " + std::to_string(w.id)) + " (pid " + std::to_string(w.pid) + ")";
 }
 
-std::string how(const exit_status& st) {
-  if (st.signal) {
-    const char* name = signal_name(*st.signal);
-    return std::string("killed by ") + (name ? name : std::to_string(*st.signal));
-  }
-  return "exited with code " + std::to_string(st.code.value_or(-1));
-}
-
 void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming);
 void start_workers(const std::shared_ptr<engine_state>& e);
 void start_agent(const std::shared_ptr<engine_state>& e);
@@ -105,16 +98,21 @@ void finish_reload(const std::shared_ptr<engine_state>& e, error_code ec) {
   if (done) done(ec);
 }
 
-void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (w->exited || w->asked_to_stop) return;
-  w->asked_to_stop = true;
-  if (w->watchdog_timer) w->watchdog_timer->cancel();
-  w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
+// A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: SIGKILL to its group.
+void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
   w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
     auto w = ww.lock();
     if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
   });
+}
+
+void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (w->exited || w->asked_to_stop) return;
+  w->asked_to_stop = true;
+  if (w->watchdog_timer) w->watchdog_timer->cancel();
+  w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
+  kill_at_deadline(e, w);
 }
 
 // (Re)arms a worker's watchdog: it must say WATCHDOG=1 again before this runs out.
@@ -130,11 +128,7 @@ void feed_watchdog(const std::shared_ptr<engine_state>& e, const std::shared_ptr
            " ms): SIGABRT");
     // SIGABRT first, so that it can leave a core dump or a stack trace; then the group goes.
     ::kill(w->pid, SIGABRT);
-    w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
-    w->kill_timer->async_wait([ww](error_code ec) {
-      auto w = ww.lock();
-      if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
-    });
+    kill_at_deadline(e, w);
   });
 }
 
@@ -173,7 +167,7 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   e->live.erase(w->pid);
   for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer})
     if (*t) (*t)->cancel();
-  e->say("clutch: " + who(*w) + " " + how(st));
+  e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
   // What it left in its group goes too.
   ++e->sweeping;
   if (!::clutch::detail::sweep_group(e->io, w->pid, e->cfg.kill_timeout, [we = std::weak_ptr(e)] {
