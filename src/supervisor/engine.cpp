@@ -34,6 +34,8 @@ struct slot {
   ::clutch::detail::backoff restarts;
   std::optional<asio::steady_timer> restart_timer;
   bool retired = false;
+  bool removed = false;   // scaled away (retired too)
+  unsigned restarted = 0;
   int last_code = 0;  // of its last worker to exit: the code, or 128+signal
   clock::time_point last_exit{};
 };
@@ -58,6 +60,9 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::optional<reload_run> reloading;
   std::function<void(const std::string&)> log;
   std::function<void()> all_gone, ready;
+  std::function<void(const process_tag&, int, std::string_view, bool)> output;
+  std::function<void(const process_tag&, const exit_status&, bool)> exited;
+  unsigned agent_restarts = 0;
   std::optional<asio::steady_timer> memory_timer;
   std::shared_ptr<worker> agent;
   std::optional<asio::steady_timer> agent_timer;
@@ -158,9 +163,13 @@ void restart_later(const std::shared_ptr<engine_state>& e, std::size_t slot, std
   s.restart_timer.emplace(e->io, delay);
   s.restart_timer->async_wait([we = std::weak_ptr(e), slot](error_code ec) {
     auto e = we.lock();
-    if (!ec && e && !e->stopping) start_worker(e, slot, false);
+    if (ec || !e || e->stopping) return;
+    ++e->slots[slot].restarted;
+    start_worker(e, slot, false);
   });
 }
+
+process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid}; }
 
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
@@ -168,6 +177,7 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer})
     if (*t) (*t)->cancel();
   e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
+  if (e->exited && w->pid) e->exited(tag_of(*w), st, w->asked_to_stop);
   // What it left in its group goes too.
   ++e->sweeping;
   if (!::clutch::detail::sweep_group(e->io, w->pid, e->cfg.kill_timeout, [we = std::weak_ptr(e)] {
@@ -182,7 +192,9 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
       e->agent_timer.emplace(e->io, std::chrono::seconds(1));
       e->agent_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
         auto e = we.lock();
-        if (!ec && e && !e->stopping) start_agent(e);
+        if (ec || !e || e->stopping) return;
+        ++e->agent_restarts;
+        start_agent(e);
       });
     }
     return check_stopped(e);
@@ -230,7 +242,12 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
             const std::vector<std::string>& args, options o, environment::map vars) {
   if (e->notify) vars["NOTIFY_SOCKET"] = e->notify->address();
   if (e->cfg.watchdog.count() > 0) vars["WATCHDOG_USEC"] = std::to_string(e->cfg.watchdog.count() * 1000);
-  o.env = o.env.plus(vars);
+  o.env = o.env.plus(e->cfg.env).plus(vars);
+  o.cwd = e->cfg.cwd;
+  if (e->output) {  // stdout and stderr through pipes of ours
+    while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
+    o.stdio[1] = o.stdio[2] = stdio::pipe;
+  }
   o.kill_tree = true;        // its own group: the stop signal and SIGKILL reach its children
   o.death_signal = SIGKILL;  // and it does not outlive clutch
   w->started = clock::now();
@@ -245,8 +262,21 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   e->live[w->pid] = w;
   e->say("clutch: " + who(*w) + " started");
   feed_watchdog(e, w);  // from the start, as systemd counts it
-  w->proc.async_wait([we = std::weak_ptr(e), w](error_code, exit_status st) {
-    if (auto e = we.lock()) on_exit(e, w, st);
+  if (e->output) {
+    for (int stream : {child::out, child::err}) {
+      w->proc.on_data(stream, [we = std::weak_ptr(e), tag = tag_of(*w), stream](std::string_view data) {
+        if (auto e = we.lock(); e && e->output) e->output(tag, stream, data, false);
+      });
+      w->proc.on_end(stream, [we = std::weak_ptr(e), tag = tag_of(*w), stream] {
+        if (auto e = we.lock(); e && e->output) e->output(tag, stream, {}, true);
+      });
+    }
+  }
+  // At the exit itself, not when the pipes end: a grandchild may hold them open for longer.
+  w->proc.on_exit([we = std::weak_ptr(e), ww = std::weak_ptr(w)](const exit_status& st) {
+    auto e = we.lock();
+    auto w = ww.lock();
+    if (e && w) on_exit(e, w, st);
   });
   if (e->cfg.ready == ready_mode::none) {
     asio::post(e->io, [e, w] { mark_ready(e, w); });
@@ -322,6 +352,18 @@ void check_memory(const std::shared_ptr<engine_state>& e) {
     }
     check_memory(e);
   });
+}
+
+// The workers' slots from slot `from` on are stopped and given up (a scale-down).
+void remove_slots(const std::shared_ptr<engine_state>& e, std::size_t from) {
+  for (std::size_t i = from; i < e->slots.size(); ++i) {
+    auto& s = e->slots[i];
+    if (s.removed) continue;
+    s.removed = s.retired = true;
+    if (s.restart_timer) s.restart_timer->cancel();
+    for (auto& w : {s.incoming, s.current})
+      if (w) stop_worker(e, w);
+  }
 }
 
 }  // namespace
@@ -432,5 +474,77 @@ int engine::exit_code() const noexcept {
 void engine::on_log(std::function<void(const std::string&)> h) { state_->log = std::move(h); }
 void engine::on_all_gone(std::function<void()> h) { state_->all_gone = std::move(h); }
 void engine::on_ready(std::function<void()> h) { state_->ready = std::move(h); }
+void engine::on_output(std::function<void(const process_tag&, int, std::string_view, bool)> h) {
+  state_->output = std::move(h);
+}
+void engine::on_exit(std::function<void(const process_tag&, const exit_status&, bool)> h) {
+  state_->exited = std::move(h);
+}
+
+std::vector<process_info> engine::processes() const {
+  const auto& e = *state_;
+  std::vector<process_info> out;
+  auto add = [&](const worker& w, std::size_t slot, unsigned restarts) {
+    process_info p{tag_of(w), slot};
+    p.state = w.asked_to_stop ? process_info::state::stopping
+              : w.ready       ? process_info::state::ready
+                              : process_info::state::starting;
+    p.started = w.started;
+    p.restarts = restarts;
+    out.push_back(p);
+  };
+  if (e.agent && !e.agent->exited && e.agent->pid) add(*e.agent, 0, e.agent_restarts);
+  // By slot: its worker, then a reload's replacement; then the workers a reload or a scale-down is stopping.
+  std::vector<const worker*> listed;
+  for (std::size_t i = 0; i < e.slots.size(); ++i)
+    for (const auto& w : {e.slots[i].current, e.slots[i].incoming})
+      if (w && !w->exited && w->pid) {
+        add(*w, i, e.slots[i].restarted);
+        listed.push_back(w.get());
+      }
+  for (const auto& [pid, w] : e.live)
+    if (!w->agent && std::find(listed.begin(), listed.end(), w.get()) == listed.end())
+      add(*w, w->slot, e.slots[w->slot].restarted);
+  return out;
+}
+
+unsigned engine::workers() const noexcept {
+  return static_cast<unsigned>(std::count_if(state_->slots.begin(), state_->slots.end(),
+                                             [](const slot& s) { return !s.removed; }));
+}
+
+void engine::scale(unsigned n) {
+  auto& e = *state_;
+  if (n == 0 || e.stopping) return;
+  e.cfg.workers = n;
+  unsigned have = workers();
+  if (n < have) {
+    // Slots are kept in order: the first n that are not removed stay.
+    std::size_t kept = 0, i = 0;
+    for (; i < e.slots.size() && kept < n; ++i)
+      if (!e.slots[i].removed) ++kept;
+    remove_slots(state_, i);
+    return;
+  }
+  // Removed slots come back first (a worker of theirs still stopping is no longer theirs), then new ones.
+  for (std::size_t i = 0; i < e.slots.size() && have < n; ++i) {
+    auto& s = e.slots[i];
+    if (!s.removed) continue;
+    s.removed = s.retired = false;
+    s.restarts = {};
+    s.restarted = 0;
+    s.current.reset();
+    s.incoming.reset();
+    ++have;
+    if (e.workers_started) start_worker(state_, i, false);
+  }
+  while (have < n) {
+    e.slots.emplace_back();
+    ++have;
+    if (e.workers_started) start_worker(state_, e.slots.size() - 1, false);
+  }
+}
+
+std::vector<listener> engine::release_listeners() { return std::exchange(state_->listeners, {}); }
 
 }  // namespace clutch::supervisor

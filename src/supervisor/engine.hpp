@@ -19,6 +19,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "backoff.hpp"
@@ -33,6 +34,8 @@ enum class ready_mode { none, notify };
 struct run_settings {
   std::string program;
   std::vector<std::string> args;
+  std::string cwd;               // empty: clutch's own
+  environment::map env;          // added to clutch's environment (the agent gets them too)
   unsigned workers = 1;
   std::vector<listen_spec> listen;
   // The agent (egg's model): a command run by /bin/sh -c, started first; the workers start once it is ready (as
@@ -51,6 +54,21 @@ struct run_settings {
   std::chrono::milliseconds memory_check{1000};
   cluster::restart_policy restart = cluster::restart_policy::always;
   ::clutch::detail::backoff_policy backoff{};
+};
+
+// One of the engine's processes, as events and snapshots name it.
+struct process_tag {
+  int id = 0;  // the worker id (CLUTCH_WORKER_ID); 0 for the agent
+  bool agent = false;
+  int pid = 0;
+};
+
+struct process_info {
+  process_tag tag;
+  std::size_t slot = 0;
+  enum class state { starting, ready, stopping } state = state::starting;
+  std::chrono::steady_clock::time_point started{};
+  unsigned restarts = 0;  // its slot's (the agent's own) restarts so far
 };
 
 struct engine_state;
@@ -86,6 +104,21 @@ class engine {
   void on_ready(std::function<void()> h);
   // No worker runs and none will be started again (every slot ended by the restart policy or a crash loop).
   void on_all_gone(std::function<void()> h);
+  // Set before start(): every process's stdout and stderr (stream 1 or 2) come here through pipes, in chunks as
+  // read; the last call for a stream has end = true (every writer, grandchildren too, has closed it). Without it,
+  // they share clutch's own.
+  void on_output(std::function<void(const process_tag&, int stream, std::string_view data, bool end)> h);
+  // A process exited (asked_to: it had been asked to stop, by a stop, a reload, a scale-down or a watchdog).
+  void on_exit(std::function<void(const process_tag&, const exit_status&, bool asked_to)> h);
+
+  // The processes running now (the agent first, then the workers by slot).
+  std::vector<process_info> processes() const;
+  // Workers wanted now (scale() changes it).
+  unsigned workers() const noexcept;
+  // Up: new slots start at once; down: the last slots' workers get the stop signal. n ≥ 1.
+  void scale(unsigned n);
+  // Gives up the listening sockets (a restart hands them to the next engine, so that the port never closes).
+  std::vector<listener> release_listeners();
 
  private:
   std::shared_ptr<engine_state> state_;

@@ -1,43 +1,135 @@
-// The clutch command. So far: `clutch run`, the engine in the foreground.
+// The clutch command: any program as a cluster, in the foreground (`clutch run`) or under a daemon driven by the
+// other commands. `clutch --help` and `clutch COMMAND --help` list the options.
 //
-//   clutch run [--workers N] [--listen [NAME=][HOST:]PORT | unix:PATH]… [--ready none|notify] [--agent 'CMD…']
-//              [--stop-signal SIG] [--kill-timeout MS] [--watchdog MS] [--max-memory SIZE]
-//              [--restart always|on-failure|never]
-//              -- PROGRAM [ARGS…]
+//   clutch run [OPTIONS] -- PROGRAM [ARGS…]          the engine in the foreground (a container's PID 1, a unit)
+//   clutch start FILE.toml | --name NAME [OPTIONS] -- PROGRAM [ARGS…]
+//                                                    the app(s) in the daemon, which starts if it is not running
+//   clutch ls [--json] | status NAME [--json] | stop|restart|reload|delete NAME|all | scale NAME N
+//   clutch logs NAME [-f] [-n LINES] | kill | daemon
 //
-// SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop signal);
-// SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code, or
-// 128+signal). SIGUSR1 and SIGUSR2 are passed on to every worker. clutch is a subreaper, and reaps the orphans of its workers' trees (also as a container's PID 1).
-// Under systemd, clutch takes the sockets it is given (LISTEN_FDS) and reports READY=1, RELOADING=1 and
+// `run`: SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop
+// signal); SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code,
+// or 128+signal); SIGUSR1 and SIGUSR2 are passed on. clutch is a subreaper and reaps its workers' orphans (also as
+// PID 1). Under systemd it takes the sockets it is given (LISTEN_FDS) and reports READY=1, RELOADING=1 and
 // STOPPING=1 to its NOTIFY_SOCKET.
+// The daemon keeps its files in $CLUTCH_HOME (default ~/.clutch); see src/supervisor/control.hpp.
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
 #include <algorithm>
-#include <charconv>
+#include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <optional>
 #include <thread>
 
+#include "json_fields.hpp"
+#include "os/self.hpp"
+#include "supervisor/config.hpp"
+#include "supervisor/control.hpp"
+#include "supervisor/daemon.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/notify.hpp"
 #include "supervisor/reaper.hpp"
+#include "supervisor/status.hpp"
 
 namespace asio = boost::asio;
+namespace json = boost::json;
 namespace sv = clutch::supervisor;
 
-// "512M", "2G", "300K", "1048576": bytes; nullopt for anything else (or zero).
-std::optional<std::uint64_t> parse_size(std::string_view text) {
-  std::uint64_t n = 0;
-  auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), n);
-  if (err != std::errc{} || n == 0) return std::nullopt;
-  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
-  if (unit.empty() || unit == "B") return n;
-  const int shift = unit == "K" || unit == "KB" ? 10 : unit == "M" || unit == "MB" ? 20 : unit == "G" || unit == "GB" ? 30 : -1;
-  if (shift < 0 || n > (~std::uint64_t{0} >> shift)) return std::nullopt;
-  return n << shift;
-}
+namespace {
 
-int run(sv::run_settings s) {
+// The options `run` and `start --name` share: what an app is. They become the JSON object that config.hpp
+// checks, as a TOML file's apps do.
+struct app_options {
+  std::string name;
+  std::string workers;
+  std::vector<std::string> listen, env;
+  std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size;
+  long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1;
+
+  void add_to(CLI::App* cmd, bool daemon) {
+    cmd->add_option("--workers", workers, "worker processes (default: CPUs; start: also \"auto\")");
+    cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
+    cmd->add_option("--ready", ready, "when a worker counts as ready: none (default) or notify (READY=1)");
+    cmd->add_option("--stop-signal", stop_signal, "what a worker's group gets to stop (default SIGTERM)");
+    cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL (default 5000)");
+    cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)");
+    cmd->add_option("--agent", agent, "a command (run by /bin/sh -c) started before the workers, stopped after");
+    cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
+    cmd->add_option("--restart", restart, "when an exited worker is replaced: always (default), on-failure, never");
+    cmd->add_option("--cwd", cwd, "the workers' working folder");
+    cmd->add_option("--env", env, "KEY=VALUE added to the workers' environment (repeatable)");
+    if (daemon) {
+      cmd->add_option("--name", name, "the app's name (start without a file)");
+      cmd->add_option("--log-max-size", log_max_size, "rotate a log file past this size (default 10M)");
+      cmd->add_option("--log-keep", log_keep, "rotated log files kept (default 5)");
+    } else {
+      cmd->add_option("--name", name, "the name in /metrics and /api/status (default: the program's)");
+    }
+  }
+
+  // The app as config.hpp takes it; why says what is wrong.
+  std::optional<json::object> to_json(const std::vector<std::string>& command, std::string& why) const {
+    json::object o;
+    o["name"] = name.empty() ? std::filesystem::path(command.front()).filename().string() : name;
+    std::string program = command.front();
+    // A relative path is the caller's: the daemon's own folder is another.
+    if (program.find('/') != std::string::npos && program.front() != '/')
+      program = std::filesystem::absolute(program).lexically_normal().string();
+    o["command"] = program;
+    o["args"] = json::value_from(std::vector<std::string>(command.begin() + 1, command.end()));
+    if (!workers.empty()) {
+      if (workers == "auto") {
+        o["workers"] = "auto";
+      } else {
+        try {
+          std::size_t used = 0;
+          const long n = std::stol(workers, &used);
+          if (used != workers.size()) throw std::invalid_argument(workers);
+          o["workers"] = n;
+        } catch (const std::exception&) {
+          why = "--workers '" + workers + "' must be a number (or auto)";
+          return std::nullopt;
+        }
+      }
+    }
+    if (!listen.empty()) o["listen"] = json::value_from(listen);
+    if (!ready.empty()) o["ready"] = ready;
+    if (!stop_signal.empty()) o["stop_signal"] = stop_signal;
+    if (!restart.empty()) o["restart"] = restart;
+    if (!agent.empty()) o["agent"] = agent;
+    if (!max_memory.empty()) o["max_memory"] = max_memory;
+    if (!log_max_size.empty()) o["log_max_size"] = log_max_size;
+    o["cwd"] = cwd.empty() ? std::filesystem::current_path().string() : std::filesystem::absolute(cwd).string();
+    if (kill_timeout_ms >= 0) o["kill_timeout"] = kill_timeout_ms;
+    if (watchdog_ms >= 0) o["watchdog"] = watchdog_ms;
+    if (log_keep >= 0) o["log_keep"] = log_keep;
+    json::object vars;
+    for (const auto& kv : env) {
+      const auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        why = "--env '" + kv + "' must be KEY=VALUE";
+        return std::nullopt;
+      }
+      vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    if (!vars.empty()) o["env"] = std::move(vars);
+    if (sv::app_from_json(o, why)) return o;
+    // The message names a config key ("app 'x': max_memory …"): here it is an option, --max-memory.
+    if (why.rfind("app ", 0) == 0 && why.find("': ") != std::string::npos) why.erase(0, why.find("': ") + 3);
+    const auto key_end = std::min(why.find(' '), why.size());
+    std::replace(why.begin(), why.begin() + static_cast<std::ptrdiff_t>(key_end), '_', '-');
+    why.insert(0, "--");
+    return std::nullopt;
+  }
+};
+
+int run(sv::run_settings s, const std::string& name, unsigned short status_port) {
   asio::io_context io{1};
   // What our own supervisor gave us, if any (systemd: socket activation, Type=notify): taken before the workers
   // start, so that they see only ours.
@@ -51,6 +143,19 @@ int run(sv::run_settings s) {
   if (auto ec = e.start()) {
     std::cerr << "clutch: " << ec.message() << std::endl;
     return 1;
+  }
+  sv::usage_meter meter;
+  std::optional<sv::status_server> status;
+  if (status_port) {
+    status.emplace(io, [&] {
+      return json::object{{"apps", json::array{sv::app_status(name, e, meter)}},
+                          {"daemon", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+    });
+    if (auto ec = status->listen(status_port)) {
+      std::cerr << "clutch: --status-port " << status_port << ": " << ec.message() << std::endl;
+      return 1;
+    }
+    std::cerr << "clutch: status on http://127.0.0.1:" << status->port() << "/api/status" << std::endl;
   }
   // Orphans of the workers' trees come to us (as they would to a container's PID 1), and we reap them.
   sv::become_subreaper();
@@ -66,6 +171,13 @@ int run(sv::run_settings s) {
   signals.add(SIGUSR1);
   signals.add(SIGUSR2);
   int code = 0;
+  auto finish = [&] {
+    code = e.exit_code();
+    signals.cancel();
+    children.cancel();
+    if (status) status->close();
+    io.stop();
+  };
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
     if (ec) return;
     if (sig == SIGUSR1 || sig == SIGUSR2) {  // for the program: passed on (as a container's PID 1 must)
@@ -81,96 +193,354 @@ int run(sv::run_settings s) {
     }
     parent.send("STOPPING=1\nSTATUS=stopping");
     std::cerr << "clutch: stopping" << std::endl;
-    e.stop([&] {
-      code = e.exit_code();
-      signals.cancel();
-      io.stop();
-    });
+    e.stop(finish);
   };
   signals.async_wait(on_signal);
   e.on_all_gone([&] {
     std::cerr << "clutch: no worker left to run" << std::endl;
-    code = e.exit_code();
-    signals.cancel();
-    io.stop();
+    finish();
   });
   io.run();
   return code;
 }
 
+int run_daemon(unsigned metrics_port) {
+  asio::io_context io{1};
+  sv::daemon d(io, {.paths = sv::daemon_paths::from_environment(), .metrics_port = metrics_port});
+  if (auto ec = d.start()) {
+    std::cerr << "clutch daemon: "
+              << (ec == std::errc::operation_would_block ? "another daemon is running for this CLUTCH_HOME"
+                                                         : ec.message())
+              << std::endl;
+    return 1;
+  }
+  sv::become_subreaper();
+  asio::signal_set children(io, SIGCHLD);
+  std::function<void(clutch::error_code, int)> on_child = [&](clutch::error_code ec, int) {
+    if (ec) return;
+    const auto ours = d.pids();
+    sv::reap_strangers([&](pid_t p) { return std::find(ours.begin(), ours.end(), p) != ours.end(); });
+    children.async_wait(on_child);
+  };
+  children.async_wait(on_child);
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR1);
+  signals.add(SIGHUP);
+  std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
+    if (ec) return;
+    if (sig == SIGUSR1) d.reopen_logs();      // after logrotate (or anyone) moved the files away
+    if (sig == SIGTERM || sig == SIGINT) d.shutdown();
+    signals.async_wait(on_signal);            // SIGHUP: ignored (the daemon has no terminal to lose)
+  };
+  signals.async_wait(on_signal);
+  d.on_done([&] {
+    signals.cancel();
+    children.cancel();
+    io.stop();
+  });
+  io.run();
+  return 0;
+}
+
+// ---- the CLI's side of the control socket ----------------------------------------------------------------------
+
+bool no_daemon(const clutch::error_code& ec) {
+  return ec == std::errc::no_such_file_or_directory || ec == std::errc::connection_refused;
+}
+
+// Starts `clutch daemon` in the background (its own session, output to daemon.log) and waits until it answers.
+clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics_port) {
+  if (auto ec = sv::private_folder(paths.home)) return ec;
+  const int log = ::open(paths.daemon_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (log < 0) return clutch::error_code(errno, boost::system::system_category());
+  asio::io_context io;
+  std::vector<std::string> args{"daemon"};
+  if (metrics_port) args.insert(args.end(), {"--metrics-port", std::to_string(metrics_port)});
+  clutch::options o;
+  o.detached = true;
+  o.stdio = {clutch::stdio::ignore, clutch::stdio::fd(log), clutch::stdio::fd(log)};
+  auto daemon = clutch::spawn(io, clutch::os::self_command().exe, args, o);
+  ::close(log);
+  if (auto ec = daemon.spawn_error()) return ec;
+  for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10); std::chrono::steady_clock::now() < end;) {
+    const auto ec = sv::control_call(paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; });
+    if (!ec) return {};
+    if (!no_daemon(ec)) return ec;
+    if (::waitpid(daemon.pid(), nullptr, WNOHANG) == daemon.pid())  // it gave up: its reason is in daemon.log
+      return make_error_code(std::errc::no_child_process);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return make_error_code(std::errc::timed_out);
+}
+
+// Sends a request and prints what comes back; returns the exit code. print gets each answer.
+int call(const json::object& request, const std::function<bool(const json::object&)>& print,
+         bool start_daemon = false, unsigned metrics_port = 0) {
+  const auto paths = sv::daemon_paths::from_environment();
+  auto ec = sv::control_call(paths.socket, request, print);
+  if (ec && no_daemon(ec) && start_daemon) {
+    if (auto launch = launch_daemon(paths, metrics_port)) {
+      std::cerr << "clutch: could not start the daemon: " << launch.message() << " (see " << paths.daemon_log << ")"
+                << std::endl;
+      return 1;
+    }
+    ec = sv::control_call(paths.socket, request, print);
+  }
+  if (ec && no_daemon(ec)) {
+    std::cerr << "clutch: no daemon is running (" << paths.socket << "); clutch start starts one" << std::endl;
+    return 1;
+  }
+  if (ec) {
+    std::cerr << "clutch: " << paths.socket << ": " << ec.message() << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
+// Prints {"ok": false} answers as errors; true while the answers are good.
+bool check(const json::object& answer, int& code) {
+  const auto* ok = answer.if_contains("ok");
+  if (ok && ok->is_bool() && !ok->get_bool()) {
+    std::cerr << "clutch: " << clutch::detail::string_field(answer, "error") << std::endl;
+    code = 1;
+    return false;
+  }
+  return true;
+}
+
+std::string human_bytes(double b) {
+  char buf[32];
+  if (b >= 1 << 30) std::snprintf(buf, sizeof buf, "%.1fG", b / (1 << 30));
+  else if (b >= 1 << 20) std::snprintf(buf, sizeof buf, "%.1fM", b / (1 << 20));
+  else std::snprintf(buf, sizeof buf, "%.0fK", b / 1024);
+  return buf;
+}
+
+std::string human_time(double s) {
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%.0fm", s / 60);
+  else if (s < 86400) std::snprintf(buf, sizeof buf, "%.1fh", s / 3600);
+  else std::snprintf(buf, sizeof buf, "%.1fd", s / 86400);
+  return buf;
+}
+
+double num(const json::value& v) {
+  return v.is_double() ? v.get_double() : v.is_int64() ? static_cast<double>(v.get_int64())
+                                        : v.is_uint64() ? static_cast<double>(v.get_uint64()) : 0;
+}
+
+void print_table(const json::array& apps) {
+  std::printf("%-16s %-9s %5s %-7s %8s %-9s %6s %8s %8s %7s\n", "APP", "STATE", "ID", "ROLE", "PID", "PROCESS",
+              "CPU%", "MEMORY", "RESTARTS", "UPTIME");
+  for (const auto& av : apps) {
+    const auto& a = av.as_object();
+    const std::string name(a.at("name").as_string()), state(a.at("state").as_string());
+    const auto& procs = a.at("processes").as_array();
+    if (procs.empty()) std::printf("%-16s %-9s %5s %-7s %8s %-9s %6s %8s %8s %7s\n", name.c_str(), state.c_str(), "-",
+                                   "-", "-", "-", "-", "-", "-", "-");
+    for (const auto& pv : procs) {
+      const auto& p = pv.as_object();
+      const std::string role(p.at("role").as_string()), pstate(p.at("state").as_string());
+      std::printf("%-16s %-9s %5s %-7s %8.0f %-9s %6.1f %8s %8.0f %7s\n", name.c_str(), state.c_str(),
+                  role == "agent" ? "-" : std::to_string(static_cast<long>(num(p.at("id")))).c_str(), role.c_str(),
+                  num(p.at("pid")), pstate.c_str(), num(p.at("cpu")), human_bytes(num(p.at("memory"))).c_str(),
+                  num(p.at("restarts")), human_time(num(p.at("uptime"))).c_str());
+    }
+  }
+}
+
+void print_status(const json::object& a) {
+  std::cout << "app:      " << a.at("name").as_string().c_str() << " (" << a.at("state").as_string().c_str() << ")\n"
+            << "command:  " << a.at("command").as_string().c_str();
+  for (const auto& arg : a.at("args").as_array()) std::cout << ' ' << arg.as_string().c_str();
+  std::cout << "\ncwd:      " << a.at("cwd").as_string().c_str() << "\nworkers:  " << num(a.at("workers"))
+            << "\nlisten:   ";
+  for (const auto& l : a.at("listen").as_array()) std::cout << l.as_string().c_str() << ' ';
+  std::cout << "\nlogs:     " << a.at("out_file").as_string().c_str() << ", " << a.at("err_file").as_string().c_str()
+            << "\n\n";
+  print_table(json::array{a});
+  const auto& events = a.at("events").as_array();
+  if (!events.empty()) std::cout << "\nexits (latest last):\n";
+  for (const auto& ev : events) {
+    const auto& e = ev.as_object();
+    std::cout << "  " << e.at("when").as_string().c_str() << "  " << e.at("who").as_string().c_str() << " "
+              << e.at("how").as_string().c_str() << (e.at("asked").as_bool() ? " (asked to stop)" : "") << "\n";
+    if (const auto* lines = e.if_contains("last_lines"))
+      for (const auto& l : lines->as_array()) std::cout << "    | " << l.as_string().c_str() << "\n";
+  }
+  std::cout << std::flush;
+}
+
+// argv split at the first "--": ours before it, the program's after it (never taken for our own options).
+struct split_args {
+  int ours;
+  std::vector<std::string> command;
+};
+split_args split_at_dashes(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--") return {i, std::vector<std::string>(argv + i + 1, argv + argc)};
+  return {argc, {}};
+}
+
+const std::vector<std::string> commands{"run",    "start", "ls",     "status", "stop",   "restart",
+                                        "reload", "scale", "logs",   "kill",   "delete", "daemon"};
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  if (argc > 1 && argv[1][0] != '-' && std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+    std::string known;
+    for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
+    std::cerr << "clutch: unknown command '" << argv[1] << "' (known: " << known << ")" << std::endl;
+    return 2;
+  }
   CLI::App app{"clutch: any program as a cluster"};
   app.require_subcommand(1);
-  auto* run_cmd = app.add_subcommand("run", "run PROGRAM as N workers in the foreground (also as a container's PID 1)");
-  sv::run_settings s;
-  s.workers = std::max(1u, std::thread::hardware_concurrency());
-  std::vector<std::string> listen, command;
-  std::string ready = "none", stop_signal = "SIGTERM", restart = "always";
-  long kill_timeout_ms = 5000, watchdog_ms = 0;
-  std::string max_memory;
-  run_cmd->add_option("--workers", s.workers, "worker processes (default: CPUs)")->check(CLI::Range(1, 1024));
-  run_cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
-  run_cmd->add_option("--ready", ready, "when a worker counts as ready")->check(CLI::IsMember({"none", "notify"}));
-  run_cmd->add_option("--stop-signal", stop_signal, "what a worker's group gets to stop (default SIGTERM)");
-  run_cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL")->check(CLI::Range(0L, 3600000L));
-  run_cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)")
-      ->check(CLI::Range(0L, 3600000L));
-  run_cmd->add_option("--agent", s.agent, "a command (run by /bin/sh -c) started before the workers, stopped after");
-  run_cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
-  run_cmd->add_option("--restart", restart, "when an exited worker is replaced")
-      ->check(CLI::IsMember({"always", "on-failure", "never"}));
-  // Everything after "--" (or the first word that is not an option) is the program and its own arguments: split
-  // there before CLI11 sees it, so that the program's own options are never taken for ours.
-  run_cmd->prefix_command();
-  run_cmd->footer("PROGRAM [ARGS…] follows, after --");
-  if (argc > 1 && argv[1][0] != '-' && std::string_view(argv[1]) != "run") {
-    std::cerr << "clutch: unknown command '" << argv[1] << "' (known: run)" << std::endl;
-    return 2;
-  }
-  int ours = argc;
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "--") {
-      ours = i;
-      break;
-    }
-  CLI11_PARSE(app, ours, argv);
-  command.assign(argv + std::min(ours + 1, argc), argv + argc);
-  if (ours == argc) command = run_cmd->remaining();
-  if (command.empty()) {
-    std::cerr << "clutch run: no command: give PROGRAM [ARGS…] after --" << std::endl;
-    return 2;
-  }
 
-  for (const auto& text : listen) {
+  auto* run_cmd = app.add_subcommand("run", "run PROGRAM as N workers in the foreground (also as a container's PID 1)");
+  app_options run_opts;
+  run_opts.add_to(run_cmd, false);
+  unsigned short status_port = 0;
+  run_cmd->add_option("--status-port", status_port, "serve /metrics, /api/status and /ready on 127.0.0.1:PORT");
+  run_cmd->footer("PROGRAM [ARGS…] follows, after --");
+
+  auto* start_cmd = app.add_subcommand("start", "start apps in the daemon (started if it is not running)");
+  app_options start_opts;
+  start_opts.add_to(start_cmd, true);
+  std::string file;
+  unsigned metrics_port = 0;
+  start_cmd->add_option("file", file, "a TOML file of [[app]] tables");
+  start_cmd->add_option("--metrics-port", metrics_port, "if this start launches the daemon: its /metrics port");
+  start_cmd->footer("Without a file: --name NAME [OPTIONS] -- PROGRAM [ARGS…]");
+
+  auto* ls_cmd = app.add_subcommand("ls", "list the apps and their processes");
+  bool as_json = false;
+  ls_cmd->add_flag("--json", as_json, "JSON instead of a table");
+  auto* status_cmd = app.add_subcommand("status", "one app: its processes, and its last exits with their output");
+  std::string name;
+  status_cmd->add_option("name", name, "the app")->required();
+  status_cmd->add_flag("--json", as_json, "JSON instead of text");
+  for (const char* verb : {"stop", "restart", "reload", "delete"}) {
+    auto* c = app.add_subcommand(verb, std::string(verb) + " an app, or all");
+    c->add_option("name", name, "the app, or all")->required();
+  }
+  auto* scale_cmd = app.add_subcommand("scale", "change an app's number of workers");
+  long count = 0;
+  scale_cmd->add_option("name", name, "the app")->required();
+  scale_cmd->add_option("workers", count, "the new number")->required()->check(CLI::Range(1, 1024));
+  auto* logs_cmd = app.add_subcommand("logs", "an app's last log lines, and with -f the new ones as they come");
+  bool follow = false;
+  long lines = 15;
+  logs_cmd->add_option("name", name, "the app")->required();
+  logs_cmd->add_flag("-f,--follow", follow, "keep printing new lines");
+  logs_cmd->add_option("-n,--lines", lines, "how many of the last lines (default 15)")->check(CLI::Range(0, 100000));
+  app.add_subcommand("kill", "stop every app and the daemon");
+  auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
+  daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
+
+  auto [ours, command] = split_at_dashes(argc, argv);
+  try {
+    app.parse(ours, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help is not an error; every real one is a usage error: 2, whatever CLI11's own code for it.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  auto* sub = app.get_subcommands().front();
+  const std::string verb = sub->get_name();
+
+  if (verb == "run" || (verb == "start" && file.empty())) {
+    auto& opts = verb == "run" ? run_opts : start_opts;
+    if (verb == "start" && opts.name.empty()) {
+      std::cerr << "clutch start: give a TOML file, or --name NAME [OPTIONS] -- PROGRAM [ARGS…]" << std::endl;
+      return 2;
+    }
+    if (command.empty()) {
+      std::cerr << "clutch " << verb << ": no command: give PROGRAM [ARGS…] after --" << std::endl;
+      return 2;
+    }
     std::string why;
-    auto spec = sv::parse_listen(text, why);
-    if (!spec) {
-      std::cerr << "clutch run: --listen " << why << std::endl;
+    auto o = opts.to_json(command, why);
+    if (!o) {
+      std::cerr << "clutch " << verb << ": " << why << std::endl;
       return 2;
     }
-    s.listen.push_back(*spec);
+    if (verb == "run") {
+      if (opts.workers == "auto") {
+        std::cerr << "clutch run: --workers auto is for the daemon's apps; give a number" << std::endl;
+        return 2;
+      }
+      auto spec = sv::app_from_json(*o, why);
+      if (opts.workers.empty()) spec->run.workers = std::max(1u, std::thread::hardware_concurrency());
+      return run(std::move(spec->run), spec->name, status_port);
+    }
+    int code = 0;
+    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}},
+                        [&](const json::object& a) { return check(a, code); }, true, metrics_port);
+    if (rc == 0 && code == 0) std::cout << "clutch: started " << opts.name << std::endl;
+    return rc ? rc : code;
   }
-  clutch::error_code ec;
-  if (clutch::signal_spec(stop_signal).resolve(ec) < 0) {
-    std::cerr << "clutch run: --stop-signal '" << stop_signal << "' is not a signal" << std::endl;
-    return 2;
-  }
-  s.stop_signal = stop_signal;
-  s.ready = ready == "notify" ? sv::ready_mode::notify : sv::ready_mode::none;
-  s.kill_timeout = std::chrono::milliseconds(kill_timeout_ms);
-  s.watchdog = std::chrono::milliseconds(watchdog_ms);
-  if (!max_memory.empty()) {
-    auto bytes = parse_size(max_memory);
-    if (!bytes) {
-      std::cerr << "clutch run: --max-memory '" << max_memory << "': expected a size such as 512M or 2G" << std::endl;
+  if (verb == "start") {
+    if (!command.empty() || !start_opts.name.empty()) {
+      std::cerr << "clutch start: a TOML file or --name … -- PROGRAM, not both" << std::endl;
       return 2;
     }
-    s.max_memory = *bytes;
+    std::string why;
+    auto cfg = sv::load_config(file, why);
+    if (!cfg) {
+      std::cerr << "clutch start: " << why << std::endl;
+      return 2;
+    }
+    json::array apps;
+    for (auto& a : cfg->apps) apps.push_back(a);
+    int code = 0;
+    const int rc = call({{"cmd", "start"}, {"apps", std::move(apps)}},
+                        [&](const json::object& a) {
+                          if (!check(a, code)) return false;
+                          for (const auto& s : a.at("apps").as_array())
+                            std::cout << "clutch: started " << s.at("name").as_string().c_str() << " ("
+                                      << num(s.at("workers")) << " workers)" << std::endl;
+                          return true;
+                        },
+                        true, metrics_port ? metrics_port : cfg->metrics_port);
+    return rc ? rc : code;
   }
-  s.restart = restart == "never"        ? clutch::cluster::restart_policy::never
-              : restart == "on-failure" ? clutch::cluster::restart_policy::on_failure
-                                        : clutch::cluster::restart_policy::always;
-  s.program = command.front();
-  s.args.assign(command.begin() + 1, command.end());
-  return run(std::move(s));
+  if (verb == "daemon") return run_daemon(metrics_port);
+
+  int code = 0;
+  json::object request{{"cmd", verb}};
+  if (!name.empty()) request["name"] = name;
+  if (verb == "scale") request["workers"] = count;
+  if (verb == "logs") {
+    request["lines"] = lines;
+    request["follow"] = follow;
+  }
+  const int rc = call(request, [&](const json::object& a) {
+    if (!check(a, code)) return false;
+    if (verb == "ls") {
+      if (as_json) std::cout << json::serialize(a.at("apps")) << std::endl;
+      else print_table(a.at("apps").as_array());
+    } else if (verb == "status") {
+      if (as_json) std::cout << json::serialize(a.at("app")) << std::endl;
+      else print_status(a.at("app").as_object());
+    } else if (verb == "logs") {
+      if (const auto* line = a.if_contains("line")) {
+        auto& out = clutch::detail::string_field(a, "stream") == "err" ? std::cerr : std::cout;
+        out << line->as_string().c_str() << '\n';
+        if (follow) out << std::flush;
+      }
+    } else if (verb == "kill") {
+      std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
+    } else if (verb == "scale") {
+      std::cout << "clutch: " << name << " now has " << count << " workers" << std::endl;
+    } else {
+      std::cout << "clutch: " << verb << " " << name << ": done" << std::endl;
+    }
+    return true;
+  });
+  if (rc && verb == "kill") {
+    std::cout << "clutch: no daemon was running" << std::endl;
+    return 0;
+  }
+  if (rc && verb == "ls" && !as_json) print_table({});
+  return rc ? rc : code;
 }

@@ -1,0 +1,259 @@
+#include "supervisor/config.hpp"
+
+#include <boost/json.hpp>
+#include <charconv>
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace clutch::supervisor {
+
+namespace json = boost::json;
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+  std::uint64_t n = 0;
+  auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (err != std::errc{} || n == 0) return std::nullopt;
+  const std::string_view unit(end, static_cast<std::size_t>(text.data() + text.size() - end));
+  if (unit.empty() || unit == "B") return n;
+  const int shift = unit == "K" || unit == "KB"   ? 10
+                    : unit == "M" || unit == "MB" ? 20
+                    : unit == "G" || unit == "GB" ? 30
+                                                  : -1;
+  if (shift < 0 || n > (~std::uint64_t{0} >> shift)) return std::nullopt;
+  return n << shift;
+}
+
+bool valid_app_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name == "all" || name.front() == '.' || name.front() == '-') return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+unsigned auto_workers(unsigned cpus, unsigned apps, bool has_agent) {
+  const unsigned share = cpus / std::max(1u, apps);
+  return std::max(1u, share - (has_agent && share > 0 ? 1 : 0));
+}
+
+namespace {
+
+// A field's value as the type wanted, or why not.
+struct reader {
+  const json::object& o;
+  std::string& why;
+  std::string app;
+
+  bool fail(std::string_view key, std::string_view what) {
+    why = (app.empty() ? std::string("app") : "app '" + app + "'") + ": " + std::string(key) + " " + std::string(what);
+    return false;
+  }
+  bool text(std::string_view key, std::string& out) {
+    const auto* v = o.if_contains(key);
+    if (!v) return true;
+    if (!v->is_string()) return fail(key, "must be a string");
+    out = std::string(v->get_string());
+    return true;
+  }
+  bool number(std::string_view key, std::int64_t lo, std::int64_t hi, std::int64_t& out) {
+    const auto* v = o.if_contains(key);
+    if (!v) return true;
+    if (!v->is_int64() || v->get_int64() < lo || v->get_int64() > hi)
+      return fail(key, "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+    out = v->get_int64();
+    return true;
+  }
+  bool size(std::string_view key, std::uint64_t& out) {
+    const auto* v = o.if_contains(key);
+    if (!v) return true;
+    if (v->is_int64() && v->get_int64() > 0) {
+      out = static_cast<std::uint64_t>(v->get_int64());
+      return true;
+    }
+    auto bytes = v->is_string() ? parse_size(v->get_string()) : std::nullopt;
+    if (!bytes)
+      return fail(key, (v->is_string() ? "'" + std::string(v->get_string()) + "' " : std::string()) +
+                           "must be a size such as 512M or 2G");
+    out = *bytes;
+    return true;
+  }
+  bool strings(std::string_view key, std::vector<std::string>& out) {
+    const auto* v = o.if_contains(key);
+    if (!v) return true;
+    if (!v->is_array()) return fail(key, "must be a list of strings");
+    for (const auto& item : v->get_array()) {
+      if (!item.is_string()) return fail(key, "must be a list of strings");
+      out.emplace_back(item.get_string());
+    }
+    return true;
+  }
+};
+
+const std::set<std::string_view> known_keys{
+    "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
+    "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
+    "out_file",    "err_file",     "log_max_size", "log_keep"};
+
+// TOML → JSON, keeping what JSON can say (dates and times become their text).
+json::value to_json(const toml::node& n) {
+  if (auto* t = n.as_table()) {
+    json::object o;
+    for (auto&& [k, v] : *t) o[std::string(k.str())] = to_json(v);
+    return o;
+  }
+  if (auto* a = n.as_array()) {
+    json::array out;
+    for (auto&& v : *a) out.push_back(to_json(v));
+    return out;
+  }
+  if (auto* s = n.as_string()) return json::string(s->get());
+  if (auto* i = n.as_integer()) return i->get();
+  if (auto* f = n.as_floating_point()) return f->get();
+  if (auto* b = n.as_boolean()) return b->get();
+  std::ostringstream text;  // dates and times, as TOML writes them
+  if (auto* d = n.as_date()) text << d->get();
+  else if (auto* t = n.as_time()) text << t->get();
+  else if (auto* dt = n.as_date_time()) text << dt->get();
+  return json::string(text.str());
+}
+
+std::string where(const std::string& path, const toml::source_region& r) {
+  return path + ":" + std::to_string(r.begin.line);
+}
+
+}  // namespace
+
+std::optional<app_spec> app_from_json(const json::object& o, std::string& why) {
+  reader r{o, why, {}};
+  app_spec a;
+  if (!r.text("name", a.name)) return std::nullopt;
+  r.app = a.name;
+  if (!valid_app_name(a.name))
+    return r.fail("name", a.name.empty() ? "is missing"
+                                         : "'" + a.name + "' is not a name (letters, digits, - _ . ; not \"all\")"),
+           std::nullopt;
+  for (const auto& [k, v] : o)
+    if (!known_keys.contains(k)) return r.fail(k, "is not a setting clutch knows"), std::nullopt;
+  auto& s = a.run;
+  if (!r.text("command", s.program) || !r.strings("args", s.args) || !r.text("cwd", s.cwd) ||
+      !r.text("agent", s.agent) || !r.text("out_file", a.out_file) || !r.text("err_file", a.err_file))
+    return std::nullopt;
+  if (s.program.empty()) return r.fail("command", "is missing"), std::nullopt;
+  if (const auto* env = o.if_contains("env")) {
+    if (!env->is_object()) return r.fail("env", "must be a table of strings"), std::nullopt;
+    for (const auto& [k, v] : env->get_object()) {
+      if (v.is_string()) s.env[std::string(k)] = std::string(v.get_string());
+      else if (v.is_int64()) s.env[std::string(k)] = std::to_string(v.get_int64());
+      else return r.fail("env", "must be a table of strings"), std::nullopt;
+    }
+  }
+  if (const auto* w = o.if_contains("workers")) {
+    if (w->is_string() && w->get_string() == "auto") {
+      a.workers_auto = true;
+    } else {
+      std::int64_t n = 0;
+      if (!r.number("workers", 1, 1024, n)) return r.fail("workers", "must be 1 to 1024 or \"auto\""), std::nullopt;
+      s.workers = static_cast<unsigned>(n);
+    }
+  } else {
+    a.workers_auto = true;
+  }
+  std::vector<std::string> listen;
+  if (!r.strings("listen", listen)) return std::nullopt;
+  for (const auto& text : listen) {
+    std::string bad;
+    auto spec = parse_listen(text, bad);
+    if (!spec) return r.fail("listen", bad), std::nullopt;
+    s.listen.push_back(*spec);
+  }
+  std::string ready = "none", restart = "always", stop_signal = "SIGTERM";
+  if (!r.text("ready", ready) || !r.text("restart", restart) || !r.text("stop_signal", stop_signal))
+    return std::nullopt;
+  if (ready != "none" && ready != "notify") return r.fail("ready", "must be none or notify"), std::nullopt;
+  s.ready = ready == "notify" ? ready_mode::notify : ready_mode::none;
+  if (restart != "always" && restart != "on-failure" && restart != "never")
+    return r.fail("restart", "must be always, on-failure or never"), std::nullopt;
+  s.restart = restart == "never"        ? cluster::restart_policy::never
+              : restart == "on-failure" ? cluster::restart_policy::on_failure
+                                        : cluster::restart_policy::always;
+  error_code ec;
+  if (signal_spec(stop_signal).resolve(ec) < 0)
+    return r.fail("stop_signal", "'" + stop_signal + "' is not a signal"), std::nullopt;
+  s.stop_signal = stop_signal;
+  std::int64_t kill_timeout = s.kill_timeout.count(), watchdog = 0, keep = a.log_keep;
+  if (!r.number("kill_timeout", 0, 3600000, kill_timeout) || !r.number("watchdog", 0, 3600000, watchdog) ||
+      !r.number("log_keep", 0, 1000, keep) || !r.size("max_memory", s.max_memory) ||
+      !r.size("log_max_size", a.log_max_size))
+    return std::nullopt;
+  s.kill_timeout = std::chrono::milliseconds(kill_timeout);
+  s.watchdog = std::chrono::milliseconds(watchdog);
+  a.log_keep = static_cast<unsigned>(keep);
+  return a;
+}
+
+std::optional<config_file> load_config(const std::string& path, std::string& why) {
+  toml::table doc;
+  try {
+    doc = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    why = where(path, e.source()) + ": " + std::string(e.description());
+    return std::nullopt;
+  }
+  config_file out;
+  const auto folder = std::filesystem::absolute(path).parent_path();
+  auto resolve = [&](json::object& o, std::string_view key) {
+    if (auto* v = o.if_contains(key); v && v->is_string() && !v->get_string().empty()) {
+      std::filesystem::path p(std::string(v->get_string()));
+      if (key == "command" && p.string().find('/') == std::string::npos) return;  // found in PATH
+      if (p.is_relative()) *v = (folder / p).lexically_normal().string();
+    }
+  };
+  std::set<std::string> names;
+  for (auto&& [key, node] : doc) {
+    if (key.str() == "metrics_port") {
+      auto port = node.value<std::int64_t>();
+      if (!port || *port < 1 || *port > 65535) {
+        why = where(path, node.source()) + ": metrics_port must be a port number (1-65535)";
+        return std::nullopt;
+      }
+      out.metrics_port = static_cast<unsigned>(*port);
+    } else if (key.str() == "app") {
+      auto* apps = node.as_array();
+      if (!apps || !apps->is_array_of_tables()) {
+        why = where(path, node.source()) + ": apps are written [[app]] (an array of tables)";
+        return std::nullopt;
+      }
+      for (auto&& item : *apps) {
+        auto o = to_json(item).as_object();
+        resolve(o, "cwd");
+        if (!o.contains("cwd")) o["cwd"] = folder.string();
+        resolve(o, "command");
+        resolve(o, "out_file");
+        resolve(o, "err_file");
+        std::string bad;
+        auto app = app_from_json(o, bad);
+        if (!app) {
+          why = where(path, item.source()) + ": " + bad;
+          return std::nullopt;
+        }
+        if (!names.insert(app->name).second) {
+          why = where(path, item.source()) + ": app '" + app->name + "' is defined twice";
+          return std::nullopt;
+        }
+        out.apps.push_back(std::move(o));
+      }
+    } else {
+      why = where(path, node.source()) + ": '" + std::string(key.str()) +
+            "' is not a setting clutch knows (apps go in [[app]] tables)";
+      return std::nullopt;
+    }
+  }
+  if (out.apps.empty()) {
+    why = path + ": no app in it (write one as [[app]] with name and command)";
+    return std::nullopt;
+  }
+  return out;
+}
+
+}  // namespace clutch::supervisor

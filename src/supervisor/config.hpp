@@ -1,0 +1,56 @@
+// What an app is, for the daemon: from a TOML file (`clutch start FILE.toml`) or from the command line (`clutch
+// start --name …`), both turned into the same JSON object, which is what the control socket carries and what one
+// function checks.
+//
+//   std::string why;
+//   auto file = supervisor::load_config("apps.toml", why);      // nullopt: why says "apps.toml:7: …"
+//   for (auto& o : file->apps) {
+//     auto app = supervisor::app_from_json(o, why);              // nullopt: why names the app and the field
+//   }
+//
+// The keys (TOML and JSON alike): name, command, args, cwd, env, workers (N or "auto"), listen (strings as
+// --listen takes them), agent, ready, restart, stop_signal, kill_timeout (ms), max_memory ("512M"), watchdog (ms),
+// out_file, err_file, log_max_size ("10M"), log_keep. An unknown key is an error, so that a typo is not ignored.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "supervisor/engine.hpp"
+
+namespace clutch::supervisor {
+
+struct app_spec {
+  std::string name;
+  run_settings run;
+  bool workers_auto = false;  // run.workers is then set by the daemon (auto_workers)
+  std::string out_file, err_file;  // empty: $CLUTCH_HOME/logs/NAME.out.log, NAME.err.log
+  std::uint64_t log_max_size = 10 << 20;
+  unsigned log_keep = 5;
+};
+
+struct config_file {
+  std::vector<boost::json::object> apps;
+  unsigned metrics_port = 0;  // 0: none
+};
+
+// Reads and checks a TOML file (every app in it goes through app_from_json). Relative paths in it (cwd, log
+// files, a command with a '/') are taken from the file's folder.
+std::optional<config_file> load_config(const std::string& path, std::string& why);
+
+std::optional<app_spec> app_from_json(const boost::json::object& o, std::string& why);
+
+// An app's name: letters, digits, '-', '_', '.', at most 64, not "all" (the CLI's word for every app).
+bool valid_app_name(std::string_view name);
+
+// "512M", "2G", "300K", "1048576": bytes; nullopt for anything else (or zero).
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+// workers = "auto": the CPUs shared between `apps` such apps, one fewer for an app with an agent, at least 1.
+unsigned auto_workers(unsigned cpus, unsigned apps, bool has_agent);
+
+}  // namespace clutch::supervisor

@@ -1,0 +1,207 @@
+#include "supervisor/control.hpp"
+
+#include <pwd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json.hpp>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "os/fd.hpp"
+
+namespace clutch::supervisor {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using local = asio::local::stream_protocol;
+
+daemon_paths daemon_paths::from_environment() {
+  daemon_paths p;
+  const char* home = std::getenv("CLUTCH_HOME");
+  if (home && *home) {
+    p.home = home;
+    p.socket = p.home + "/clutch.sock";
+  } else {
+    const char* user_home = std::getenv("HOME");
+    if (!user_home || !*user_home) {
+      const passwd* pw = ::getpwuid(::getuid());
+      user_home = pw ? pw->pw_dir : "/tmp";
+    }
+    p.home = std::string(user_home) + "/.clutch";
+    const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+    p.socket = runtime && *runtime ? std::string(runtime) + "/clutch.sock" : p.home + "/clutch.sock";
+  }
+  p.pid_file = p.home + "/daemon.pid";
+  p.lock_file = p.home + "/daemon.lock";
+  p.daemon_log = p.home + "/daemon.log";
+  p.logs = p.home + "/logs";
+  return p;
+}
+
+error_code private_folder(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return ec;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return error_code(errno, boost::system::system_category());
+  if (st.st_uid != ::geteuid()) return make_error_code(std::errc::permission_denied);
+  if ((st.st_mode & 077) != 0 && ::chmod(path.c_str(), st.st_mode & 0700) != 0)
+    return error_code(errno, boost::system::system_category());
+  return {};
+}
+
+control_session::control_session(local::socket s) : socket_(std::move(s)) {}
+
+void control_session::start(std::function<void(json::object, std::shared_ptr<control_session>)> handler) {
+  // One request line; after it, reading goes on only to notice the peer hanging up.
+  asio::async_read_until(
+      socket_, asio::dynamic_buffer(in_, 64 * 1024), '\n',
+      [self = shared_from_this(), handler = std::move(handler)](error_code ec, std::size_t n) mutable {
+        if (ec) return self->close();
+        json::object request;
+        error_code parse_ec;
+        auto v = json::parse(std::string_view(self->in_).substr(0, n), parse_ec);
+        self->in_.erase(0, n);
+        if (parse_ec || !v.is_object()) {
+          self->send({{"ok", false}, {"error", "the request is not a JSON object"}});
+          return self->end();
+        }
+        // Watch for the hang-up.
+        auto watch = std::make_shared<std::function<void()>>();
+        *watch = [self, watch] {
+          self->in_.resize(512);
+          self->socket_.async_read_some(asio::buffer(self->in_), [self, watch](error_code ec, std::size_t) {
+            if (ec) {
+              self->close();
+              *watch = nullptr;  // the cycle through the lambda ends here
+              return;
+            }
+            (*watch)();
+          });
+        };
+        (*watch)();
+        handler(std::move(v.as_object()), self);
+      });
+}
+
+void control_session::send(const json::object& answer) {
+  if (!open_) return;
+  out_.push_back(json::serialize(answer) + "\n");
+  write_next();
+}
+
+void control_session::end() {
+  ending_ = true;
+  if (!writing_ && out_.empty()) close();
+}
+
+void control_session::write_next() {
+  if (writing_ || out_.empty()) return;
+  writing_ = true;
+  asio::async_write(socket_, asio::buffer(out_.front()), [self = shared_from_this()](error_code ec, std::size_t) {
+    self->writing_ = false;
+    self->out_.pop_front();
+    if (ec) return self->close();
+    if (!self->out_.empty()) return self->write_next();
+    if (self->ending_) self->close();
+  });
+}
+
+void control_session::close() {
+  if (!std::exchange(open_, false)) return;
+  error_code ignored;
+  socket_.shutdown(local::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  if (auto h = std::move(closed_)) h();
+}
+
+control_server::control_server(asio::io_context& io, handler h) : acceptor_(io), handler_(std::move(h)) {}
+
+error_code control_server::listen(const std::string& path) {
+  ::unlink(path.c_str());
+  error_code ec;
+  acceptor_.open(local(), ec);
+  if (ec) return ec;
+  // 0600 from the start: there is no moment when another user could connect.
+  const mode_t old = ::umask(077);
+  acceptor_.bind(local::endpoint(path), ec);
+  ::umask(old);
+  if (ec) return ec;
+  ::chmod(path.c_str(), 0600);  // read and write are all a client needs
+  acceptor_.listen(64, ec);
+  if (ec) return ec;
+  accept();
+  return {};
+}
+
+void control_server::close() {
+  error_code ignored;
+  acceptor_.close(ignored);
+}
+
+void control_server::accept() {
+  acceptor_.async_accept([this](error_code ec, local::socket s) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      ucred peer{};
+      socklen_t len = sizeof peer;
+      const bool ours = ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 &&
+                        peer.uid == ::geteuid();
+      auto session = std::make_shared<control_session>(std::move(s));
+      if (!ours) {
+        session->send({{"ok", false},
+                       {"error", "refused: uid " + std::to_string(peer.uid) + " is not this daemon's owner (uid " +
+                                     std::to_string(::geteuid()) + ")"}});
+        session->end();
+      } else {
+        session->start(handler_);
+      }
+    }
+    accept();
+  });
+}
+
+error_code control_call(const std::string& path, const json::object& request,
+                        const std::function<bool(const json::object&)>& on_answer) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return make_error_code(std::errc::filename_too_long);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  os::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return error_code(errno, boost::system::system_category());
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
+    return error_code(errno, boost::system::system_category());
+  const std::string line = json::serialize(request) + "\n";
+  for (std::size_t done = 0; done < line.size();) {
+    const auto n = ::send(fd.get(), line.data() + done, line.size() - done, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EPIPE) break;  // it hung up at once: what it said before that is still to be read
+    if (n < 0) return error_code(errno, boost::system::system_category());
+    done += static_cast<std::size_t>(n);
+  }
+  std::string in;
+  char buf[16 * 1024];
+  for (;;) {
+    const auto n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return error_code(errno, boost::system::system_category());
+    if (n == 0) return {};
+    in.append(buf, static_cast<std::size_t>(n));
+    for (auto nl = in.find('\n'); nl != std::string::npos; nl = in.find('\n')) {
+      error_code ec;
+      auto v = json::parse(std::string_view(in).substr(0, nl), ec);
+      in.erase(0, nl + 1);
+      if (ec || !v.is_object()) return make_error_code(std::errc::bad_message);
+      if (!on_answer(v.as_object())) return {};
+    }
+  }
+}
+
+}  // namespace clutch::supervisor

@@ -1,0 +1,77 @@
+// The daemon's control socket: a Unix stream socket only its owner may open (the folder 0700, the socket 0600),
+// and the daemon also checks each peer's uid (SO_PEERCRED) and refuses any other. One JSON object per line each
+// way: a request {"cmd": …}, then the daemon's answers ({"ok": true, …} or {"ok": false, "error": "…"}); `logs -f`
+// keeps the connection and gets {"line": …} objects until it hangs up.
+//
+//   supervisor::control_server server(io, paths.socket, [&](json::object req, std::shared_ptr<control_session> s) {
+//     s->send({{"ok", true}});
+//     s->end();  // closes once everything is written
+//   });
+//   // in the CLI:
+//   int rc = supervisor::control_call(paths.socket, {{"cmd", "ls"}}, [](const json::object& answer) { ...; });
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/json/object.hpp>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "clutch/error.hpp"
+
+namespace clutch::supervisor {
+
+// Where the daemon keeps its files. $CLUTCH_HOME when set, else ~/.clutch; the control socket is
+// $CLUTCH_HOME/clutch.sock when CLUTCH_HOME is set, else $XDG_RUNTIME_DIR/clutch.sock, else ~/.clutch/clutch.sock.
+struct daemon_paths {
+  std::string home, socket, pid_file, lock_file, daemon_log, logs;
+  static daemon_paths from_environment();
+};
+
+// Makes a folder (and its parents) that only its owner can enter; an existing one must be ours.
+error_code private_folder(const std::string& path);
+
+class control_session : public std::enable_shared_from_this<control_session> {
+ public:
+  explicit control_session(boost::asio::local::stream_protocol::socket s);
+  void send(const boost::json::object& answer);
+  // Closes the connection once what was sent has been written.
+  void end();
+  // The peer hung up (or end() closed it).
+  void on_close(std::function<void()> h) { closed_ = std::move(h); }
+  bool open() const noexcept { return open_; }
+
+  void start(std::function<void(boost::json::object, std::shared_ptr<control_session>)> handler);
+
+ private:
+  void write_next();
+  void close();
+  boost::asio::local::stream_protocol::socket socket_;
+  std::string in_;
+  std::deque<std::string> out_;
+  bool writing_ = false, ending_ = false, open_ = true, asked_ = false;
+  std::function<void()> closed_;
+};
+
+class control_server {
+ public:
+  using handler = std::function<void(boost::json::object, std::shared_ptr<control_session>)>;
+  control_server(boost::asio::io_context& io, handler h);
+  // Binds path (a stale socket file is replaced: call it holding the daemon's lock) with mode 0600.
+  error_code listen(const std::string& path);
+  void close();
+
+ private:
+  void accept();
+  boost::asio::local::stream_protocol::acceptor acceptor_;
+  handler handler_;
+};
+
+// Sends one request and passes each answer to on_answer until the daemon closes the connection or on_answer
+// returns false. The error is the connection's (no daemon: ENOENT or ECONNREFUSED).
+error_code control_call(const std::string& path, const boost::json::object& request,
+                        const std::function<bool(const boost::json::object&)>& on_answer);
+
+}  // namespace clutch::supervisor

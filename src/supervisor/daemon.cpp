@@ -1,0 +1,494 @@
+#include "supervisor/daemon.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/post.hpp>
+#include <boost/json.hpp>
+#include <chrono>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include "exit_text.hpp"
+#include "json_fields.hpp"
+#include "supervisor/config.hpp"
+#include "supervisor/engine.hpp"
+#include "supervisor/logs.hpp"
+#include "supervisor/status.hpp"
+
+namespace clutch::supervisor {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using ::clutch::detail::int_field;
+using ::clutch::detail::string_field;
+using session_ptr = std::shared_ptr<control_session>;
+
+namespace {
+
+std::string now_text() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+struct exit_event {
+  std::string when, who, how;
+  bool asked = false;
+  std::shared_ptr<last_lines> lines;
+};
+
+// What the daemon keeps of one process's output: a splitter per stream and its last lines.
+struct output_of {
+  line_splitter split[2];
+  std::shared_ptr<last_lines> recent = std::make_shared<last_lines>();
+  int open = 3;  // its two streams and the process itself: kept until all three have ended
+};
+
+struct app {
+  app_spec spec;
+  json::object source;  // what it was started from, to start it again
+  std::unique_ptr<engine> eng;
+  enum class state { running, stopping, stopped } st = state::stopped;
+  std::unique_ptr<log_file> out, err;
+  std::map<int, output_of> output;  // by pid
+  std::deque<exit_event> events;    // the last few exits
+  std::vector<session_ptr> followers;
+  std::vector<std::function<void(engine&)>> stopped_waiters;  // given the stopped engine
+};
+
+const char* state_name(app::state s) {
+  return s == app::state::running ? "running" : s == app::state::stopping ? "stopping" : "stopped";
+}
+
+}  // namespace
+
+struct daemon_state : std::enable_shared_from_this<daemon_state> {
+  daemon_state(asio::io_context& io, daemon_settings s) : io(io), cfg(std::move(s)), control(io, {}) {}
+  asio::io_context& io;
+  daemon_settings cfg;
+  control_server control;
+  std::unique_ptr<status_server> metrics;
+  os::unique_fd lock;
+  std::map<std::string, std::shared_ptr<app>> apps;
+  usage_meter meter;
+  std::function<void()> done;
+  bool shutting_down = false;
+  std::vector<session_ptr> killers;  // `clutch kill`s waiting for the end
+
+  void say(const std::string& line) { std::cerr << now_text() << ' ' << line << std::endl; }
+
+  json::object snapshot() {
+    json::array list;
+    for (auto& [name, a] : apps) list.push_back(describe(*a));
+    return {{"apps", std::move(list)},
+            {"daemon", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+  }
+
+  json::object describe(app& a) {
+    json::object o;
+    if (a.eng) {
+      o = app_status(a.spec.name, *a.eng, meter);
+    } else {
+      o = {{"name", a.spec.name}, {"workers", a.spec.run.workers}, {"processes", json::array{}}};
+    }
+    o["state"] = state_name(a.st);
+    unsigned restarts = 0;
+    for (const auto& p : o["processes"].as_array()) restarts += static_cast<unsigned>(p.as_object().at("restarts").to_number<double>());
+    o["restarts"] = restarts;
+    return o;
+  }
+
+  // ---- the apps' processes -------------------------------------------------------------------------------
+
+  void on_output(const std::shared_ptr<app>& a, const process_tag& tag, int stream, std::string_view data, bool end) {
+    auto& o = a->output[tag.pid];
+    const int i = stream == child::err ? 1 : 0;
+    auto& file = i ? *a->err : *a->out;
+    const std::string prefix = tag.agent ? "[agent] " : "[" + std::to_string(tag.id) + "] ";
+    auto line = [&](std::string_view text) {
+      file.append(prefix, text);
+      o.recent->add(text);
+      for (auto& f : a->followers)
+        f->send({{"line", prefix + std::string(text)}, {"stream", i ? "err" : "out"}});
+    };
+    o.split[i].feed(data, line);
+    if (end) o.split[i].finish(line);
+    if (auto ec = file.flush()) say("clutch: " + a->spec.name + ": cannot write " + file.path() + ": " + ec.message());
+    if (end && --o.open == 0) a->output.erase(tag.pid);
+  }
+
+  void on_exit(const std::shared_ptr<app>& a, const process_tag& tag, const exit_status& st, bool asked) {
+    exit_event ev;
+    ev.when = now_text();
+    ev.who = (tag.agent ? std::string("agent") : "worker " + std::to_string(tag.id)) + " (pid " +
+             std::to_string(tag.pid) + ")";
+    ev.how = ::clutch::detail::describe(st);
+    ev.asked = asked;
+    // The lines it wrote last; the pipes may still bring a few more, and they land here too.
+    auto& o = a->output[tag.pid];
+    ev.lines = o.recent;
+    if (--o.open == 0) a->output.erase(tag.pid);
+    a->events.push_back(std::move(ev));
+    if (a->events.size() > 10) a->events.pop_front();
+  }
+
+  error_code open_logs(app& a) {
+    auto path = [&](const std::string& given, const char* stream) {
+      return given.empty() ? cfg.paths.logs + "/" + a.spec.name + "." + stream + ".log" : given;
+    };
+    a.out = std::make_unique<log_file>(path(a.spec.out_file, "out"), a.spec.log_max_size, a.spec.log_keep);
+    a.err = std::make_unique<log_file>(path(a.spec.err_file, "err"), a.spec.log_max_size, a.spec.log_keep);
+    if (auto ec = a.out->open()) return ec;
+    return a.err->open();
+  }
+
+  // Starts a's engine (taking over `sockets`, a restart's, so that its ports never close).
+  error_code launch(const std::shared_ptr<app>& a, std::vector<listener> sockets = {}) {
+    if (!a->out) {
+      if (auto ec = open_logs(*a)) return ec;
+    }
+    auto settings = a->spec.run;
+    if (!sockets.empty()) settings.listen.clear();  // a restart's engine takes the old one's sockets instead
+    auto eng = std::make_unique<engine>(io, std::move(settings));
+    eng->adopt(std::move(sockets));
+    std::weak_ptr<app> wa = a;
+    auto self = weak_from_this();
+    eng->on_log([self, name = a->spec.name](const std::string& line) {
+      if (auto d = self.lock()) d->say(name + ": " + line);
+    });
+    eng->on_output([self, wa](const process_tag& tag, int stream, std::string_view data, bool end) {
+      auto d = self.lock();
+      auto a = wa.lock();
+      if (d && a) d->on_output(a, tag, stream, data, end);
+    });
+    eng->on_exit([self, wa](const process_tag& tag, const exit_status& st, bool asked) {
+      auto d = self.lock();
+      auto a = wa.lock();
+      if (d && a) d->on_exit(a, tag, st, asked);
+    });
+    eng->on_all_gone([self, wa] {
+      auto d = self.lock();
+      auto a = wa.lock();
+      if (!d || !a) return;
+      d->say(a->spec.name + ": no worker left to run; stopped");
+      // Not from inside the engine's own callback.
+      asio::post(d->io, [d, a] { d->stop(a, {}); });
+    });
+    if (auto ec = eng->start()) return ec;
+    a->eng = std::move(eng);
+    a->st = app::state::running;
+    return {};
+  }
+
+  // Stops a's engine; done runs once it is stopped (at once if it was). The listeners are handed to done.
+  void stop(const std::shared_ptr<app>& a, std::function<void(std::vector<listener>)> done) {
+    if (a->st == app::state::stopped || !a->eng) {
+      a->st = app::state::stopped;
+      if (done) done({});
+      return;
+    }
+    a->stopped_waiters.push_back([done = std::move(done)](engine& old) mutable {
+      auto sockets = old.release_listeners();
+      if (done) done(std::move(sockets));
+    });
+    if (a->st == app::state::stopping) return;
+    a->st = app::state::stopping;
+    a->eng->stop([self = weak_from_this(), a] {
+      auto d = self.lock();
+      if (!d) return;
+      // The engine is gone only after its own callback has returned.
+      asio::post(d->io, [a] {
+        auto old = std::move(a->eng);  // a waiter may start a new one (a restart)
+        a->st = app::state::stopped;
+        for (auto& w : std::exchange(a->stopped_waiters, {})) w(*old);
+      });
+    });
+  }
+
+  // ---- requests ---------------------------------------------------------------------------------------------
+
+  static void fail(const session_ptr& s, const std::string& why) {
+    s->send({{"ok", false}, {"error", why}});
+    s->end();
+  }
+
+  // The apps a request names ("all": every one), or nothing after telling the client why.
+  std::vector<std::shared_ptr<app>> named(const json::object& req, const session_ptr& s) {
+    const std::string name(string_field(req, "name"));
+    std::vector<std::shared_ptr<app>> out;
+    if (name == "all") {
+      for (auto& [n, a] : apps) out.push_back(a);
+      if (out.empty()) fail(s, "no app is defined (clutch start first)");
+      return out;
+    }
+    auto it = apps.find(name);
+    if (it == apps.end()) {
+      std::string known;
+      for (auto& [n, a] : apps) known += (known.empty() ? "" : ", ") + n;
+      fail(s, "no app named '" + name + "'" + (known.empty() ? " (none is defined)" : " (known: " + known + ")"));
+      return out;
+    }
+    out.push_back(it->second);
+    return out;
+  }
+
+  // Runs action on each app; answers {"ok": …} once every one has called its finish(error text or "").
+  void for_each_app(const std::vector<std::shared_ptr<app>>& list, const session_ptr& s,
+                    const std::function<void(const std::shared_ptr<app>&, std::function<void(std::string)>)>& action) {
+    struct tally {
+      std::size_t left;
+      std::string errors;
+      json::array names;
+    };
+    auto t = std::make_shared<tally>(tally{list.size(), {}, {}});
+    for (auto& a : list) {
+      action(a, [t, s, name = a->spec.name](std::string error) {
+        if (!error.empty()) t->errors += (t->errors.empty() ? "" : "; ") + name + ": " + error;
+        else t->names.push_back(json::string(name));
+        if (--t->left > 0) return;
+        if (t->errors.empty()) s->send({{"ok", true}, {"apps", t->names}});
+        else s->send({{"ok", false}, {"error", t->errors}, {"apps", t->names}});
+        s->end();
+      });
+    }
+  }
+
+  void handle(json::object req, const session_ptr& s) {
+    const std::string cmd(string_field(req, "cmd"));
+    if (shutting_down) return fail(s, "the daemon is shutting down");
+    if (cmd == "ls") {
+      auto snap = snapshot();
+      s->send({{"ok", true}, {"apps", snap["apps"]}, {"daemon", snap["daemon"]}});
+      return s->end();
+    }
+    if (cmd == "start") return start(req, s);
+    if (cmd == "ping") {
+      s->send({{"ok", true}, {"pid", ::getpid()}});
+      return s->end();
+    }
+    if (cmd == "kill") {  // answered once every app has stopped, so that the CLI returns only then
+      killers.push_back(s);
+      return shutdown();
+    }
+    if (cmd != "status" && cmd != "stop" && cmd != "restart" && cmd != "reload" && cmd != "scale" &&
+        cmd != "logs" && cmd != "delete")
+      return fail(s, "unknown request '" + cmd + "'");
+    auto list = named(req, s);
+    if (list.empty()) return;
+    if (cmd == "status") {
+      auto& a = *list.front();
+      auto o = describe(a);
+      o["command"] = a.spec.run.program;
+      o["args"] = json::value_from(a.spec.run.args);
+      o["cwd"] = a.spec.run.cwd;
+      o["out_file"] = a.out ? a.out->path() : "";
+      o["err_file"] = a.err ? a.err->path() : "";
+      json::array listen;
+      if (a.eng)
+        for (const auto& l : a.eng->listeners())
+          listen.push_back(json::string(l.spec.unix_socket ? "unix:" + l.spec.path
+                                                           : l.bound.address().to_string() + ":" +
+                                                                 std::to_string(l.bound.port())));
+      o["listen"] = std::move(listen);
+      json::array events;
+      for (const auto& ev : a.events) {
+        json::object e{{"when", ev.when}, {"who", ev.who}, {"how", ev.how}, {"asked", ev.asked}};
+        if (ev.lines && !ev.asked) e["last_lines"] = json::value_from(ev.lines->lines());
+        events.push_back(std::move(e));
+      }
+      o["events"] = std::move(events);
+      s->send({{"ok", true}, {"app", std::move(o)}});
+      return s->end();
+    }
+    if (cmd == "stop") {
+      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+        stop(a, [finish](std::vector<listener>) { finish(""); });
+      });
+    }
+    if (cmd == "delete") {
+      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+        stop(a, [this, a, finish](std::vector<listener>) {
+          apps.erase(a->spec.name);
+          finish("");
+        });
+      });
+    }
+    if (cmd == "restart") {
+      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+        stop(a, [this, a, finish](std::vector<listener> sockets) {
+          auto ec = launch(a, std::move(sockets));
+          finish(ec ? ec.message() : "");
+        });
+      });
+    }
+    if (cmd == "reload") {
+      return for_each_app(list, s, [](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+        if (a->st != app::state::running) return finish("it is " + std::string(state_name(a->st)));
+        a->eng->reload([finish](error_code ec) { finish(ec ? ec.message() : ""); });
+      });
+    }
+    if (cmd == "scale") {
+      const auto n = int_field(req, "workers");
+      if (n < 1 || n > 1024 || list.size() != 1) return fail(s, "scale takes one app and a count from 1 to 1024");
+      auto& a = *list.front();
+      a.spec.run.workers = static_cast<unsigned>(n);
+      a.spec.workers_auto = false;
+      a.source["workers"] = n;
+      if (a.eng) a.eng->scale(static_cast<unsigned>(n));
+      s->send({{"ok", true}, {"workers", n}});
+      return s->end();
+    }
+    // logs
+    if (list.size() != 1) return fail(s, "logs takes one app");
+    auto a = list.front();
+    if (!a->out && open_logs(*a)) return fail(s, "cannot open the log files");
+    const auto n = static_cast<std::size_t>(std::clamp<std::int64_t>(int_field(req, "lines", 15), 0, 100000));
+    s->send({{"ok", true}, {"out_file", a->out->path()}, {"err_file", a->err->path()}});
+    for (const auto* f : {a->out.get(), a->err.get()})
+      for (const auto& line : tail_file(f->path(), n))
+        s->send({{"line", line}, {"stream", f == a->out.get() ? "out" : "err"}});
+    const auto* follow = req.if_contains("follow");
+    if (!follow || !follow->is_bool() || !follow->get_bool()) return s->end();
+    a->followers.push_back(s);
+    s->on_close([wa = std::weak_ptr(a), ws = std::weak_ptr(s)] {
+      auto a = wa.lock();
+      if (!a) return;
+      std::erase_if(a->followers, [&](const session_ptr& f) { return f == ws.lock() || !f->open(); });
+    });
+  }
+
+  void start(const json::object& req, const session_ptr& s) {
+    const auto* list = req.if_contains("apps");
+    if (!list || !list->is_array() || list->as_array().empty()) return fail(s, "start: no app given");
+    std::vector<std::pair<app_spec, json::object>> specs;
+    unsigned auto_apps = 0;
+    for (const auto& v : list->as_array()) {
+      std::string why;
+      if (!v.is_object()) return fail(s, "start: an app must be a JSON object");
+      auto spec = app_from_json(v.as_object(), why);
+      if (!spec) return fail(s, why);
+      if (auto it = apps.find(spec->name); it != apps.end() && it->second->st != app::state::stopped)
+        return fail(s, "app '" + spec->name + "' is already " + state_name(it->second->st) +
+                           " (clutch restart " + spec->name + ", or clutch stop " + spec->name + " first)");
+      auto_apps += spec->workers_auto;
+      specs.emplace_back(std::move(*spec), v.as_object());
+    }
+    for (auto& [name, a] : apps)
+      if (a->spec.workers_auto && a->st != app::state::stopped &&
+          std::none_of(specs.begin(), specs.end(), [&](auto& p) { return p.first.name == name; }))
+        ++auto_apps;
+    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    json::array started;
+    std::string errors;
+    for (auto& [spec, source] : specs) {
+      if (spec.workers_auto) spec.run.workers = auto_workers(cpus, auto_apps, !spec.run.agent.empty());
+      auto a = std::make_shared<app>();
+      a->spec = std::move(spec);
+      a->source = std::move(source);
+      const auto name = a->spec.name;
+      apps[name] = a;
+      if (auto ec = launch(a)) {
+        errors += (errors.empty() ? "" : "; ") + name + ": " + ec.message();
+        apps.erase(name);
+        continue;
+      }
+      say(name + ": started, " + std::to_string(a->spec.run.workers) + " workers of " + a->spec.run.program);
+      started.push_back(json::object{{"name", name}, {"workers", a->spec.run.workers}});
+    }
+    if (errors.empty()) s->send({{"ok", true}, {"apps", std::move(started)}});
+    else s->send({{"ok", false}, {"error", errors}, {"apps", std::move(started)}});
+    s->end();
+  }
+
+  void shutdown() {
+    if (std::exchange(shutting_down, true)) return;
+    say("clutch: stopping every app");
+    control.close();
+    auto left = std::make_shared<std::size_t>(apps.size() + 1);
+    auto one_done = [self = shared_from_this(), left] {
+      if (--*left > 0) return;
+      self->say("clutch: every app stopped; the daemon ends");
+      ::unlink(self->cfg.paths.socket.c_str());
+      ::unlink(self->cfg.paths.pid_file.c_str());
+      // The daemon ends once the answers to `clutch kill` are out.
+      auto left = std::make_shared<std::size_t>(self->killers.size() + 1);
+      auto end = [self, left] {
+        if (--*left == 0 && self->done) self->done();
+      };
+      for (auto& k : std::exchange(self->killers, {})) {
+        k->on_close(end);
+        k->send({{"ok", true}, {"pid", ::getpid()}});
+        k->end();
+      }
+      end();
+    };
+    for (auto& [name, a] : apps) stop(a, [one_done](std::vector<listener>) { one_done(); });
+    one_done();
+  }
+};
+
+daemon::daemon(asio::io_context& io, daemon_settings s) : state_(std::make_shared<daemon_state>(io, std::move(s))) {}
+
+daemon::~daemon() = default;
+
+error_code daemon::start() {
+  auto& d = *state_;
+  const auto& p = d.cfg.paths;
+  if (auto ec = private_folder(p.home)) return ec;
+  if (auto ec = private_folder(p.logs)) return ec;
+  // One daemon per home: the lock is held as long as the daemon lives.
+  d.lock.reset(::open(p.lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!d.lock) return error_code(errno, boost::system::system_category());
+  if (::flock(d.lock.get(), LOCK_EX | LOCK_NB) != 0) return error_code(errno, boost::system::system_category());
+  d.control = control_server(d.io, [w = std::weak_ptr(state_)](json::object req, session_ptr s) {
+    if (auto d = w.lock()) d->handle(std::move(req), s);
+  });
+  if (auto ec = d.control.listen(p.socket)) return ec;
+  if (d.cfg.metrics_port) {
+    d.metrics = std::make_unique<status_server>(d.io, [w = std::weak_ptr(state_)] {
+      auto d = w.lock();
+      return d ? d->snapshot() : json::object{};
+    });
+    if (auto ec = d.metrics->listen(static_cast<unsigned short>(d.cfg.metrics_port))) return ec;
+  }
+  std::ofstream(p.pid_file) << ::getpid() << '\n';
+  d.say("clutch: daemon " + std::to_string(::getpid()) + " listening on " + p.socket +
+        (d.metrics ? ", status on http://127.0.0.1:" + std::to_string(d.metrics->port()) : std::string()));
+  return {};
+}
+
+void daemon::reopen_logs() {
+  for (auto& [name, a] : state_->apps) {
+    for (auto* f : {a->out.get(), a->err.get()})
+      if (f) {
+        if (auto ec = f->reopen()) state_->say(name + ": cannot reopen " + f->path() + ": " + ec.message());
+      }
+  }
+  state_->say("clutch: log files reopened");
+}
+
+void daemon::shutdown() { state_->shutdown(); }
+void daemon::on_done(std::function<void()> h) { state_->done = std::move(h); }
+
+std::vector<int> daemon::pids() const {
+  std::vector<int> out;
+  for (auto& [name, a] : state_->apps)
+    if (a->eng)
+      for (int pid : a->eng->pids()) out.push_back(pid);
+  return out;
+}
+
+unsigned short daemon::metrics_port() const { return state_->metrics ? state_->metrics->port() : 0; }
+
+}  // namespace clutch::supervisor

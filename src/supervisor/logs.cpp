@@ -1,0 +1,118 @@
+#include "supervisor/logs.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+
+namespace clutch::supervisor {
+
+log_file::log_file(std::string path, std::uint64_t max_bytes, unsigned keep)
+    : path_(std::move(path)), max_bytes_(max_bytes), keep_(keep) {}
+
+error_code log_file::open() {
+  std::error_code fs_ec;
+  const auto folder = std::filesystem::path(path_).parent_path();
+  if (!folder.empty()) std::filesystem::create_directories(folder, fs_ec);
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return error_code(errno, boost::system::system_category());
+  fd_.reset(fd);
+  struct stat st {};
+  size_ = ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+  return {};
+}
+
+error_code log_file::reopen() {
+  fd_.reset();
+  return open();
+}
+
+void log_file::append(std::string_view prefix, std::string_view line) {
+  pending_.append(prefix);
+  pending_.append(line);
+  pending_.push_back('\n');
+}
+
+void log_file::rotate() {
+  fd_.reset();
+  if (keep_ == 0) {
+    ::unlink(path_.c_str());
+  } else {
+    for (unsigned k = keep_; k > 1; --k)
+      ::rename((path_ + "." + std::to_string(k - 1)).c_str(), (path_ + "." + std::to_string(k)).c_str());
+    ::rename(path_.c_str(), (path_ + ".1").c_str());
+  }
+  open();
+}
+
+error_code log_file::flush() {
+  std::string_view rest = pending_;
+  error_code result;
+  while (!rest.empty() && !result) {
+    // As many whole lines as fit under max_bytes go to this file; a rotation falls between two lines, never inside
+    // one. A line longer than max_bytes gets a file of its own.
+    std::size_t take = rest.size();
+    if (max_bytes_ > 0 && size_ + take > max_bytes_) {
+      const std::size_t room = max_bytes_ > size_ ? static_cast<std::size_t>(max_bytes_ - size_) : 0;
+      const auto nl = room > 0 ? rest.substr(0, room).rfind('\n') : std::string_view::npos;
+      if (nl != std::string_view::npos) {
+        take = nl + 1;
+      } else if (size_ > 0) {
+        rotate();
+        continue;
+      } else {
+        take = rest.find('\n') + 1;  // pending_ holds whole lines only
+      }
+    }
+    result = write_all(rest.substr(0, take));
+    rest.remove_prefix(take);
+  }
+  pending_.clear();
+  return result;
+}
+
+error_code log_file::write_all(std::string_view bytes) {
+  if (!fd_) return make_error_code(std::errc::bad_file_descriptor);
+  while (!bytes.empty()) {
+    const auto n = ::write(fd_.get(), bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return error_code(errno, boost::system::system_category());
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+    size_ += static_cast<std::uint64_t>(n);
+  }
+  return {};
+}
+
+std::deque<std::string> tail_file(const std::string& path, std::size_t n) {
+  std::deque<std::string> out;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || n == 0) {
+    if (fd >= 0) ::close(fd);
+    return out;
+  }
+  os::unique_fd file(fd);
+  off_t end = ::lseek(fd, 0, SEEK_END);
+  std::string text;  // the file's last bytes, read backwards a block at a time until n lines are in it
+  constexpr off_t block = 64 * 1024;
+  std::size_t newlines = 0;
+  while (end > 0 && newlines <= n) {
+    const off_t from = end > block ? end - block : 0;
+    std::string chunk(static_cast<std::size_t>(end - from), '\0');
+    if (::pread(fd, chunk.data(), chunk.size(), from) != static_cast<ssize_t>(chunk.size())) break;
+    for (char c : chunk) newlines += c == '\n';
+    text.insert(0, chunk);
+    end = from;
+  }
+  std::string_view rest = text;
+  if (!rest.empty() && rest.back() == '\n') rest.remove_suffix(1);
+  while (!rest.empty() && out.size() < n) {
+    const auto nl = rest.rfind('\n');
+    out.emplace_front(nl == std::string_view::npos ? rest : rest.substr(nl + 1));
+    rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(0, nl);
+  }
+  return out;
+}
+
+}  // namespace clutch::supervisor

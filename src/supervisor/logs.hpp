@@ -1,0 +1,106 @@
+// Log files that only the supervisor writes: the processes' stdout and stderr reach it through pipes, it cuts
+// them into lines and appends whole lines, so a rotation never splits or loses one.
+//
+//   supervisor::log_file out("/var/log/web.out.log", 10 << 20, 5);  // rotated past 10 MiB, 5 old files kept
+//   if (auto ec = out.open()) { ... }
+//   supervisor::line_splitter split;
+//   split.feed(chunk, [&](std::string_view line) { out.append("[3] ", line); });
+//   split.finish([&](std::string_view line) { out.append("[3] ", line); });  // the stream ended mid-line
+//   out.flush();       // after each chunk: one write(2) for every line it held
+//   out.reopen();      // SIGUSR1: after an outside tool moved the file away
+//
+// Rotation renames FILE.(k-1) → FILE.k … FILE → FILE.1 and starts FILE anew, before a line would pass the size.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <string_view>
+
+#include "clutch/error.hpp"
+#include "os/fd.hpp"
+
+namespace clutch::supervisor {
+
+class log_file {
+ public:
+  log_file(std::string path, std::uint64_t max_bytes, unsigned keep);
+  // Creates the file's folder if needed, and opens the file for appending.
+  error_code open();
+  // Buffers prefix + line + '\n'; flush() writes them.
+  void append(std::string_view prefix, std::string_view line);
+  // Writes what append() buffered, rotating between two lines wherever the next would take the file past
+  // max_bytes. A write error is returned (the lines are dropped then, as there is nowhere to put them).
+  error_code flush();
+  error_code reopen();
+  const std::string& path() const noexcept { return path_; }
+  std::uint64_t size() const noexcept { return size_; }
+
+ private:
+  void rotate();
+  error_code write_all(std::string_view bytes);
+  std::string path_;
+  std::uint64_t max_bytes_;
+  unsigned keep_;
+  os::unique_fd fd_;
+  std::uint64_t size_ = 0;
+  std::string pending_;
+};
+
+// Chunks of a byte stream in, whole lines out ('\n' cut off, a '\r' before it too). A line longer than max_line
+// comes out in pieces of max_line bytes, so that a process that never writes '\n' cannot grow us without bound.
+class line_splitter {
+ public:
+  static constexpr std::size_t max_line = 64 * 1024;
+  template <typename F>
+  void feed(std::string_view chunk, F&& line) {
+    while (!chunk.empty()) {
+      const auto nl = chunk.find('\n');
+      const auto take = nl == std::string_view::npos ? chunk.size() : nl;
+      partial_.append(chunk.substr(0, take));
+      chunk.remove_prefix(nl == std::string_view::npos ? chunk.size() : nl + 1);
+      if (nl != std::string_view::npos) {
+        emit(line);
+      } else {
+        while (partial_.size() >= max_line) {
+          line(std::string_view(partial_).substr(0, max_line));
+          partial_.erase(0, max_line);
+        }
+      }
+    }
+  }
+  // The stream ended: what is left (a last line without '\n') comes out.
+  template <typename F>
+  void finish(F&& line) {
+    if (!partial_.empty()) emit(line);
+  }
+
+ private:
+  template <typename F>
+  void emit(F& line) {
+    if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
+    line(std::string_view(partial_));
+    partial_.clear();
+  }
+  std::string partial_;
+};
+
+// The last lines of a process, for its exit event in `clutch status`.
+class last_lines {
+ public:
+  explicit last_lines(std::size_t keep = 20) : keep_(keep) {}
+  void add(std::string_view line) {
+    if (lines_.size() == keep_) lines_.pop_front();
+    lines_.emplace_back(line.substr(0, 1024));
+  }
+  const std::deque<std::string>& lines() const noexcept { return lines_; }
+
+ private:
+  std::size_t keep_;
+  std::deque<std::string> lines_;
+};
+
+// The last n lines of a file (fewer if it has fewer), read from its end.
+std::deque<std::string> tail_file(const std::string& path, std::size_t n);
+
+}  // namespace clutch::supervisor

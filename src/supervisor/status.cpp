@@ -1,0 +1,244 @@
+#include "supervisor/status.hpp"
+
+#include <unistd.h>
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/json.hpp>
+#include <fstream>
+#include <sstream>
+
+namespace clutch::supervisor {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+using clock = std::chrono::steady_clock;
+
+usage usage_meter::look(pid_t pid) {
+  usage u;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  std::getline(stat, text);
+  // Fields after the command (which may hold spaces and parentheses): state is field 3, utime 14, stime 15,
+  // starttime 22, rss 24.
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return u;
+  std::istringstream fields(text.substr(close + 2));
+  std::string f;
+  std::uint64_t utime = 0, stime = 0, starttime = 0;
+  long rss_pages = 0;
+  for (int i = 3; fields >> f; ++i) {
+    if (i == 14) utime = std::stoull(f);
+    if (i == 15) stime = std::stoull(f);
+    if (i == 22) starttime = std::stoull(f);
+    if (i == 24) {
+      rss_pages = std::stol(f);
+      break;
+    }
+  }
+  const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const std::uint64_t ticks = utime + stime;
+  u.cpu_seconds = static_cast<double>(ticks) / hz;
+  u.rss = static_cast<std::uint64_t>(rss_pages) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto now = clock::now();
+  if (auto it = last_.find(pid); it != last_.end()) {
+    const double secs = std::chrono::duration<double>(now - it->second.at).count();
+    if (secs > 0) u.cpu_percent = 100.0 * static_cast<double>(ticks - it->second.ticks) / hz / secs;
+  } else {
+    double uptime = 0;
+    std::ifstream("/proc/uptime") >> uptime;
+    const double ran = uptime - static_cast<double>(starttime) / hz;
+    if (ran > 0) u.cpu_percent = 100.0 * u.cpu_seconds / ran;
+  }
+  last_[pid] = {ticks, now};
+  if (last_.size() > 4096) last_.clear();  // pids that are long gone
+  return u;
+}
+
+json::object app_status(const std::string& name, const engine& e, usage_meter& meter) {
+  json::array procs;
+  const auto now = clock::now();
+  for (const auto& p : e.processes()) {
+    const auto u = meter.look(p.tag.pid);
+    const char* state = p.state == process_info::state::ready      ? "ready"
+                        : p.state == process_info::state::stopping ? "stopping"
+                                                                   : "starting";
+    procs.push_back(json::object{
+        {"id", p.tag.id},
+        {"role", p.tag.agent ? "agent" : "worker"},
+        {"pid", p.tag.pid},
+        {"slot", p.slot},
+        {"state", state},
+        {"cpu", static_cast<double>(static_cast<long>(u.cpu_percent * 10)) / 10},
+        {"cpu_seconds", u.cpu_seconds},
+        {"memory", u.rss},
+        {"restarts", p.restarts},
+        {"uptime", std::chrono::duration<double>(now - p.started).count()},
+    });
+  }
+  return {{"name", name}, {"workers", e.workers()}, {"processes", std::move(procs)}};
+}
+
+namespace {
+
+std::string label(std::string_view text) {  // a Prometheus label value: \, " and newline escaped
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+double number(const json::value& v) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  return 0;
+}
+
+}  // namespace
+
+std::string prometheus_text(const json::object& snapshot) {
+  struct metric {
+    const char* name;
+    const char* type;
+    const char* help;
+    const char* field;
+  };
+  static constexpr metric metrics[] = {
+      {"clutch_process_up", "gauge", "1 when the process is ready, 0 while it starts or stops", nullptr},
+      {"clutch_process_cpu_seconds_total", "counter", "CPU time used (user + system)", "cpu_seconds"},
+      {"clutch_process_cpu_percent", "gauge", "CPU use since the previous look, % of one CPU", "cpu"},
+      {"clutch_process_resident_memory_bytes", "gauge", "resident set size", "memory"},
+      {"clutch_process_restarts_total", "counter", "restarts of the process's slot", "restarts"},
+      {"clutch_process_uptime_seconds", "gauge", "time since the process started", "uptime"},
+  };
+  std::ostringstream out;
+  const auto* apps = snapshot.if_contains("apps");
+  for (const auto& m : metrics) {
+    out << "# HELP " << m.name << ' ' << m.help << "\n# TYPE " << m.name << ' ' << m.type << '\n';
+    if (!apps || !apps->is_array()) continue;
+    for (const auto& app : apps->get_array()) {
+      const auto& a = app.as_object();
+      const auto* procs = a.if_contains("processes");
+      if (!procs || !procs->is_array()) continue;
+      for (const auto& proc : procs->get_array()) {
+        const auto& p = proc.as_object();
+        out << m.name << "{app=\"" << label(a.at("name").as_string()) << "\",role=\""
+            << label(p.at("role").as_string()) << "\",id=\"" << number(p.at("id")) << "\",pid=\""
+            << number(p.at("pid")) << "\"} ";
+        if (m.field) out << number(p.at(m.field));
+        else out << (p.at("state").as_string() == "ready" ? 1 : 0);
+        out << '\n';
+      }
+    }
+  }
+  if (const auto* d = snapshot.if_contains("daemon"); d && d->is_object()) {
+    out << "# HELP clutch_supervisor_resident_memory_bytes the supervisor's own resident set size\n"
+        << "# TYPE clutch_supervisor_resident_memory_bytes gauge\n"
+        << "clutch_supervisor_resident_memory_bytes " << number(d->as_object().at("memory")) << '\n';
+  }
+  return out.str();
+}
+
+bool all_ready(const json::object& snapshot) {
+  const auto* apps = snapshot.if_contains("apps");
+  if (!apps || !apps->is_array()) return false;
+  bool any = false;
+  for (const auto& app : apps->get_array()) {
+    const auto& a = app.as_object();
+    if (const auto* st = a.if_contains("state"); st && st->is_string() && st->get_string() == "stopped") continue;
+    std::size_t ready_workers = 0;
+    for (const auto& proc : a.at("processes").as_array()) {
+      const auto& p = proc.as_object();
+      if (p.at("state").as_string() == "starting") return false;
+      if (p.at("role").as_string() == "worker" && p.at("state").as_string() == "ready") ++ready_workers;
+    }
+    if (ready_workers < static_cast<std::size_t>(number(a.at("workers")))) return false;
+    any = true;
+  }
+  return any;
+}
+
+status_server::status_server(asio::io_context& io, std::function<json::object()> snapshot)
+    : acceptor_(io), snapshot_(std::move(snapshot)) {}
+
+error_code status_server::listen(unsigned short port) {
+  error_code ec;
+  const asio::ip::tcp::endpoint at(asio::ip::make_address_v4("127.0.0.1"), port);
+  acceptor_.open(at.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(at, ec);
+  if (!ec) acceptor_.listen(64, ec);
+  if (ec) return ec;
+  accept();
+  return {};
+}
+
+unsigned short status_server::port() const {
+  error_code ec;
+  return acceptor_.local_endpoint(ec).port();
+}
+
+void status_server::close() {
+  error_code ignored;
+  acceptor_.close(ignored);
+}
+
+void status_server::accept() {
+  acceptor_.async_accept([this](error_code ec, asio::ip::tcp::socket s) {
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) {
+      struct exchange {
+        beast::tcp_stream stream;
+        beast::flat_buffer buffer;
+        http::request<http::string_body> req;
+        http::response<http::string_body> res;
+      };
+      auto x = std::make_shared<exchange>(exchange{beast::tcp_stream(std::move(s)), {}, {}, {}});
+      x->stream.expires_after(std::chrono::seconds(10));
+      http::async_read(x->stream, x->buffer, x->req, [this, x](error_code ec, std::size_t) {
+        if (ec) return;
+        const auto target = std::string(x->req.target().substr(0, x->req.target().find('?')));
+        auto& res = x->res;
+        res.version(x->req.version());
+        res.keep_alive(false);
+        res.set(http::field::server, "clutch");
+        if (x->req.method() != http::verb::get && x->req.method() != http::verb::head) {
+          res.result(http::status::method_not_allowed);
+          res.body() = "GET only\n";
+        } else if (target == "/metrics") {
+          res.set(http::field::content_type, "text/plain; version=0.0.4");
+          res.body() = prometheus_text(snapshot_());
+        } else if (target == "/api/status") {
+          res.set(http::field::content_type, "application/json");
+          res.body() = json::serialize(snapshot_()) + "\n";
+        } else if (target == "/ready") {
+          const bool ready = all_ready(snapshot_());
+          res.result(ready ? http::status::ok : http::status::service_unavailable);
+          res.body() = ready ? "ready\n" : "not ready\n";
+        } else {
+          res.result(http::status::not_found);
+          res.body() = "not found: try /metrics, /api/status or /ready\n";
+        }
+        if (x->req.method() == http::verb::head) res.body().clear();
+        res.prepare_payload();
+        http::async_write(x->stream, x->res, [x](error_code, std::size_t) {
+          error_code ignored;
+          x->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+        });
+      });
+    }
+    accept();
+  });
+}
+
+}  // namespace clutch::supervisor

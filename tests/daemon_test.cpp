@@ -1,0 +1,504 @@
+// The daemon and its CLI, end to end: the real `clutch` binary starting a real daemon (in a CLUTCH_HOME of the
+// test's own), real workers (Node and shell), real log files and HTTP. And the pieces under it: log files,
+// line splitting, config files.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/json.hpp>
+#include <clutch/child_process.hpp>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "helpers.hpp"
+#include "supervisor/config.hpp"
+#include "supervisor/logs.hpp"
+
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+namespace sv = clutch::supervisor;
+
+namespace {
+
+// ---- the pieces ------------------------------------------------------------------------------------------------
+
+struct temp_dir {
+  std::string path;
+  temp_dir() {
+    char tmpl[] = "/tmp/clutch-t-XXXXXX";  // short: a Unix socket's path has 107 bytes at most
+    path = ::mkdtemp(tmpl);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+
+TEST(LogFile, RotatesBetweenWholeLinesAndKeepsN) {
+  temp_dir d;
+  const auto path = d.path + "/a.log";
+  sv::log_file f(path, 100, 2);
+  ASSERT_FALSE(f.open());
+  for (int i = 0; i < 40; ++i) {  // 40 lines of 10 bytes, in batches of 1 and 3: 10 per file
+    f.append("[1] ", "line" + std::to_string(i % 10));
+    if (i % 4 == 0 || i % 4 == 3) {
+      ASSERT_FALSE(f.flush());
+    }
+  }
+  ASSERT_FALSE(f.flush());
+  // The newest 10 in the file, the 20 before in .1 and .2; older ones went with the rotation past keep.
+  EXPECT_EQ(read_lines(path).size(), 10u);
+  EXPECT_EQ(read_lines(path + ".1").size(), 10u);
+  EXPECT_EQ(read_lines(path + ".2").size(), 10u);
+  EXPECT_FALSE(fs::exists(path + ".3"));
+  for (const auto& p : {path, path + ".1", path + ".2"}) EXPECT_LE(fs::file_size(p), 100u) << p;
+}
+
+TEST(LineSplitter, CutsLinesAcrossChunksAndKeepsTheUnfinishedOne) {
+  sv::line_splitter s;
+  std::vector<std::string> lines;
+  auto add = [&](std::string_view l) { lines.emplace_back(l); };
+  s.feed("one\ntw", add);
+  s.feed("o\r\nthr", add);
+  EXPECT_EQ(lines, (std::vector<std::string>{"one", "two"}));
+  s.finish(add);
+  EXPECT_EQ(lines, (std::vector<std::string>{"one", "two", "thr"}));
+  lines.clear();
+  s.feed(std::string(sv::line_splitter::max_line * 2 + 5, 'x'), add);  // no newline at all: cut, never unbounded
+  EXPECT_EQ(lines.size(), 2u);
+}
+
+TEST(TailFile, GivesTheLastLines) {
+  temp_dir d;
+  const auto path = d.path + "/t.log";
+  {
+    std::ofstream out(path);
+    for (int i = 1; i <= 100000; ++i) out << "line " << i << '\n';
+  }
+  auto last = sv::tail_file(path, 3);
+  ASSERT_EQ(last.size(), 3u);
+  EXPECT_EQ(last[0], "line 99998");
+  EXPECT_EQ(last[2], "line 100000");
+  EXPECT_EQ(sv::tail_file(path, 200000).size(), 100000u);
+  EXPECT_TRUE(sv::tail_file(d.path + "/missing", 5).empty());
+}
+
+TEST(Config, AFileOfAppsIsReadAndABrokenOneSaysWhereAndWhy) {
+  temp_dir d;
+  const auto write = [&](const std::string& text) {
+    std::ofstream(d.path + "/apps.toml") << text;
+    return d.path + "/apps.toml";
+  };
+  std::string why;
+  auto ok = sv::load_config(write("metrics_port = 9999\n[[app]]\nname = \"web\"\ncommand = \"./server\"\n"
+                                  "workers = \"auto\"\nlisten = [\"8080\"]\nenv = { A = \"1\" }\n"
+                                  "[[app]]\nname = \"jobs\"\ncommand = \"node\"\nargs = [\"jobs.js\"]\nworkers = 2\n"),
+                            why);
+  ASSERT_TRUE(ok) << why;
+  EXPECT_EQ(ok->metrics_port, 9999u);
+  ASSERT_EQ(ok->apps.size(), 2u);
+  EXPECT_EQ(ok->apps[0].at("command").as_string(), d.path + "/server");  // relative to the file
+  EXPECT_EQ(ok->apps[1].at("command").as_string(), "node");                // from PATH
+  EXPECT_EQ(ok->apps[0].at("cwd").as_string(), d.path);
+
+  struct bad {
+    std::string text, says;
+  };
+  for (const auto& b : std::vector<bad>{
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nworkers = \n", "apps.toml:4"},
+           {"[[app]]\nname = \"x\"\ncomand = \"y\"\n", "comand"},
+           {"[[app]]\nname = \"x\"\n", "command is missing"},
+           {"[[app]]\nname = \"all\"\ncommand = \"y\"\n", "not a name"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nworkers = 0\n", "workers"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nlisten = [\"nope\"]\n", "nope"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nmax_memory = \"lots\"\n", "max_memory"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nstop_signal = \"SIGNOPE\"\n", "SIGNOPE"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\n[[app]]\nname = \"x\"\ncommand = \"z\"\n", "twice"},
+           {"title = \"x\"\n", "title"},
+           {"", "no app"},
+       }) {
+    why.clear();
+    EXPECT_FALSE(sv::load_config(write(b.text), why)) << b.text;
+    EXPECT_NE(why.find(b.says), std::string::npos) << why;
+  }
+  EXPECT_FALSE(sv::load_config(d.path + "/none.toml", why));
+  EXPECT_NE(why.find("none.toml"), std::string::npos) << why;
+}
+
+TEST(Config, AutoWorkersShareTheCpusOneFewerForAnAgent) {
+  EXPECT_EQ(sv::auto_workers(8, 1, false), 8u);
+  EXPECT_EQ(sv::auto_workers(8, 2, false), 4u);
+  EXPECT_EQ(sv::auto_workers(8, 2, true), 3u);
+  EXPECT_EQ(sv::auto_workers(2, 4, true), 1u);  // never none
+}
+
+// ---- the daemon, end to end -------------------------------------------------------------------------------------
+
+struct result {
+  int code = -1;
+  std::string out, err;
+};
+
+// A daemon home of the test's own; whatever the test leaves running is ended with it.
+struct daemon_home {
+  temp_dir dir;
+  result cli(std::vector<std::string> args, std::optional<uid_t> as = {}) {
+    clutch::options o;
+    o.env = clutch::environment::add({{"CLUTCH_HOME", dir.path}});
+    o.timeout = 60s;
+    if (as) {
+      o.uid = *as;
+      o.gid = *as;
+    }
+    auto r = clutch::spawn_sync(CLUTCH_BINARY, args, o);
+    return {r.status.code.value_or(-1), r.out, r.err};
+  }
+  json::value ls() {
+    auto r = cli({"ls", "--json"});
+    json::error_code ec;
+    auto v = json::parse(r.out, ec);
+    return ec ? json::value() : v;
+  }
+  json::object status(const std::string& app) {
+    auto r = cli({"status", app, "--json"});
+    json::error_code ec;
+    auto v = json::parse(r.out, ec);
+    return !ec && v.is_object() ? v.as_object() : json::object{};
+  }
+  int daemon_pid() {
+    std::ifstream in(dir.path + "/daemon.pid");
+    int pid = 0;
+    in >> pid;
+    return pid;
+  }
+  ~daemon_home() {
+    const int pid = daemon_pid();
+    if (pid > 0 && clutch_test::process_alive(pid)) {
+      cli({"kill"});
+      if (clutch_test::process_alive(pid)) ::kill(pid, SIGKILL);  // its workers die with it (death signal)
+    }
+  }
+};
+
+// Every process of an app with its state, from `clutch ls --json`.
+std::vector<std::pair<int, std::string>> processes(const json::value& ls, const std::string& app) {
+  std::vector<std::pair<int, std::string>> out;
+  if (!ls.is_array()) return out;
+  for (const auto& a : ls.as_array())
+    if (a.at("name").as_string() == app)
+      for (const auto& p : a.at("processes").as_array())
+        out.emplace_back(static_cast<int>(p.at("pid").to_number<double>()), std::string(p.at("state").as_string()));
+  return out;
+}
+
+bool ready_count(daemon_home& h, const std::string& app, std::size_t n) {
+  auto ps = processes(h.ls(), app);
+  return ps.size() == n && std::all_of(ps.begin(), ps.end(), [](auto& p) { return p.second == "ready"; });
+}
+
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
+  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return pred();
+}
+
+// One GET on a fresh connection: the status code and the body ({0, ""} when nothing answered).
+std::pair<int, std::string> get(unsigned short port, const std::string& path = "/") {
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  clutch::error_code ec;
+  s.connect({asio::ip::address_v4::loopback(), port}, ec);
+  if (ec) return {0, {}};
+  asio::write(s, asio::buffer("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), ec);
+  std::string reply;
+  asio::read(s, asio::dynamic_buffer(reply), ec);
+  if (reply.size() < 12 || reply.compare(0, 5, "HTTP/") != 0) return {0, {}};
+  const auto body = reply.find("\r\n\r\n");
+  return {std::stoi(reply.substr(9, 3)), body == std::string::npos ? std::string() : reply.substr(body + 4)};
+}
+
+unsigned short port_of(const json::object& status) {
+  const auto& listen = status.at("listen").as_array();
+  if (listen.empty()) return 0;
+  const std::string at(listen[0].as_string());
+  return static_cast<unsigned short>(std::stoi(at.substr(at.rfind(':') + 1)));
+}
+
+unsigned short free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, {asio::ip::address_v4::loopback(), 0});
+  return a.local_endpoint().port();
+}
+
+const std::vector<std::string> node_app = {"node", CLUTCH_FIXTURES "/listen_fds.js"};
+
+std::vector<std::string> start_args(std::vector<std::string> opts, const std::vector<std::string>& program) {
+  std::vector<std::string> a{"start"};
+  a.insert(a.end(), opts.begin(), opts.end());
+  a.push_back("--");
+  a.insert(a.end(), program.begin(), program.end());
+  return a;
+}
+
+TEST(Daemon, StartLsReloadLogsStopAndKill) {
+  daemon_home h;
+  auto r = h.cli(start_args({"--name", "web", "--workers", "2", "--listen", "127.0.0.1:0"}, node_app));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const int daemon = h.daemon_pid();
+  ASSERT_GT(daemon, 0);
+  // The control socket is its owner's alone.
+  struct stat st {};
+  ASSERT_EQ(::stat((h.dir.path + "/clutch.sock").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "web", 2); })) << json::serialize(h.ls());
+  const auto port = port_of(h.status("web"));
+  ASSERT_NE(port, 0);
+  std::set<std::string> served;
+  ASSERT_TRUE(eventually([&] {
+    served.insert(get(port).second.substr(0, get(port).second.find(' ', 5)));
+    return served.size() >= 2;
+  })) << "both workers answer";
+  auto table = h.cli({"ls"});
+  EXPECT_NE(table.out.find("web"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("ready"), std::string::npos) << table.out;
+
+  // logs -f, kept open while the app reloads: the new workers' first lines reach it.
+  asio::io_context io;
+  clutch::options o;
+  o.env = clutch::environment::add({{"CLUTCH_HOME", h.dir.path}});
+  o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
+  std::string followed;
+  auto follower = clutch::spawn(io, CLUTCH_BINARY, {"logs", "web", "-f", "-n", "10"}, o);
+  follower.on_data(clutch::child::out, [&](std::string_view d) { followed += d; });
+  ASSERT_TRUE(clutch_test::run_until(io, [&] { return followed.find("listening on 1") != std::string::npos; }))
+      << followed;  // the last lines first: both workers said so
+  const auto before = processes(h.ls(), "web");
+  followed.clear();
+  r = h.cli({"reload", "web"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(clutch_test::run_until(io, [&] {
+    std::size_t n = 0;
+    for (auto at = followed.find("listening on 1"); at != std::string::npos; at = followed.find("listening", at + 1))
+      ++n;
+    return n >= 2;
+  })) << followed;
+  follower.kill(SIGTERM);
+  const auto after = processes(h.ls(), "web");
+  ASSERT_EQ(after.size(), 2u);
+  for (auto& [pid, state] : after)
+    for (auto& [old, s] : before) EXPECT_NE(pid, old) << "every worker was replaced";
+  EXPECT_NE(get(port).second, "");
+
+  r = h.cli({"stop", "web"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(processes(h.ls(), "web").empty());
+  for (auto& [pid, state] : after) EXPECT_FALSE(clutch_test::process_alive(pid));
+  EXPECT_EQ(h.status("web").at("state").as_string(), "stopped");
+
+  r = h.cli({"kill"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_FALSE(clutch_test::process_alive(daemon));
+  EXPECT_FALSE(fs::exists(h.dir.path + "/clutch.sock"));
+}
+
+TEST(Daemon, ScaleRestartAndDeleteWorkOnTheRunningApp) {
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "s", "--workers", "1"}, {"sleep", "600"})).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "s", 1); }));
+  ASSERT_EQ(h.cli({"scale", "s", "3"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "s", 3); })) << json::serialize(h.ls());
+  const auto three = processes(h.ls(), "s");
+  ASSERT_EQ(h.cli({"scale", "s", "1"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "s", 1); })) << json::serialize(h.ls());
+  EXPECT_EQ(processes(h.ls(), "s")[0].first, three[0].first) << "scaling down keeps the first worker";
+  ASSERT_TRUE(eventually([&] { return !clutch_test::process_alive(three[2].first); }));
+
+  ASSERT_EQ(h.cli({"restart", "s"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "s", 1); }));
+  EXPECT_NE(processes(h.ls(), "s")[0].first, three[0].first);
+  EXPECT_FALSE(clutch_test::process_alive(three[0].first));
+
+  ASSERT_EQ(h.cli({"delete", "s"}).code, 0);
+  EXPECT_TRUE(h.ls().as_array().empty());
+}
+
+TEST(Daemon, BadRequestsGetAClearMessageAndChangeNothing) {
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "a", "--workers", "1"}, {"sleep", "600"})).code, 0);
+  struct bad {
+    std::vector<std::string> args;
+    int code;
+    std::string says;
+  };
+  for (const auto& b : std::vector<bad>{
+           {{"stop", "nope"}, 1, "no app named 'nope' (known: a)"},
+           {{"logs", "nope"}, 1, "no app named"},
+           {start_args({"--name", "a"}, {"sleep", "1"}), 1, "already running"},
+           {start_args({"--name", "b", "--workers", "many"}, {"sleep", "1"}), 2, "--workers 'many'"},
+           {start_args({"--name", "b", "--listen", "nope"}, {"sleep", "1"}), 2, "nope"},
+           {start_args({"--name", "b", "--env", "X"}, {"sleep", "1"}), 2, "KEY=VALUE"},
+           {{"start"}, 2, "TOML file"},
+           {{"scale", "a", "0"}, 2, "workers"},
+           {{"frobnicate"}, 2, "frobnicate"},
+       }) {
+    auto r = h.cli(b.args);
+    EXPECT_EQ(r.code, b.code) << b.args[0] << ' ' << r.err;
+    EXPECT_NE(r.err.find(b.says), std::string::npos) << r.err;
+  }
+  // A broken file: where and why, and nothing started.
+  std::ofstream(h.dir.path + "/broken.toml") << "[[app]]\nname = \"c\"\ncommand = [oops\n";
+  auto r = h.cli({"start", h.dir.path + "/broken.toml"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("broken.toml:3"), std::string::npos) << r.err;
+  ASSERT_TRUE(ready_count(h, "a", 1)) << "the running app is untouched";
+  EXPECT_EQ(h.ls().as_array().size(), 1u);
+}
+
+TEST(Daemon, APeerWithAnotherUidIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "a", "--workers", "1"}, {"sleep", "600"})).code, 0);
+  // Past the file modes (which already keep others out), to reach the daemon's own check of the peer's uid.
+  ::chmod(h.dir.path.c_str(), 0755);
+  ::chmod((h.dir.path + "/clutch.sock").c_str(), 0666);
+  auto r = h.cli({"stop", "a"}, 65534);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("refused: uid 65534"), std::string::npos) << r.err;
+  EXPECT_TRUE(ready_count(h, "a", 1)) << "nothing was stopped";
+}
+
+TEST(Daemon, TheLastLinesOfACrashedWorkerAreShownWithItsExit) {
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "c", "--workers", "1", "--restart", "never"},
+                             {"sh", "-c", "echo starting; echo 'out of cheese' >&2; exit 3"}))
+                .code,
+            0);
+  json::object st;
+  ASSERT_TRUE(eventually([&] {
+    st = h.status("c");
+    return st.contains("events") && !st.at("events").as_array().empty() && st.at("state").as_string() == "stopped";
+  })) << json::serialize(st);
+  const auto& ev = st.at("events").as_array()[0].as_object();
+  EXPECT_EQ(ev.at("how").as_string(), "exited with code 3");
+  const auto lines = json::serialize(ev.at("last_lines"));
+  EXPECT_NE(lines.find("starting"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("out of cheese"), std::string::npos) << lines;
+  auto text = h.cli({"status", "c"});
+  EXPECT_NE(text.out.find("| out of cheese"), std::string::npos) << text.out;
+}
+
+TEST(Daemon, MetricsAndStatusAreServedOnLocalhost) {
+  daemon_home h;
+  const auto port = free_port();
+  ASSERT_EQ(h.cli(start_args({"--name", "m", "--workers", "2", "--metrics-port", std::to_string(port)},
+                             {"sleep", "600"}))
+                .code,
+            0);
+  ASSERT_TRUE(eventually([&] { return get(port, "/ready").first == 200; }));
+  auto [code, metrics] = get(port, "/metrics");
+  EXPECT_EQ(code, 200);
+  EXPECT_NE(metrics.find("# TYPE clutch_process_resident_memory_bytes gauge"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("clutch_process_up{app=\"m\",role=\"worker\",id=\"1\""), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("clutch_process_restarts_total{app=\"m\",role=\"worker\",id=\"2\""), std::string::npos);
+  auto [scode, status] = get(port, "/api/status");
+  EXPECT_EQ(scode, 200);
+  const auto v = json::parse(status);
+  const auto& procs = v.at("apps").as_array()[0].at("processes").as_array();
+  ASSERT_EQ(procs.size(), 2u);
+  for (const auto& p : procs) {
+    EXPECT_GT(p.at("memory").to_number<double>(), 0);
+    EXPECT_TRUE(clutch_test::process_alive(static_cast<int>(p.at("pid").to_number<double>())));
+    for (const char* k : {"cpu", "restarts", "uptime", "state"}) EXPECT_TRUE(p.as_object().contains(k)) << k;
+  }
+  ASSERT_EQ(h.cli({"stop", "m"}).code, 0);
+  EXPECT_EQ(get(port, "/ready").first, 503);
+  EXPECT_EQ(get(port, "/nope").first, 404);
+}
+
+TEST(Daemon, ATomlFileStartsEveryAppItDefines) {
+  daemon_home h;
+  std::ofstream(h.dir.path + "/apps.toml") << "[[app]]\nname = \"one\"\ncommand = \"sleep\"\nargs = [\"600\"]\n"
+                                              "workers = \"auto\"\n"
+                                              "[[app]]\nname = \"two\"\ncommand = \"sleep\"\nargs = [\"600\"]\n"
+                                              "workers = \"auto\"\nagent = \"exec sleep 600\"\n";
+  auto r = h.cli({"start", h.dir.path + "/apps.toml"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  const auto one = sv::auto_workers(cpus, 2, false), two = sv::auto_workers(cpus, 2, true);
+  EXPECT_TRUE(eventually([&] { return ready_count(h, "one", one) && ready_count(h, "two", two + 1); }))
+      << json::serialize(h.ls());
+}
+
+// Lines from `[id] ` prefixed files, in order: the numbers a writer printed.
+std::vector<long> numbers_in(const std::vector<std::string>& files) {
+  std::vector<long> out;
+  for (const auto& f : files)
+    for (const auto& line : read_lines(f)) {
+      const auto sp = line.find("] ");
+      if (sp != std::string::npos) out.push_back(std::stol(line.substr(sp + 2)));
+    }
+  return out;
+}
+
+TEST(DaemonLogs, RotationUnderAFastWriterLosesNoLine) {
+  daemon_home h;
+  const long count = 200000;  // about 1.3 MB: some twenty rotations at 64K
+  ASSERT_EQ(h.cli(start_args({"--name", "fast", "--workers", "1", "--restart", "never", "--log-max-size", "64K",
+                              "--log-keep", "1000"},
+                             {"seq", "1", std::to_string(count)}))
+                .code,
+            0);
+  ASSERT_TRUE(eventually([&] { return h.status("fast").at("state").as_string() == "stopped"; }));
+  const auto log = h.dir.path + "/logs/fast.out.log";
+  std::vector<std::string> files;
+  for (int k = 1000; k >= 1; --k)
+    if (fs::exists(log + "." + std::to_string(k))) files.push_back(log + "." + std::to_string(k));
+  files.push_back(log);
+  EXPECT_GE(files.size(), 15u) << "it did rotate";
+  for (const auto& f : files) EXPECT_LE(fs::file_size(f), 64u * 1024) << f;
+  const auto got = numbers_in(files);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(count));
+  for (long i = 0; i < count; ++i)
+    if (got[i] != i + 1) FAIL() << "line " << i + 1 << " is " << got[i];
+}
+
+TEST(DaemonLogs, Usr1ReopensTheFilesAfterTheyWereMoved) {
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "slow", "--workers", "1", "--restart", "never"},
+                             {"sh", "-c", "i=0; while [ $i -lt 300 ]; do i=$((i+1)); echo $i; sleep 0.01; done"}))
+                .code,
+            0);
+  const auto log = h.dir.path + "/logs/slow.out.log";
+  ASSERT_TRUE(eventually([&] { return read_lines(log).size() >= 20; }));
+  fs::rename(log, log + ".moved");  // as logrotate does, then it signals
+  ASSERT_EQ(::kill(h.daemon_pid(), SIGUSR1), 0);
+  ASSERT_TRUE(eventually([&] { return h.status("slow").at("state").as_string() == "stopped"; }));
+  const auto moved = numbers_in({log + ".moved"}), fresh = numbers_in({log});
+  EXPECT_FALSE(fresh.empty()) << "the daemon writes to a new file";
+  const auto all = numbers_in({log + ".moved", log});
+  ASSERT_EQ(all.size(), 300u);
+  for (long i = 0; i < 300; ++i) EXPECT_EQ(all[i], i + 1);
+}
+
+}  // namespace
