@@ -305,6 +305,51 @@ TEST_P(ClutchRun, AReloadUnderARequestLoopFailsNoRequest) {
 
 INSTANTIATE_TEST_SUITE_P(Programs, ClutchRun, testing::Values("node", "plain"));
 
+// During a reload, once worker 1's replacement is ready, worker 1 is still alive and accepting (it ignores its
+// stop signal, SIGWINCH, until SIGKILL at --kill-timeout). Steered (the default), no new connection reaches it;
+// with --shared-socket it takes its share, which is why steering is the default.
+class ClutchRunSteering : public testing::TestWithParam<bool> {};
+
+TEST_P(ClutchRunSteering, AfterItsReplacementIsReadyTheOldWorkerGetsNoNewConnection) {
+  const bool steered = GetParam();
+  std::vector<std::string> a{"run", "--workers", "2", "--listen", "127.0.0.1:0", "--stop-signal", "SIGWINCH",
+                             "--kill-timeout", "4000"};
+  if (!steered) a.push_back("--shared-socket");
+  a.insert(a.end(), {"--", self(), "--helper", "listen-fd-serve"});
+  clutch_run c(a);
+  ASSERT_TRUE(c.wait_for(") started", 2)) << c.err;
+  const auto port = c.port();
+  std::set<std::string> who;
+  for (auto end = std::chrono::steady_clock::now() + 20s; who.size() < 2 && std::chrono::steady_clock::now() < end;)
+    who.insert(http_get(port));
+  ASSERT_EQ(who.size(), 2u) << c.err;
+  const std::string first = std::to_string(c.started()[0]) + "\n";
+
+  ::kill(c.proc.pid(), SIGHUP);
+  ASSERT_TRUE(c.wait_for(") started", 3)) << c.err;
+  const std::string replacement = std::to_string(c.started()[2]) + "\n";
+  // The replacement is ready (--ready none: once it runs) and answers.
+  bool answered = false;
+  for (auto end = std::chrono::steady_clock::now() + 20s; !answered && std::chrono::steady_clock::now() < end;)
+    answered = http_get(port) == replacement;
+  ASSERT_TRUE(answered) << c.err;
+  int from_first = 0, served = 0;
+  for (int i = 0; i < 60; ++i) {
+    const auto body = http_get(port);
+    served += !body.empty();
+    from_first += body == first;
+  }
+  ASSERT_TRUE(clutch_test::process_alive(c.started()[0])) << "worker 1 was meant to outlive the requests";
+  EXPECT_EQ(served, 60);
+  if (steered) EXPECT_EQ(from_first, 0);
+  else EXPECT_GT(from_first, 0) << "a shared socket gives the old worker its share";
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ClutchRunSteering, testing::Bool(),
+                         [](const testing::TestParamInfo<bool>& i) { return i.param ? "Steered" : "Shared"; });
+
 TEST(ClutchRunStop, SigtermEndsEveryTreeEvenAGrandchildThatIgnoresIt) {
   clutch_run c({"run", "--workers", "2", "--listen", "127.0.0.1:0", "--kill-timeout", "300", "--", self(), "--helper",
                 "listen-fd-serve", "--grandchild"});

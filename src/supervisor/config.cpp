@@ -93,7 +93,7 @@ struct reader {
 const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
-    "out_file",    "err_file",     "log_max_size", "log_keep"};
+    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket"};
 
 // TOML → JSON, keeping what JSON can say (dates and times become their text).
 json::value to_json(const toml::node& n) {
@@ -158,6 +158,10 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why) {
     }
   } else {
     a.workers_auto = true;
+  }
+  if (const auto* shared = o.if_contains("shared_socket")) {
+    if (!shared->is_bool()) return r.fail("shared_socket", "must be true or false"), std::nullopt;
+    s.steer = !shared->get_bool();
   }
   std::vector<std::string> listen;
   if (!r.strings("listen", listen)) return std::nullopt;

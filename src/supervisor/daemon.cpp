@@ -64,7 +64,7 @@ struct app {
   std::map<int, output_of> output;  // by pid
   std::deque<exit_event> events;    // the last few exits
   std::vector<session_ptr> followers;
-  std::vector<std::function<void(engine&)>> stopped_waiters;  // given the stopped engine
+  std::vector<std::function<void()>> stopped_waiters;
 };
 
 const char* state_name(app::state s) {
@@ -153,15 +153,11 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return a.err->open();
   }
 
-  // Starts a's engine (taking over `sockets`, a restart's, so that its ports never close).
-  error_code launch(const std::shared_ptr<app>& a, std::vector<listener> sockets = {}) {
+  error_code launch(const std::shared_ptr<app>& a) {
     if (!a->out) {
       if (auto ec = open_logs(*a)) return ec;
     }
-    auto settings = a->spec.run;
-    if (!sockets.empty()) settings.listen.clear();  // a restart's engine takes the old one's sockets instead
-    auto eng = std::make_unique<engine>(io, std::move(settings));
-    eng->adopt(std::move(sockets));
+    auto eng = std::make_unique<engine>(io, a->spec.run);
     std::weak_ptr<app> wa = a;
     auto self = weak_from_this();
     eng->on_log([self, name = a->spec.name](const std::string& line) {
@@ -191,17 +187,14 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return {};
   }
 
-  // Stops a's engine; done runs once it is stopped (at once if it was). The listeners are handed to done.
-  void stop(const std::shared_ptr<app>& a, std::function<void(std::vector<listener>)> done) {
+  // Stops a's engine; done runs once it is stopped and gone, with its sockets (at once if it was stopped).
+  void stop(const std::shared_ptr<app>& a, std::function<void()> done) {
     if (a->st == app::state::stopped || !a->eng) {
       a->st = app::state::stopped;
-      if (done) done({});
+      if (done) done();
       return;
     }
-    a->stopped_waiters.push_back([done = std::move(done)](engine& old) mutable {
-      auto sockets = old.release_listeners();
-      if (done) done(std::move(sockets));
-    });
+    if (done) a->stopped_waiters.push_back(std::move(done));
     if (a->st == app::state::stopping) return;
     a->st = app::state::stopping;
     a->eng->stop([self = weak_from_this(), a] {
@@ -209,9 +202,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       if (!d) return;
       // The engine is gone only after its own callback has returned.
       asio::post(d->io, [a] {
-        auto old = std::move(a->eng);  // a waiter may start a new one (a restart)
+        a->eng.reset();  // its sockets close before a waiter (a restart) binds them again
         a->st = app::state::stopped;
-        for (auto& w : std::exchange(a->stopped_waiters, {})) w(*old);
+        for (auto& w : std::exchange(a->stopped_waiters, {})) w();
       });
     });
   }
@@ -296,10 +289,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       o["err_file"] = a.err ? a.err->path() : "";
       json::array listen;
       if (a.eng)
-        for (const auto& l : a.eng->listeners())
-          listen.push_back(json::string(l.spec.unix_socket ? "unix:" + l.spec.path
-                                                           : l.bound.address().to_string() + ":" +
-                                                                 std::to_string(l.bound.port())));
+        for (const auto& at : a.eng->addresses()) listen.push_back(json::string(at));
       o["listen"] = std::move(listen);
       json::array events;
       for (const auto& ev : a.events) {
@@ -313,12 +303,12 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
     if (cmd == "stop") {
       return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [finish](std::vector<listener>) { finish(""); });
+        stop(a, [finish]() { finish(""); });
       });
     }
     if (cmd == "delete") {
       return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [this, a, finish](std::vector<listener>) {
+        stop(a, [this, a, finish]() {
           apps.erase(a->spec.name);
           finish("");
         });
@@ -326,8 +316,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
     if (cmd == "restart") {
       return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [this, a, finish](std::vector<listener> sockets) {
-          auto ec = launch(a, std::move(sockets));
+        stop(a, [this, a, finish]() {
+          auto ec = launch(a);
           finish(ec ? ec.message() : "");
         });
       });
@@ -433,7 +423,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       }
       end();
     };
-    for (auto& [name, a] : apps) stop(a, [one_done](std::vector<listener>) { one_done(); });
+    for (auto& [name, a] : apps) stop(a, [one_done]() { one_done(); });
     one_done();
   }
 };

@@ -11,6 +11,7 @@
 #include "exit_text.hpp"
 #include "group_sweep.hpp"
 #include "supervisor/notify.hpp"
+#include "supervisor/steering.hpp"
 
 namespace clutch::supervisor {
 
@@ -26,7 +27,8 @@ struct worker {
   bool asked_to_stop = false;
   bool exited = false;
   clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer;
+  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer, drain_timer;
+  std::vector<int> socks;  // its own listening sockets, one per steered group
 };
 
 struct slot {
@@ -35,6 +37,7 @@ struct slot {
   std::optional<asio::steady_timer> restart_timer;
   bool retired = false;
   bool removed = false;   // scaled away (retired too)
+  std::vector<int> socks;  // the slot's members of the steered groups: a restarted worker gets them again
   unsigned restarted = 0;
   int last_code = 0;  // of its last worker to exit: the code, or 128+signal
   clock::time_point last_exit{};
@@ -44,7 +47,14 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   engine_state(asio::io_context& io, run_settings s) : io(io), cfg(std::move(s)) {}
   asio::io_context& io;
   run_settings cfg;
-  std::vector<listener> listeners;
+  std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
+  std::vector<reuseport_group> groups;    // steered TCP ones: a member per worker
+  struct source {
+    bool steered;
+    std::size_t index;  // into listeners or groups
+    std::string name;
+  };
+  std::vector<source> sources;  // what a worker gets at fds 3, 4, …, in this order
   std::unique_ptr<notify_socket> notify;
   std::vector<slot> slots;
   std::map<int, std::shared_ptr<worker>> live;  // by pid
@@ -112,12 +122,71 @@ void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_
   });
 }
 
+// New connections go only to the members of workers that are ready and not asked to stop.
+void resteer(const std::shared_ptr<engine_state>& e) {
+  for (std::size_t g = 0; g < e->groups.size(); ++g) {
+    std::vector<int> serving;
+    for (const auto& s : e->slots) {
+      const auto& w = s.current;
+      if (!s.removed && w && w->ready && !w->exited && !w->asked_to_stop && g < w->socks.size())
+        serving.push_back(w->socks[g]);
+    }
+    if (auto ec = e->groups[g].steer(std::move(serving))) e->say("clutch: cannot steer connections: " + ec.message());
+  }
+}
+
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->exited || w->asked_to_stop) return;
   w->asked_to_stop = true;
   if (w->watchdog_timer) w->watchdog_timer->cancel();
+  if (w->drain_timer) w->drain_timer->cancel();
+  resteer(e);
   w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
   kill_at_deadline(e, w);
+}
+
+// A worker that new connections no longer reach (resteer) gets its stop signal once it has accepted what was
+// already waiting in its own sockets, so that even one that dies at once loses none of those. Bounded: at most
+// kill_timeout (and 2 s) of waiting.
+void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (e->groups.empty() || w->socks.empty()) return stop_worker(e, w);
+  resteer(e);
+  const auto deadline = clock::now() + std::min<clock::duration>(e->cfg.kill_timeout, std::chrono::seconds(2));
+  w->drain_timer.emplace(e->io);
+  auto poll = std::make_shared<std::function<void()>>();
+  *poll = [we = std::weak_ptr(e), ww = std::weak_ptr(w), deadline, poll] {
+    auto w = ww.lock();
+    if (!w || !w->drain_timer) return;
+    // The first look comes after a connection whose handshake began before the change has had time to land.
+    w->drain_timer->expires_after(std::chrono::milliseconds(2));
+    w->drain_timer->async_wait([we, ww, deadline, poll](error_code ec) {
+      auto e = we.lock();
+      auto w = ww.lock();
+      if (ec || !e || !w || w->exited || w->asked_to_stop) {
+        *poll = nullptr;
+        return;
+      }
+      std::size_t waiting = 0;
+      for (std::size_t g = 0; g < w->socks.size() && g < e->groups.size(); ++g)
+        waiting += e->groups[g].queued(w->socks[g]);
+      if (waiting == 0 || clock::now() >= deadline) {
+        *poll = nullptr;
+        return stop_worker(e, w);
+      }
+      (*poll)();
+    });
+  };
+  (*poll)();
+}
+
+// A worker that has exited: its sockets leave their groups unless its slot's next worker is to take them over.
+void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (w->agent || w->socks.empty()) return;
+  auto& s = e->slots[w->slot];
+  const bool slot_keeps = w->socks == s.socks && !s.removed && !s.retired;
+  if (slot_keeps) return;
+  for (std::size_t g = 0; g < w->socks.size() && g < e->groups.size(); ++g) e->groups[g].remove(w->socks[g]);
+  if (w->socks == s.socks) s.socks.clear();
 }
 
 // (Re)arms a worker's watchdog: it must say WATCHDOG=1 again before this runs out.
@@ -148,13 +217,15 @@ void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
   const bool all = std::all_of(e->slots.begin(), e->slots.end(),
                                [](const slot& s) { return s.retired || (s.current && s.current->ready); });
   if (all && !std::exchange(e->was_ready, true) && e->ready) e->ready();
+  resteer(e);
   auto& s = e->slots[w->slot];
   if (s.incoming != w || !e->reloading) return;
   // The replacement is ready: only now is the old worker touched.
   e->reloading->old = s.current;
   s.current = w;
+  s.socks = w->socks;
   s.incoming.reset();
-  if (e->reloading->old) stop_worker(e, e->reloading->old);
+  if (e->reloading->old) drain_then_stop(e, e->reloading->old);  // new connections: the replacement's from now
   else reload_next(e);
 }
 
@@ -174,7 +245,7 @@ process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
   e->live.erase(w->pid);
-  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer})
+  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer, &w->drain_timer})
     if (*t) (*t)->cancel();
   e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
   if (e->exited && w->pid) e->exited(tag_of(*w), st, w->asked_to_stop);
@@ -225,6 +296,8 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
       s.retired = true;
     }
   }
+  release_sockets(e, w);
+  resteer(e);
   check_stopped(e);
   const bool none_left = std::all_of(e->slots.begin(), e->slots.end(), [](const slot& s) { return s.retired; });
   if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
@@ -299,8 +372,31 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
   w->slot = slot;
   auto& s = e->slots[slot];
   (incoming ? s.incoming : s.current) = w;
+  // Its members of the steered groups: new ones for a reload's replacement (the old worker keeps its own until
+  // it is gone), else the slot's, so that a restarted worker takes over what waits in them.
+  if (incoming || s.socks.empty()) {
+    for (auto& g : e->groups) {
+      error_code ec;
+      const int fd = g.add(ec);
+      if (ec) {
+        e->say("clutch: worker " + std::to_string(w->id) + " gets no socket on " + g.bound().address().to_string() +
+               ":" + std::to_string(g.bound().port()) + ": " + ec.message());
+        for (std::size_t i = 0; i < w->socks.size(); ++i) e->groups[i].remove(w->socks[i]);
+        w->socks.clear();
+        asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
+        return;
+      }
+      w->socks.push_back(fd);
+    }
+    if (!incoming) s.socks = w->socks;
+  } else {
+    w->socks = s.socks;
+  }
+  std::vector<std::pair<int, std::string>> fds;
+  for (const auto& src : e->sources)
+    fds.emplace_back(src.steered ? w->socks[src.index] : e->listeners[src.index].fd.get(), src.name);
   options o;
-  pass_listeners(o, e->listeners);
+  pass_sockets(o, fds);
   launch(e, w, e->cfg.program, e->cfg.args, std::move(o), {{"CLUTCH_WORKER_ID", std::to_string(w->id)}});
 }
 
@@ -361,8 +457,13 @@ void remove_slots(const std::shared_ptr<engine_state>& e, std::size_t from) {
     if (s.removed) continue;
     s.removed = s.retired = true;
     if (s.restart_timer) s.restart_timer->cancel();
-    for (auto& w : {s.incoming, s.current})
-      if (w) stop_worker(e, w);
+    if (s.incoming) stop_worker(e, s.incoming);
+    if (s.current) {
+      drain_then_stop(e, s.current);
+    } else {  // nobody to take over what waits in its sockets: they go (what waits there is reset)
+      for (std::size_t g = 0; g < s.socks.size() && g < e->groups.size(); ++g) e->groups[g].remove(s.socks[g]);
+      s.socks.clear();
+    }
   }
 }
 
@@ -382,21 +483,40 @@ void engine::adopt(std::vector<listener> ls) {
                                                         : l.bound.address().to_string() + ":" +
                                                               std::to_string(l.bound.port())) +
                 " by our parent (LISTEN_FDS)");
+    state_->sources.push_back({false, state_->listeners.size(), l.spec.name});
     state_->listeners.push_back(std::move(l));
   }
 }
 
 error_code engine::start() {
   auto& e = *state_;
+  e.slots.resize(e.cfg.workers);
   for (const auto& spec : e.cfg.listen) {
     error_code ec;
+    if (e.cfg.steer && !spec.unix_socket) {
+      // A member per slot now: the first binds (and learns the port, if 0 was asked for).
+      reuseport_group g(spec);
+      for (auto& s : e.slots) {
+        s.socks.push_back(g.add(ec));
+        if (ec) return ec;
+      }
+      e.say("clutch: listening on " + g.bound().address().to_string() + ":" + std::to_string(g.bound().port()) +
+            " (a socket per worker, steered)");
+      e.sources.push_back({true, e.groups.size(), spec.name});
+      e.groups.push_back(std::move(g));
+      continue;
+    }
     auto l = open_listener(spec, ec);
     if (ec) return ec;
     e.say("clutch: listening on " + (spec.unix_socket ? "unix:" + spec.path
                                                      : l.bound.address().to_string() + ":" +
                                                            std::to_string(l.bound.port())));
+    e.sources.push_back({false, e.listeners.size(), spec.name});
     e.listeners.push_back(std::move(l));
   }
+  // Names by position where none was given (LISTEN_FDNAMES).
+  for (std::size_t i = 0; i < e.sources.size(); ++i)
+    if (e.sources[i].name.empty()) e.sources[i].name = "listen" + std::to_string(i);
   e.notify = std::make_unique<notify_socket>(e.io);
   e.notify->on_message([we = std::weak_ptr(state_)](pid_t from, const notify_message& m) {
     auto e = we.lock();
@@ -407,7 +527,6 @@ error_code engine::start() {
     if (m.watchdog) feed_watchdog(e, w);
     if (m.ready) mark_ready(e, w);
   });
-  e.slots.resize(e.cfg.workers);
   // With an agent, the workers start once it is ready (mark_ready).
   if (e.cfg.agent.empty()) {
     e.workers_started = true;
@@ -459,7 +578,20 @@ void engine::signal_all(int sig) {
   for (auto& [pid, w] : state_->live) w->proc.kill(sig);
 }
 
-const std::vector<listener>& engine::listeners() const noexcept { return state_->listeners; }
+std::vector<std::string> engine::addresses() const {
+  std::vector<std::string> out;
+  for (const auto& src : state_->sources) {
+    if (src.steered) {
+      const auto& b = state_->groups[src.index].bound();
+      out.push_back(b.address().to_string() + ":" + std::to_string(b.port()));
+    } else {
+      const auto& l = state_->listeners[src.index];
+      out.push_back(l.spec.unix_socket ? "unix:" + l.spec.path
+                                       : l.bound.address().to_string() + ":" + std::to_string(l.bound.port()));
+    }
+  }
+  return out;
+}
 std::vector<int> engine::pids() const {
   std::vector<int> out;
   for (auto& [pid, w] : state_->live) out.push_back(pid);
@@ -545,6 +677,5 @@ void engine::scale(unsigned n) {
   }
 }
 
-std::vector<listener> engine::release_listeners() { return std::exchange(state_->listeners, {}); }
 
 }  // namespace clutch::supervisor

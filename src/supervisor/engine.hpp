@@ -38,6 +38,9 @@ struct run_settings {
   environment::map env;          // added to clutch's environment (the agent gets them too)
   unsigned workers = 1;
   std::vector<listen_spec> listen;
+  // TCP listen specs: a socket per worker in one SO_REUSEPORT group, with clutch steering new connections away
+  // from a worker about to be stopped (steering.hpp). false: one socket that every worker shares.
+  bool steer = true;
   // The agent (egg's model): a command run by /bin/sh -c, started first; the workers start once it is ready (as
   // `ready` says). It is restarted a second after it dies, and stopped after every worker. Empty: no agent.
   std::string agent;
@@ -53,7 +56,8 @@ struct run_settings {
   std::uint64_t max_memory = 0;
   std::chrono::milliseconds memory_check{1000};
   cluster::restart_policy restart = cluster::restart_policy::always;
-  ::clutch::detail::backoff_policy backoff{};
+  // As PM2's min_uptime: a worker that ran a second is restarted at once; faster exits in a row back off.
+  ::clutch::detail::backoff_policy backoff{.stable_uptime = std::chrono::seconds(1)};
 };
 
 // One of the engine's processes, as events and snapshots name it.
@@ -95,7 +99,8 @@ class engine {
   // Passes a signal on to every worker's group and the agent's (SIGUSR1, SIGUSR2: what the program makes of them).
   void signal_all(int sig);
 
-  const std::vector<listener>& listeners() const noexcept;
+  // What the workers listen on, in the order they get the sockets: "HOST:PORT" (the real port) or "unix:PATH".
+  std::vector<std::string> addresses() const;
   std::vector<int> pids() const;  // the workers running now
   // How it ended: 0 if every worker's last exit was code 0, else the last other one: its code, or 128+signal.
   int exit_code() const noexcept;
@@ -117,8 +122,6 @@ class engine {
   unsigned workers() const noexcept;
   // Up: new slots start at once; down: the last slots' workers get the stop signal. n ≥ 1.
   void scale(unsigned n);
-  // Gives up the listening sockets (a restart hands them to the next engine, so that the port never closes).
-  std::vector<listener> release_listeners();
 
  private:
   std::shared_ptr<engine_state> state_;

@@ -120,15 +120,23 @@ std::vector<listener> inherited_listeners() {
 }
 
 void pass_listeners(options& o, const std::vector<listener>& listeners) {
+  std::vector<std::pair<int, std::string>> sockets;
+  for (std::size_t i = 0; i < listeners.size(); ++i)
+    sockets.emplace_back(listeners[i].fd.get(),
+                         listeners[i].spec.name.empty() ? "listen" + std::to_string(i) : listeners[i].spec.name);
+  pass_sockets(o, sockets);
+}
+
+void pass_sockets(options& o, const std::vector<std::pair<int, std::string>>& sockets) {
   while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
   o.stdio.resize(3);
   std::string names;
-  for (std::size_t i = 0; i < listeners.size(); ++i) {
-    o.stdio.push_back(stdio::fd(listeners[i].fd.get()));
-    if (i) names += ':';
-    names += listeners[i].spec.name.empty() ? "listen" + std::to_string(i) : listeners[i].spec.name;
+  for (const auto& [fd, name] : sockets) {
+    o.stdio.push_back(stdio::fd(fd));
+    if (!names.empty()) names += ':';
+    names += name;
   }
-  o.env = o.env.plus({{"LISTEN_FDS", std::to_string(listeners.size())}, {"LISTEN_FDNAMES", names}});
+  o.env = o.env.plus({{"LISTEN_FDS", std::to_string(sockets.size())}, {"LISTEN_FDNAMES", names}});
   o.pid_variable = "LISTEN_PID";
 }
 

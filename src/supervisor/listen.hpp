@@ -46,5 +46,7 @@ std::vector<listener> inherited_listeners();
 // Gives the child the listeners at fds 3, 4, … (after stdin, stdout and stderr as o.stdio has them, inherited by
 // default), with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID (the child's own pid, see options::pid_variable).
 void pass_listeners(options& o, const std::vector<listener>& listeners);
+// The same for descriptors with their LISTEN_FDNAMES names, in order.
+void pass_sockets(options& o, const std::vector<std::pair<int, std::string>>& sockets);
 
 }  // namespace clutch::supervisor

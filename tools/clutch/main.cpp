@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -51,6 +52,7 @@ struct app_options {
   std::vector<std::string> listen, env;
   std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1;
+  bool shared_socket = false;
 
   void add_to(CLI::App* cmd, bool daemon) {
     cmd->add_option("--workers", workers, "worker processes (default: CPUs; start: also \"auto\")");
@@ -64,6 +66,9 @@ struct app_options {
     cmd->add_option("--restart", restart, "when an exited worker is replaced: always (default), on-failure, never");
     cmd->add_option("--cwd", cwd, "the workers' working folder");
     cmd->add_option("--env", env, "KEY=VALUE added to the workers' environment (repeatable)");
+    cmd->add_flag("--shared-socket", shared_socket,
+                  "one TCP socket per --listen that every worker accepts from (default: a socket per worker, with "
+                  "new connections steered away from a worker about to stop)");
     if (daemon) {
       cmd->add_option("--name", name, "the app's name (start without a file)");
       cmd->add_option("--log-max-size", log_max_size, "rotate a log file past this size (default 10M)");
@@ -109,6 +114,7 @@ struct app_options {
     if (kill_timeout_ms >= 0) o["kill_timeout"] = kill_timeout_ms;
     if (watchdog_ms >= 0) o["watchdog"] = watchdog_ms;
     if (log_keep >= 0) o["log_keep"] = log_keep;
+    if (shared_socket) o["shared_socket"] = true;
     json::object vars;
     for (const auto& kv : env) {
       const auto eq = kv.find('=');
@@ -371,6 +377,15 @@ void print_status(const json::object& a) {
   std::cout << std::flush;
 }
 
+// The process exists and is not a zombie.
+bool running(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(stat, text)) return false;
+  const auto close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+}
+
 // argv split at the first "--": ours before it, the program's after it (never taken for our own options).
 struct split_args {
   int ours;
@@ -529,6 +544,11 @@ int main(int argc, char** argv) {
         if (follow) out << std::flush;
       }
     } else if (verb == "kill") {
+      // It answers just before it ends: return once it has (a script may start a new one right after).
+      const auto pid = clutch::detail::int_field(a, "pid");
+      for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+           pid > 0 && running(static_cast<pid_t>(pid)) && std::chrono::steady_clock::now() < end;)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
     } else if (verb == "scale") {
       std::cout << "clutch: " << name << " now has " << count << " workers" << std::endl;
