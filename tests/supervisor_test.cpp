@@ -303,7 +303,30 @@ TEST_P(ClutchRun, AReloadUnderARequestLoopFailsNoRequest) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
 }
 
+// --ready listen: Node waits in epoll, the plain server blocks in accept(); clutch sees either, without a word
+// from the program, and a reload waits for it.
+TEST_P(ClutchRun, ReadyListenSeesEachWorkerWaitForConnections) {
+  clutch_run c(args({"--workers", "2", "--listen", "127.0.0.1:0", "--ready", "listen"}));
+  ASSERT_TRUE(c.wait_for(") ready", 2)) << c.err;
+  ::kill(c.proc.pid(), SIGHUP);
+  ASSERT_TRUE(c.wait_for("reload done")) << c.err;
+  EXPECT_EQ(c.started().size(), 4u);
+  EXPECT_FALSE(http_get(c.port()).empty());
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
 INSTANTIATE_TEST_SUITE_P(Programs, ClutchRun, testing::Values("node", "plain"));
+
+TEST(ClutchRunReady, ListenIsNeverMetByAProgramThatDoesNotAccept) {
+  clutch_run c({"run", "--workers", "1", "--listen", "127.0.0.1:0", "--ready", "listen", "--ready-timeout", "300",
+                "--", "sleep", "600"});
+  ASSERT_TRUE(c.wait_for("not ready within 300 ms")) << c.err;
+  EXPECT_EQ(c.err.find(") ready"), std::string::npos) << c.err;
+  auto r = clutch::spawn_sync(CLUTCH_BINARY, {"run", "--ready", "listen", "--", "true"});
+  EXPECT_EQ(r.status.code, 2);
+  EXPECT_NE(r.err.find("give listen too"), std::string::npos) << r.err;
+}
 
 // During a reload, once worker 1's replacement is ready, worker 1 is still alive and accepting (it ignores its
 // stop signal, SIGWINCH, until SIGKILL at --kill-timeout). Steered (the default), no new connection reaches it;

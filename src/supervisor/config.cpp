@@ -93,7 +93,7 @@ struct reader {
 const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
-    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket"};
+    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout"};
 
 // TOML → JSON, keeping what JSON can say (dates and times become their text).
 json::value to_json(const toml::node& n) {
@@ -174,8 +174,11 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why) {
   std::string ready = "none", restart = "always", stop_signal = "SIGTERM";
   if (!r.text("ready", ready) || !r.text("restart", restart) || !r.text("stop_signal", stop_signal))
     return std::nullopt;
-  if (ready != "none" && ready != "notify") return r.fail("ready", "must be none or notify"), std::nullopt;
-  s.ready = ready == "notify" ? ready_mode::notify : ready_mode::none;
+  if (ready != "none" && ready != "notify" && ready != "listen")
+    return r.fail("ready", "must be none, notify or listen"), std::nullopt;
+  s.ready = ready == "notify" ? ready_mode::notify : ready == "listen" ? ready_mode::listen : ready_mode::none;
+  if (s.ready == ready_mode::listen && s.listen.empty())
+    return r.fail("ready", "listen needs a socket to watch: give listen too"), std::nullopt;
   if (restart != "always" && restart != "on-failure" && restart != "never")
     return r.fail("restart", "must be always, on-failure or never"), std::nullopt;
   s.restart = restart == "never"        ? cluster::restart_policy::never
@@ -185,13 +188,16 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why) {
   if (signal_spec(stop_signal).resolve(ec) < 0)
     return r.fail("stop_signal", "'" + stop_signal + "' is not a signal"), std::nullopt;
   s.stop_signal = stop_signal;
-  std::int64_t kill_timeout = s.kill_timeout.count(), watchdog = 0, keep = a.log_keep;
+  std::int64_t kill_timeout = s.kill_timeout.count(), watchdog = 0, keep = a.log_keep,
+               ready_timeout = s.ready_timeout.count();
   if (!r.number("kill_timeout", 0, 3600000, kill_timeout) || !r.number("watchdog", 0, 3600000, watchdog) ||
+      !r.number("ready_timeout", 1, 3600000, ready_timeout) ||
       !r.number("log_keep", 0, 1000, keep) || !r.size("max_memory", s.max_memory) ||
       !r.size("log_max_size", a.log_max_size))
     return std::nullopt;
   s.kill_timeout = std::chrono::milliseconds(kill_timeout);
   s.watchdog = std::chrono::milliseconds(watchdog);
+  s.ready_timeout = std::chrono::milliseconds(ready_timeout);
   a.log_keep = static_cast<unsigned>(keep);
   return a;
 }

@@ -7,9 +7,11 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "exit_text.hpp"
 #include "group_sweep.hpp"
+#include "supervisor/accepting.hpp"
 #include "supervisor/notify.hpp"
 #include "supervisor/steering.hpp"
 
@@ -27,8 +29,9 @@ struct worker {
   bool asked_to_stop = false;
   bool exited = false;
   clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer, drain_timer;
+  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer, drain_timer, probe_timer;
   std::vector<int> socks;  // its own listening sockets, one per steered group
+  std::set<ino_t> inodes;  // every listening socket it got (--ready listen looks for them)
 };
 
 struct slot {
@@ -245,7 +248,7 @@ process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
   e->live.erase(w->pid);
-  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer, &w->drain_timer})
+  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer})
     if (*t) (*t)->cancel();
   e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
   if (e->exited && w->pid) e->exited(tag_of(*w), st, w->asked_to_stop);
@@ -303,6 +306,19 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
 }
 
+// --ready listen: looks every 10 ms until the worker waits for connections on one of its sockets.
+void probe_accepting(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (!w->probe_timer) w->probe_timer.emplace(e->io);
+  w->probe_timer->expires_after(std::chrono::milliseconds(10));
+  w->probe_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
+    auto e = we.lock();
+    auto w = ww.lock();
+    if (ec || !e || !w || w->exited || w->ready) return;
+    if (accepting(w->pid, w->inodes)) return mark_ready(e, w);
+    probe_accepting(e, w);
+  });
+}
+
 std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
   if (auto it = e.live.find(from); it != e.live.end()) return it->second;
   // A process of the worker's group (a wrapper's child, a forked server) speaks for it, as NotifyAccess=all.
@@ -351,10 +367,11 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
     auto w = ww.lock();
     if (e && w) on_exit(e, w, st);
   });
-  if (e->cfg.ready == ready_mode::none) {
+  if (e->cfg.ready == ready_mode::none || (e->cfg.ready == ready_mode::listen && w->agent)) {
     asio::post(e->io, [e, w] { mark_ready(e, w); });
     return;
   }
+  if (e->cfg.ready == ready_mode::listen) probe_accepting(e, w);
   w->ready_timer.emplace(e->io, e->cfg.ready_timeout);
   w->ready_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
     auto e = we.lock();
@@ -397,6 +414,9 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
     fds.emplace_back(src.steered ? w->socks[src.index] : e->listeners[src.index].fd.get(), src.name);
   options o;
   pass_sockets(o, fds);
+  std::vector<int> numbers;
+  for (const auto& [fd, name] : fds) numbers.push_back(fd);
+  w->inodes = socket_inodes(numbers);
   launch(e, w, e->cfg.program, e->cfg.args, std::move(o), {{"CLUTCH_WORKER_ID", std::to_string(w->id)}});
 }
 

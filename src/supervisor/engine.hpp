@@ -10,6 +10,8 @@
 // Readiness (run_settings::ready): none — a worker is ready once it runs (the sockets are clutch's, so nothing
 // that connects meanwhile is lost: it waits in the backlog); notify — once it sends READY=1 to NOTIFY_SOCKET
 // (sd_notify), from its own pid or any process of its group. The same socket takes WATCHDOG=1 and STATUS=.
+// listen — once a process of its tree waits for connections on one of its sockets (accepting.hpp): for programs
+// that say nothing, but take a while before they accept.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -29,7 +31,7 @@
 
 namespace clutch::supervisor {
 
-enum class ready_mode { none, notify };
+enum class ready_mode { none, notify, listen };
 
 struct run_settings {
   std::string program;
@@ -47,7 +49,7 @@ struct run_settings {
   ready_mode ready = ready_mode::none;
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
-  std::chrono::milliseconds ready_timeout{30000};  // notify: a worker not ready by then is killed (and restarted)
+  std::chrono::milliseconds ready_timeout{30000};  // notify, listen: a worker not ready by then is killed (restarted)
   // A worker must send WATCHDOG=1 at least this often (it gets WATCHDOG_USEC, as from systemd); one that misses
   // gets SIGABRT, SIGKILL after kill_timeout, and is replaced. 0: no watchdog.
   std::chrono::milliseconds watchdog{0};

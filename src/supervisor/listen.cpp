@@ -109,8 +109,8 @@ std::vector<listener> inherited_listeners() {
       l.spec.path = reinterpret_cast<sockaddr_un&>(sa).sun_path;
     } else {
       asio::ip::tcp::endpoint e;
-      std::memcpy(e.data(), &sa, std::min<std::size_t>(len, sizeof sa));
-      e.resize(len);
+      std::memcpy(e.data(), &sa, std::min<std::size_t>(len, e.capacity()));
+      e.resize(std::min<std::size_t>(len, e.capacity()));
       l.spec.tcp = l.bound = e;
     }
     l.fd.reset(fd);

@@ -51,13 +51,16 @@ struct app_options {
   std::string workers;
   std::vector<std::string> listen, env;
   std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size;
-  long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1;
+  long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
   bool shared_socket = false;
 
   void add_to(CLI::App* cmd, bool daemon) {
     cmd->add_option("--workers", workers, "worker processes (default: CPUs; start: also \"auto\")");
     cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
-    cmd->add_option("--ready", ready, "when a worker counts as ready: none (default) or notify (READY=1)");
+    cmd->add_option("--ready", ready,
+                    "when a worker counts as ready: none (default: once it runs), notify (it sends READY=1) or "
+                    "listen (it waits for connections on its socket)");
+    cmd->add_option("--ready-timeout", ready_timeout_ms, "ms a worker has to be ready (notify, listen; default 30000)");
     cmd->add_option("--stop-signal", stop_signal, "what a worker's group gets to stop (default SIGTERM)");
     cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL (default 5000)");
     cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)");
@@ -113,6 +116,7 @@ struct app_options {
     o["cwd"] = cwd.empty() ? std::filesystem::current_path().string() : std::filesystem::absolute(cwd).string();
     if (kill_timeout_ms >= 0) o["kill_timeout"] = kill_timeout_ms;
     if (watchdog_ms >= 0) o["watchdog"] = watchdog_ms;
+    if (ready_timeout_ms >= 0) o["ready_timeout"] = ready_timeout_ms;
     if (log_keep >= 0) o["log_keep"] = log_keep;
     if (shared_socket) o["shared_socket"] = true;
     json::object vars;
