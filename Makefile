@@ -1,5 +1,5 @@
 # The two commands of the README, and a few more.
-#   make demo   install what is missing, build, run the main demo (examples/agent_app: master, agent, workers)
+#   make demo   install what is missing, build, run the main demos (examples/agent_app; the clutch supervisor)
 #   make demos  the earlier demos (exec, fork, cluster)
 #   make test   install what is missing, build (Debug, -Werror), run every test with ctest
 #   make asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -24,11 +24,14 @@ $(DEBUG)/CMakeCache.txt: | deps
 $(ASAN)/CMakeCache.txt: | deps
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DCLUTCH_SANITIZE=ON $(CMAKE_COMMON)
 
-# The main demo: examples/agent_app (a master, an agent and app workers on port 7001).
+# The main demo: examples/agent_app (a master, an agent and app workers on port 7001), then the clutch
+# supervisor running examples/apps.toml (port 7002).
 demo: deps $(DEBUG)/CMakeCache.txt
-	cmake --build $(DEBUG) -j$(JOBS) --target agent_app
+	cmake --build $(DEBUG) -j$(JOBS) --target agent_app clutch_cli
 	@echo "== examples/agent_app.cpp: the master starts the agent, then the app workers; HTTP on port 7001"
 	scripts/app-demo $(DEBUG)/examples/agent_app 7001
+	@echo "== the clutch supervisor: examples/apps.toml in a daemon of its own; HTTP on port 7002"
+	scripts/supervisor-demo $(DEBUG)/tools/clutch/clutch
 
 # The earlier layers' demos: exec, fork (C++ and Node children), cluster.
 demos: deps $(DEBUG)/CMakeCache.txt

@@ -1,0 +1,552 @@
+#!/usr/bin/env python3
+"""`bench/run supervisor`: clutch's daemon and CLI against PM2's, in one run, each with 2 instances of bench/hello.js.
+
+  bench/supervisor.py CLUTCH     env: SAMPLES (5) per timed metric, RELOADS (2) per reload mode, LS_RUNS (10)
+
+PM2 is the one in bench/pm2 (npm ci there if missing); each side gets a daemon home of its own in a temp dir
+(PM2_HOME, CLUTCH_HOME), so nothing touches ~/.pm2. Only one supervisor runs while cold starts are timed; for the
+rest both run side by side, each on its own port, and their samples alternate so the machine's noise falls on both.
+  daemon RSS       VmRSS of PM2's God daemon / clutch's daemon, 1 s after `start` has returned, at each cold start
+  start -> port    from `start` with no daemon running until a GET on the port is answered (2 ms polls)
+  SIGKILL -> new   SIGKILL to the worker that answered a GET, until a GET is answered by a pid not seen before
+  reload           wrk -t1 -c16 -d6s, `reload hello` 1.5 s in: failed requests (socket errors + non-2xx);
+                   with the app graceful on SIGINT/SIGTERM, then abrupt (HELLO_ABRUPT=1)
+  ls               wall time of `pm2 ls` / `clutch ls` with the app running
+Progress goes to stderr, the report to stdout.
+"""
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PM2_DIR = ROOT / 'bench' / 'pm2'
+PM2 = PM2_DIR / 'node_modules' / '.bin' / 'pm2'
+HELLO = ROOT / 'bench' / 'hello.js'
+SAMPLES = int(os.environ.get('SAMPLES', '5'))
+RELOADS = int(os.environ.get('RELOADS', '2'))
+LS_RUNS = int(os.environ.get('LS_RUNS', '10'))
+WORKERS = 2
+POLL = 0.002          # s between polls of the port
+SETTLE = 1.0          # s after `start` returns before the daemon's RSS is read
+UP = 1.2              # s a (re)started worker lives before the next kill: PM2 counts exits before its min_uptime
+                      # (1 s) as unstable restarts and gives up after 16 of them
+WRK_SECONDS, RELOAD_AFTER = 6, 1.5
+HELLO_PID = re.compile(rb'hello from (\d+)')
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    """A port nobody holds, below the ephemeral range. A port inside it can be taken by a client's own socket: a
+    connect() to a port where nothing listens (a tight poll, or wrk reconnecting) now and then gets that very port
+    as its source, a TCP self-connect, and then holds it so that the server cannot bind it."""
+    low = int(Path('/proc/sys/net/ipv4/ip_local_port_range').read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+                return port
+            except OSError:
+                pass
+    sys.exit('bench/supervisor.py: no free port below the ephemeral range')
+
+
+def get_pid(port, timeout=1.0):
+    """The pid in the body of one GET / on a new connection; None if it failed."""
+    conn = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        conn.request('GET', '/')
+        response = conn.getresponse()
+        body = response.read()
+        m = HELLO_PID.match(body)
+        return int(m[1]) if response.status == 200 and m else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def rss_kib(pid):
+    for line in Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1])
+    raise Failed(f'no VmRSS for pid {pid}')
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+class Failed(Exception):
+    """A step of one supervisor failed; its remaining metrics are skipped."""
+
+
+class Supervisor:
+    """One side: its CLI, its daemon's home in a temp dir, and the app `hello` on `port`."""
+    name = ''
+    home_var = ''
+
+    def __init__(self):
+        self.home = tempfile.mkdtemp(prefix=f'clutch-bench-{self.name.lower()}-')
+        base = {k: v for k, v in os.environ.items() if k not in ('PORT', 'LISTEN_FDS', 'LISTEN_PID', 'HELLO_ABRUPT')}
+        self.env = dict(base, **{self.home_var: self.home})
+        self.port = None
+        self.broken = None  # why this side is not measured at all
+        self.failed = {}  # step -> why it failed; its remaining samples, and the steps that need it, are skipped
+        self.started = None  # the CLI of a timed start, still running
+        self.seen = set()  # every pid that answered a GET since the app's last start
+        self.known = set()  # every daemon and worker pid met, for the cleanup
+
+    def run(self, *args, timeout=30, env=None, check=True):
+        try:
+            out = subprocess.run(self.argv(*args), cwd=ROOT, env=env or self.env, capture_output=True, text=True,
+                                 timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Failed(f'`{" ".join(args[:2])}` still running after {timeout} s') from None
+        except OSError as e:
+            raise Failed(f'`{" ".join(args[:2])}`: {e}') from None
+        if check and out.returncode != 0:
+            raise Failed(f'`{" ".join(args[:2])}` exited with {out.returncode}: '
+                         f'{(out.stderr or out.stdout).strip()[-500:]}')
+        return out
+
+    def launch(self, abrupt):
+        """The start command, without waiting for it; on a new port."""
+        self.port = free_port()
+        argv, env = self.start_argv(abrupt)
+        self.started = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        text=True)
+
+    def finish_start(self, timeout=30):
+        """Waits for the start command launched by launch(); Failed if it did not succeed."""
+        proc, self.started = self.started, None
+        try:
+            err = proc.communicate(timeout=timeout)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise Failed(f'`start` still running after {timeout} s') from None
+        if proc.returncode != 0:
+            raise Failed(f'`start` exited with {proc.returncode}: {err.strip()[-500:]}')
+
+    def start(self, abrupt=False):
+        """Starts the app (and the daemon if needed) and returns once both workers answer, then UP s later."""
+        self.launch(abrupt)
+        self.finish_start()
+        t0 = time.monotonic()
+        self.seen = answered = set()
+        while time.monotonic() < t0 + 15:
+            if (pid := get_pid(self.port)) is not None:
+                answered.add(pid)
+                self.known.add(pid)
+                listed = self.listed_pids()
+                # Without a listing, WORKERS pids answering, or 3 s of answers, will do.
+                if len(answered if listed is None else listed) >= WORKERS or (
+                        listed is None and time.monotonic() > t0 + 3):
+                    time.sleep(UP)
+                    return
+            time.sleep(0.05)
+        raise Failed(f'app not answering with {WORKERS} workers 15 s after start')
+
+    def listed_pids(self):
+        """worker_pids(), or None if the listing fails (noted once: it is not needed for any metric)."""
+        try:
+            pids = self.worker_pids()
+            self.known |= pids
+            return pids
+        except Failed as e:
+            if 'worker listing' not in self.failed:
+                self.failed['worker listing'] = str(e)
+                log(f'  {self.name}: worker listing: {e}; pids from the answers only')
+            return None
+
+    def daemon_pid(self):
+        try:
+            pid = int(Path(self.home, self.pid_file).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        self.known.add(pid)
+        return pid
+
+    def daemon_alive(self):
+        pid = self.daemon_pid()
+        return pid is not None and alive(pid)
+
+    def ensure_down(self):
+        """No daemon running, by the supervisor's own kill."""
+        self.kill()
+
+    def ours(self):
+        """The processes of this side still running: those whose environment names its home (the daemon, and what
+        it started with that environment), and the daemon and worker pids met that still run the daemon or the app
+        (not a pid reused since)."""
+        mark = f'{self.home_var}={self.home}'.encode()
+        pids = []
+        for d in Path('/proc').iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    cmdline = Path(d, 'cmdline').read_bytes()
+                    if mark in Path(d, 'environ').read_bytes().split(b'\0') or int(d.name) in self.known and (
+                            str(HELLO).encode() in cmdline or self.home.encode() in cmdline or
+                            Path(d, 'exe').resolve() == Path(self.argv()[0]).resolve()):
+                        pids.append(int(d.name))
+                except OSError:
+                    pass
+        return pids
+
+    def cleanup(self):
+        """The supervisor's own kill, then SIGKILL to anything of ours it left behind, then the home goes."""
+        if self.started:
+            self.started.kill()
+            self.started.wait()
+        if not self.broken:
+            try:
+                self.ensure_down()
+            except Failed as e:
+                log(f'  {self.name}: {e}')
+        time.sleep(0.2)
+        left = self.ours()
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if left:
+            log(f'  {self.name}: processes left behind after its kill: {left}, SIGKILLed')
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+class Pm2(Supervisor):
+    name, home_var, pid_file = 'PM2', 'PM2_HOME', 'pm2.pid'
+
+    def argv(self, *args):
+        return [str(PM2), *args]
+
+    def start_argv(self, abrupt):
+        env = dict(self.env, PORT=str(self.port), **({'HELLO_ABRUPT': '1'} if abrupt else {}))
+        return self.argv('start', str(HELLO), '-i', str(WORKERS), '--name', 'hello'), env
+
+    def worker_pids(self):
+        out = self.run('jlist').stdout
+        line = next((s for s in reversed(out.splitlines()) if s.startswith('[')), None)
+        if line is None:
+            raise Failed(f'`pm2 jlist` printed no JSON: {out.strip()[-300:]}')
+        return {p['pid'] for p in json.loads(line)
+                if p.get('name') == 'hello' and p.get('pm2_env', {}).get('status') == 'online' and p.get('pid')}
+
+    def kill(self):
+        self.run('kill')
+
+    def ensure_down(self):
+        if self.daemon_alive():  # `pm2 kill` with no daemon would spawn one to kill it
+            self.kill()
+
+    def reload_args(self):
+        return ('reload', 'hello')
+
+    def ls_args(self):
+        return ('ls',)
+
+
+class Clutch(Supervisor):
+    name, home_var, pid_file = 'clutch', 'CLUTCH_HOME', 'daemon.pid'
+
+    def __init__(self, binary):
+        self.binary = binary
+        super().__init__()
+
+    def argv(self, *args):
+        return [str(self.binary), *args]
+
+    def start_argv(self, abrupt):
+        env_args = ['--env', 'HELLO_ABRUPT=1'] if abrupt else []
+        return self.argv('start', '--name', 'hello', '--workers', str(WORKERS), '--listen', f'127.0.0.1:{self.port}',
+                         *env_args, '--', shutil.which('node') or 'node', str(HELLO)), self.env
+
+    def worker_pids(self):
+        out = self.run('ls', '--json').stdout
+        try:
+            apps = json.loads(out)
+            return {p['pid'] for a in apps if a.get('name') == 'hello' for p in a.get('processes', [])
+                    if p.get('role') != 'agent' and p.get('pid')}
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise Failed(f'`clutch ls --json`: {e}: {out.strip()[-300:]}') from None
+
+    def kill(self):
+        self.run('kill')
+
+    def ensure_down(self):
+        if self.daemon_alive():
+            self.kill()
+        else:
+            self.run('kill', check=False)  # in case the daemon runs without its pid file
+
+    def reload_args(self):
+        return ('reload', 'hello')
+
+    def ls_args(self):
+        return ('ls',)
+
+
+def attempt(sup, step, fn, *args, needs=()):
+    """fn(*args), or None if sup is broken or step or one it needs has failed; a Failed marks step failed."""
+    if sup.broken or step in sup.failed or any(n in sup.failed for n in needs):
+        return None
+    try:
+        return fn(*args)
+    except Failed as e:
+        sup.failed[step] = str(e)
+        log(f'  {sup.name}: {step}: {e}; not measured from then on')
+        return None
+
+
+def cold_start(sup):
+    """(ms from the start command to the first answered GET, the daemon's RSS in KiB) with no daemon before."""
+    sup.ensure_down()
+    t0 = time.monotonic()
+    sup.launch(abrupt=False)
+    deadline = t0 + 20
+    while get_pid(sup.port, timeout=0.5) is None:
+        if time.monotonic() > deadline:
+            raise Failed('port not answering 20 s after start')
+        if sup.started.poll() not in (None, 0):
+            sup.finish_start()  # raises with its stderr
+        time.sleep(POLL)
+    took = (time.monotonic() - t0) * 1e3
+    sup.finish_start()
+    time.sleep(SETTLE)
+    pid = sup.daemon_pid()
+    rss = rss_kib(pid) if pid is not None and alive(pid) else None
+    if rss is None and 'daemon RSS' not in sup.failed:
+        sup.failed['daemon RSS'] = f'no live daemon pid in {sup.home}/{sup.pid_file}'
+        log(f'  {sup.name}: daemon RSS: {sup.failed["daemon RSS"]}')
+    sup.kill()
+    log(f'  {sup.name}: start -> port {took:.0f} ms, daemon RSS {rss} KiB')
+    return took, rss
+
+
+def kill_worker(sup):
+    """ms from SIGKILL to the worker that answered a GET until a GET is answered by a pid not seen before."""
+    listed = sup.listed_pids() or set()
+    answered = {p for p in (get_pid(sup.port) for _ in range(8)) if p}
+    victim = next((p for p in answered if p in listed), None) if listed else next(iter(answered), None)
+    if victim is None:
+        raise Failed(f'no worker to kill (listed {sorted(listed)}, answered {sorted(answered)})')
+    # Without a listing, an old worker that never answered would count as new: all answers so far count as old.
+    sup.seen |= answered
+    sup.known |= answered
+    before = listed | sup.seen
+    t0 = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    deadline = t0 + 10
+    while True:
+        pid = get_pid(sup.port, timeout=0.5)
+        if pid is not None and pid not in before:
+            took = (time.monotonic() - t0) * 1e3
+            sup.seen.add(pid)
+            sup.known.add(pid)
+            break
+        if time.monotonic() > deadline:
+            raise Failed(f'no new pid answering 10 s after SIGKILL to {victim}')
+        time.sleep(POLL)
+    # Back to WORKERS before the next sample, the new ones older than PM2's min_uptime.
+    while time.monotonic() < deadline and (pids := sup.listed_pids()) is not None:
+        if len(pids) >= WORKERS and victim not in pids:
+            break
+        time.sleep(0.05)
+    time.sleep(UP)
+    log(f'  {sup.name}: SIGKILL {victim} -> new pid {pid} answering: {took:.1f} ms')
+    return took
+
+
+MS = {'us': 1e-3, 'ms': 1, 's': 1e3, 'm': 60e3}
+ERRORS = ['connect', 'read', 'write', 'timeout', 'non2xx']
+
+
+def wrk_result(proc, seconds):
+    """wrk's request count and errors; the non-2xx count is wrk's "Non-2xx or 3xx"."""
+    try:
+        out = proc.communicate(timeout=seconds + 30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    r = dict(requests=0, **dict.fromkeys(ERRORS, 0))
+    if m := re.search(r'(\d+) requests in', out):
+        r['requests'] = int(m[1])
+    if m := re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out):
+        r.update(zip(ERRORS, map(int, m.groups())))
+    if m := re.search(r'Non-2xx or 3xx responses: (\d+)', out):
+        r['non2xx'] = int(m[1])
+    r['failed'] = sum(r[e] for e in ERRORS)
+    return r
+
+
+def reload_under_load(sup):
+    """wrk's result, with the reload command's wall time in ms, for one `reload hello` under load."""
+    load = subprocess.Popen(['wrk', '-t1', '-c16', f'-d{WRK_SECONDS}s', f'http://127.0.0.1:{sup.port}/'],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(RELOAD_AFTER)
+        t0 = time.monotonic()
+        sup.run(*sup.reload_args())
+        took = (time.monotonic() - t0) * 1e3
+    finally:
+        r = wrk_result(load, WRK_SECONDS)
+    r['took'] = took
+    if r['requests'] == 0:
+        raise Failed('wrk made no request')
+    log(f'  {sup.name}: reload took {took:.0f} ms; {r["requests"]} requests, {r["failed"]} failed')
+    time.sleep(UP)
+    return r
+
+
+def ls_time(sup):
+    t0 = time.monotonic()
+    sup.run(*sup.ls_args())
+    return (time.monotonic() - t0) * 1e3
+
+
+def spread(xs, fmt):
+    """'median (min-max)' of xs."""
+    if not xs:
+        return '-'
+    return f'{statistics.median(xs):{fmt}} ({min(xs):{fmt}}-{max(xs):{fmt}})'
+
+
+HEAD = f'{"took ms":>9}{"requests":>10}{"failed":>8}{"connect":>9}{"read":>6}{"write":>6}{"timeout":>8}{"non-2xx":>8}'
+
+
+def errors_row(r):
+    late = '  (the reload outlasted wrk)' if r['took'] > (WRK_SECONDS - RELOAD_AFTER) * 1e3 else ''
+    return f'{r["took"]:9.0f}{r["requests"]:10d}{r["failed"]:8d}' + ''.join(
+        f'{r[e]:{w}d}' for e, w in zip(ERRORS, [9, 6, 6, 8, 8])) + late
+
+
+def report(sides, res):
+    pm2, clutch = sides
+    print(f'\n{"":28}{"PM2 median (min-max)":>26}{"clutch median (min-max)":>26}{"PM2/clutch":>12}{"target":>9}'
+          f'{"met":>5}')
+
+    def row(label, key, fmt, target, note=''):
+        a, b = res[pm2.name][key], res[clutch.name][key]
+        ratio = statistics.median(a) / statistics.median(b) if a and b and statistics.median(b) > 0 else None
+        met = '-' if ratio is None else 'yes' if ratio >= target else 'no'
+        ratio_s = '-' if ratio is None else f'{ratio:.2f}x'
+        print(f'{label:28}{spread(a, fmt):>26}{spread(b, fmt):>26}{ratio_s:>12}{f">= {target:g}x":>9}{met:>5}{note}')
+
+    row('daemon RSS KiB', 'rss', '.0f', 10)
+    row('start -> port ms', 'start', '.0f', 3)
+    row('SIGKILL -> new pid ms', 'sigkill', '.1f', 1.5)
+    row(f'ls ms ({LS_RUNS} runs)', 'ls', '.1f', 10)
+    for mode, target in (('graceful', 'clutch: 0'), ('abrupt', 'fewer')):
+        a, b = res[pm2.name][mode], res[clutch.name][mode]
+        fa = sum(r['failed'] for r in a) if a else None
+        fb = sum(r['failed'] for r in b) if b else None
+        cell = lambda f, rs: '-' if f is None else f'{f} of {sum(r["requests"] for r in rs)}'
+        met = '-' if fb is None else ('yes' if fb == 0 else 'no') if mode == 'graceful' else \
+            '-' if fa is None else 'yes' if fb < fa else 'no'
+        print(f'{f"reload failed, {mode}":28}{cell(fa, a):>26}{cell(fb, b):>26}{"":>12}{target:>9}{met:>5}')
+    print(f'(reload: failed requests of all, summed over {RELOADS} run(s); RSS and start over {SAMPLES} cold starts,'
+          f' SIGKILL over {SAMPLES} kills)')
+
+    for mode, how in (('graceful', 'graceful on SIGINT/SIGTERM'), ('abrupt', 'HELLO_ABRUPT=1: exits at once')):
+        print(f'\nreload under load, app {how}: wrk -t1 -c16 -d{WRK_SECONDS}s, `reload hello` {RELOAD_AFTER} s in;'
+              ' took = the reload command\'s wall time')
+        print(f'{"":28}{"run":>4}' + HEAD)
+        for sup in sides:
+            for i, r in enumerate(res[sup.name][mode]):
+                print(f'{sup.name:28}{i + 1:4d}' + errors_row(r))
+            if not res[sup.name][mode]:
+                print(f'{sup.name:28}  no result')
+    for sup in sides:
+        if sup.broken:
+            print(f'\n{sup.name}: not measured: {sup.broken}')
+        for step, why in sup.failed.items():
+            print(f'\n{sup.name}, {step} failed (not measured from then on): {why}')
+
+
+def main():
+    sys.stdout.reconfigure(line_buffering=True)
+    if len(sys.argv) != 2:
+        sys.exit('usage: bench/supervisor.py CLUTCH')
+    if not shutil.which('wrk'):
+        sys.exit('bench/supervisor.py: wrk is missing (scripts/install-deps --bench installs it)')
+    if not PM2.exists():
+        log('installing PM2 into bench/pm2 (npm ci)')
+        subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=PM2_DIR, check=True, stdout=sys.stderr)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below runs on SIGTERM too
+    clutch_bin = Path(sys.argv[1]).resolve()
+    pm2, clutch = Pm2(), Clutch(clutch_bin)
+    sides = [pm2, clutch]
+    if not os.access(clutch_bin, os.X_OK):
+        clutch.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
+    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'graceful', 'abrupt')} for s in sides}
+    pm2_version = json.loads((PM2_DIR / 'node_modules/pm2/package.json').read_text())['version']
+    node_version = subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()
+    print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
+          f' {WORKERS} instances of bench/hello.js each, Node {node_version}, 127.0.0.1; {os.cpu_count()} CPUs'
+          ' shared with the load')
+    started = time.monotonic()
+    try:
+        log(f'cold starts, {SAMPLES} each, one supervisor at a time')
+        for i in range(SAMPLES):
+            for sup in sides:
+                if (r := attempt(sup, 'cold start', cold_start, sup)) is not None:
+                    res[sup.name]['start'].append(r[0])
+                    if r[1] is not None:
+                        res[sup.name]['rss'].append(r[1])
+
+        log('app up on both, graceful')
+        for sup in sides:
+            attempt(sup, 'app start', lambda s: (s.ensure_down(), s.start()), sup)
+        log(f'SIGKILL to a worker, {SAMPLES} each')
+        for i in range(SAMPLES):
+            for sup in sides:
+                if (r := attempt(sup, 'SIGKILL', kill_worker, sup, needs=['app start'])) is not None:
+                    res[sup.name]['sigkill'].append(r)
+        log(f'ls, {LS_RUNS} each')
+        for i in range(LS_RUNS):
+            for sup in sides:
+                if (r := attempt(sup, 'ls', ls_time, sup, needs=['app start'])) is not None:
+                    res[sup.name]['ls'].append(r)
+        for mode in ('graceful', 'abrupt'):
+            app = 'app start'
+            if mode == 'abrupt':
+                log('app restarted on both with HELLO_ABRUPT=1')
+                app = 'app start with HELLO_ABRUPT=1'
+                for sup in sides:
+                    attempt(sup, app, lambda s: (s.ensure_down(), s.start(True)), sup)
+            log(f'reload under load, {mode}, {RELOADS} each')
+            for i in range(RELOADS):
+                for sup in sides:
+                    if (r := attempt(sup, f'reload, {mode}', reload_under_load, sup, needs=[app])) is not None:
+                        res[sup.name][mode].append(r)
+    finally:
+        for sup in sides:
+            sup.cleanup()
+    log(f'done in {time.monotonic() - started:.0f} s')
+    report(sides, res)
+
+
+if __name__ == '__main__':
+    main()
