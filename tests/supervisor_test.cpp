@@ -238,11 +238,11 @@ std::string http_get(unsigned short port) {
   return body == std::string::npos ? std::string() : reply.substr(body + 4);
 }
 
-// Both programs know nothing of clutch beyond systemd's LISTEN_FDS: Node's server.listen({fd: 3}), and a plain
-// accept() loop on fd 3 (the test binary's listen-fd-serve helper).
+// Both programs know nothing of clutch beyond systemd's LISTEN_FDS: Node's server.listen({fd: 3}), and a small C
+// program's accept() loop on fd 3 (tests/fixtures/listen_fd_serve.c).
 std::vector<std::string> program(const std::string& which) {
   if (which == "node") return {"node", CLUTCH_FIXTURES "/listen_fds.js"};
-  return {self(), "--helper", "listen-fd-serve"};
+  return {CLUTCH_C_SERVER};
 }
 
 class ClutchRun : public testing::TestWithParam<std::string> {
@@ -316,7 +316,7 @@ TEST_P(ClutchRun, ReadyListenSeesEachWorkerWaitForConnections) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
 }
 
-INSTANTIATE_TEST_SUITE_P(Programs, ClutchRun, testing::Values("node", "plain"));
+INSTANTIATE_TEST_SUITE_P(Programs, ClutchRun, testing::Values("node", "c"));
 
 TEST(ClutchRunReady, ListenIsNeverMetByAProgramThatDoesNotAccept) {
   clutch_run c({"run", "--workers", "1", "--listen", "127.0.0.1:0", "--ready", "listen", "--ready-timeout", "300",
