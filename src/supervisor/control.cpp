@@ -93,6 +93,9 @@ void control_session::start(std::function<void(json::object, std::shared_ptr<con
 
 void control_session::send(const json::object& answer) {
   if (!open_) return;
+  // A reader that cannot keep up (`logs -f` behind a stopped terminal, under a fast writer) is let go rather than
+  // buffered without bound in the daemon.
+  if (out_.size() >= max_queued) return close();
   out_.push_back(json::serialize(answer) + "\n");
   write_next();
 }

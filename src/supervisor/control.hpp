@@ -35,6 +35,8 @@ error_code private_folder(const std::string& path);
 
 class control_session : public std::enable_shared_from_this<control_session> {
  public:
+  // Answers not yet written; past it, the session is closed. Above what `logs -n` (100,000 per stream) queues at once.
+  static constexpr std::size_t max_queued = 250000;
   explicit control_session(boost::asio::local::stream_protocol::socket s);
   void send(const boost::json::object& answer);
   // Closes the connection once what was sent has been written.
