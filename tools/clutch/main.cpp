@@ -150,10 +150,6 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   e.on_log([](const std::string& line) { std::cerr << line << std::endl; });
   e.adopt(std::move(given));
   e.on_ready([&] { parent.send("READY=1\nSTATUS=" + std::to_string(workers) + " workers ready"); });
-  if (auto ec = e.start()) {
-    std::cerr << "clutch: " << ec.message() << std::endl;
-    return 1;
-  }
   sv::usage_meter meter;
   std::optional<sv::status_server> status;
   if (status_port) {
@@ -210,6 +206,11 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
     std::cerr << "clutch: no worker left to run" << std::endl;
     finish();
   });
+  // Only now, with every signal handled: whoever sees a worker start may signal us at once.
+  if (auto ec = e.start()) {
+    std::cerr << "clutch: " << ec.message() << std::endl;
+    return 1;
+  }
   io.run();
   return code;
 }
@@ -217,13 +218,6 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
 int run_daemon(unsigned metrics_port) {
   asio::io_context io{1};
   sv::daemon d(io, {.paths = sv::daemon_paths::from_environment(), .metrics_port = metrics_port});
-  if (auto ec = d.start()) {
-    std::cerr << "clutch daemon: "
-              << (ec == std::errc::operation_would_block ? "another daemon is running for this CLUTCH_HOME"
-                                                         : ec.message())
-              << std::endl;
-    return 1;
-  }
   sv::become_subreaper();
   asio::signal_set children(io, SIGCHLD);
   std::function<void(clutch::error_code, int)> on_child = [&](clutch::error_code ec, int) {
@@ -247,6 +241,13 @@ int run_daemon(unsigned metrics_port) {
     children.cancel();
     io.stop();
   });
+  if (auto ec = d.start()) {  // with every signal handled
+    std::cerr << "clutch daemon: "
+              << (ec == std::errc::operation_would_block ? "another daemon is running for this CLUTCH_HOME"
+                                                         : ec.message())
+              << std::endl;
+    return 1;
+  }
   io.run();
   return 0;
 }
