@@ -97,6 +97,7 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
 void start_workers(const std::shared_ptr<engine_state>& e);
 void start_agent(const std::shared_ptr<engine_state>& e);
 void reload_next(const std::shared_ptr<engine_state>& e);
+void resteer(const std::shared_ptr<engine_state>& e);
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 
@@ -112,6 +113,7 @@ void finish_reload(const std::shared_ptr<engine_state>& e, error_code ec) {
   if (!e->reloading) return;
   auto done = std::move(e->reloading->done);
   e->reloading.reset();
+  resteer(e);
   e->say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
   if (done) done(ec);
 }
@@ -125,16 +127,31 @@ void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_
   });
 }
 
-// New connections go only to the members of workers that are ready and not asked to stop.
+// New connections go only to the members of workers that are ready and not asked to stop. During a reload, not
+// to the worker being replaced nor to the one next in line either, while others can take them: a connection
+// sent there would be cut if that worker dies at once on its stop signal, soon.
 void resteer(const std::shared_ptr<engine_state>& e) {
+  std::vector<const worker*> serving, replaced_now, replaced_next;
+  for (std::size_t i = 0; i < e->slots.size(); ++i) {
+    const auto& s = e->slots[i];
+    const auto& w = s.current;
+    if (s.removed || !w || !w->ready || w->exited || w->asked_to_stop) continue;
+    serving.push_back(w.get());
+    if (e->reloading && s.incoming) replaced_now.push_back(w.get());
+    if (e->reloading && !e->reloading->todo.empty() && e->reloading->todo.back() == i) replaced_next.push_back(w.get());
+  }
+  auto without = [](std::vector<const worker*> from, const std::vector<const worker*>& drop) {
+    std::erase_if(from, [&](const worker* w) { return std::find(drop.begin(), drop.end(), w) != drop.end(); });
+    return from;
+  };
+  auto chosen = without(without(serving, replaced_now), replaced_next);
+  if (chosen.empty()) chosen = without(serving, replaced_now);
+  if (chosen.empty()) chosen = serving;
   for (std::size_t g = 0; g < e->groups.size(); ++g) {
-    std::vector<int> serving;
-    for (const auto& s : e->slots) {
-      const auto& w = s.current;
-      if (!s.removed && w && w->ready && !w->exited && !w->asked_to_stop && g < w->socks.size())
-        serving.push_back(w->socks[g]);
-    }
-    if (auto ec = e->groups[g].steer(std::move(serving))) e->say("clutch: cannot steer connections: " + ec.message());
+    std::vector<int> fds;
+    for (const auto* w : chosen)
+      if (g < w->socks.size()) fds.push_back(w->socks[g]);
+    if (auto ec = e->groups[g].steer(std::move(fds))) e->say("clutch: cannot steer connections: " + ec.message());
   }
 }
 
@@ -436,7 +453,8 @@ void reload_next(const std::shared_ptr<engine_state>& e) {
     const std::size_t slot = r.todo.back();
     r.todo.pop_back();
     if (e->slots[slot].retired) continue;
-    return start_worker(e, slot, true);
+    start_worker(e, slot, true);
+    return resteer(e);
   }
   finish_reload(e, {});
 }
