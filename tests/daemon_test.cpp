@@ -375,6 +375,18 @@ TEST(Daemon, BadRequestsGetAClearMessageAndChangeNothing) {
   EXPECT_EQ(h.ls().as_array().size(), 1u);
 }
 
+TEST(Daemon, WithoutADaemonLsIsEmptyAndTheOtherCommandsSaySo) {
+  daemon_home h;
+  auto r = h.cli({"ls", "--json"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out, "[]\n");
+  r = h.cli({"reload", "web"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("no daemon is running"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(h.dir.path + "/daemon.pid")) << "only start launches a daemon";
+  EXPECT_EQ(h.cli({"kill"}).code, 0);
+}
+
 TEST(Daemon, APeerWithAnotherUidIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to connect as another user";
   daemon_home h;

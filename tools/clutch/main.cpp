@@ -283,7 +283,9 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   return make_error_code(std::errc::timed_out);
 }
 
-// Sends a request and prints what comes back; returns the exit code. print gets each answer.
+// Sends a request and prints what comes back; returns the exit code (no_daemon_code when none is running and
+// start_daemon is false). print gets each answer.
+constexpr int no_daemon_code = 3;
 int call(const json::object& request, const std::function<bool(const json::object&)>& print,
          bool start_daemon = false, unsigned metrics_port = 0) {
   const auto paths = sv::daemon_paths::from_environment();
@@ -296,10 +298,7 @@ int call(const json::object& request, const std::function<bool(const json::objec
     }
     ec = sv::control_call(paths.socket, request, print);
   }
-  if (ec && no_daemon(ec)) {
-    std::cerr << "clutch: no daemon is running (" << paths.socket << "); clutch start starts one" << std::endl;
-    return 1;
-  }
+  if (ec && no_daemon(ec)) return no_daemon_code;
   if (ec) {
     std::cerr << "clutch: " << paths.socket << ": " << ec.message() << std::endl;
     return 1;
@@ -562,10 +561,19 @@ int main(int argc, char** argv) {
     }
     return true;
   });
-  if (rc && verb == "kill") {
-    std::cout << "clutch: no daemon was running" << std::endl;
-    return 0;
+  if (rc == no_daemon_code) {
+    if (verb == "kill") {
+      std::cout << "clutch: no daemon was running" << std::endl;
+      return 0;
+    }
+    if (verb == "ls") {  // nothing runs: an empty list, as PM2's
+      if (as_json) std::cout << "[]" << std::endl;
+      else print_table({});
+      return 0;
+    }
+    std::cerr << "clutch: no daemon is running (" << sv::daemon_paths::from_environment().socket
+              << "); clutch start starts one" << std::endl;
+    return 1;
   }
-  if (rc && verb == "ls" && !as_json) print_table({});
   return rc ? rc : code;
 }
