@@ -433,6 +433,7 @@ TEST(Daemon, MetricsAndStatusAreServedOnLocalhost) {
   EXPECT_NE(metrics.find("# TYPE clutch_process_resident_memory_bytes gauge"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("clutch_process_up{app=\"m\",role=\"worker\",id=\"1\""), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("clutch_process_restarts_total{app=\"m\",role=\"worker\",id=\"2\""), std::string::npos);
+  EXPECT_NE(metrics.find("\nclutch_supervisor_resident_memory_bytes "), std::string::npos) << metrics;
   auto [scode, status] = get(port, "/api/status");
   EXPECT_EQ(scode, 200);
   const auto v = json::parse(status);

@@ -92,7 +92,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     json::array list;
     for (auto& [name, a] : apps) list.push_back(describe(*a));
     return {{"apps", std::move(list)},
-            {"daemon", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+            {"supervisor", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
   }
 
   json::object describe(app& a) {
@@ -262,7 +262,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (shutting_down) return fail(s, "the daemon is shutting down");
     if (cmd == "ls") {
       auto snap = snapshot();
-      s->send({{"ok", true}, {"apps", snap["apps"]}, {"daemon", snap["daemon"]}});
+      s->send({{"ok", true}, {"apps", snap["apps"]}, {"supervisor", snap["supervisor"]}});
       return s->end();
     }
     if (cmd == "start") return start(req, s);

@@ -6,6 +6,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
+#include <cmath>
 #include <fstream>
 #include <sstream>
 
@@ -72,11 +73,11 @@ json::object app_status(const std::string& name, const engine& e, usage_meter& m
         {"pid", p.tag.pid},
         {"slot", p.slot},
         {"state", state},
-        {"cpu", static_cast<double>(static_cast<long>(u.cpu_percent * 10)) / 10},
+        {"cpu", std::llround(u.cpu_percent)},  // whole percents: JSON readers need no more
         {"cpu_seconds", u.cpu_seconds},
         {"memory", u.rss},
         {"restarts", p.restarts},
-        {"uptime", std::chrono::duration<double>(now - p.started).count()},
+        {"uptime", std::chrono::duration_cast<std::chrono::seconds>(now - p.started).count()},
     });
   }
   return {{"name", name}, {"workers", e.workers()}, {"processes", std::move(procs)}};
@@ -141,7 +142,7 @@ std::string prometheus_text(const json::object& snapshot) {
       }
     }
   }
-  if (const auto* d = snapshot.if_contains("daemon"); d && d->is_object()) {
+  if (const auto* d = snapshot.if_contains("supervisor"); d && d->is_object()) {
     out << "# HELP clutch_supervisor_resident_memory_bytes the supervisor's own resident set size\n"
         << "# TYPE clutch_supervisor_resident_memory_bytes gauge\n"
         << "clutch_supervisor_resident_memory_bytes " << number(d->as_object().at("memory")) << '\n';

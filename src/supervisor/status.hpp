@@ -44,10 +44,10 @@ class usage_meter {
 };
 
 // {"name", "workers", "processes": [{"id", "role", "pid", "slot", "state", "cpu", "cpu_seconds", "memory",
-//  "restarts", "uptime"}]}: the engine's processes now.
+//  "restarts", "uptime"}]}: the engine's processes now (cpu: whole % of one CPU; memory: bytes; uptime: s).
 boost::json::object app_status(const std::string& name, const engine& e, usage_meter& meter);
 
-// The snapshot's processes as Prometheus text. snapshot = {"apps": [app_status…], …}.
+// The snapshot's processes as Prometheus text. snapshot = {"apps": [app_status…], "supervisor": {"pid", "memory"}}.
 std::string prometheus_text(const boost::json::object& snapshot);
 
 // Every app's processes ready (state "ready"), at least one, none starting.

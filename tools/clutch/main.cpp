@@ -155,7 +155,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   if (status_port) {
     status.emplace(io, [&] {
       return json::object{{"apps", json::array{sv::app_status(name, e, meter)}},
-                          {"daemon", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+                          {"supervisor", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
     });
     if (auto ec = status->listen(status_port)) {
       std::cerr << "clutch: --status-port " << status_port << ": " << ec.message() << std::endl;
@@ -351,7 +351,7 @@ void print_table(const json::array& apps) {
     for (const auto& pv : procs) {
       const auto& p = pv.as_object();
       const std::string role(p.at("role").as_string()), pstate(p.at("state").as_string());
-      std::printf("%-16s %-9s %5s %-7s %8.0f %-9s %6.1f %8s %8.0f %7s\n", name.c_str(), state.c_str(),
+      std::printf("%-16s %-9s %5s %-7s %8.0f %-9s %6.0f %8s %8.0f %7s\n", name.c_str(), state.c_str(),
                   role == "agent" ? "-" : std::to_string(static_cast<long>(num(p.at("id")))).c_str(), role.c_str(),
                   num(p.at("pid")), pstate.c_str(), num(p.at("cpu")), human_bytes(num(p.at("memory"))).c_str(),
                   num(p.at("restarts")), human_time(num(p.at("uptime"))).c_str());
