@@ -92,7 +92,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     json::array list;
     for (auto& [name, a] : apps) list.push_back(describe(*a));
     return {{"apps", std::move(list)},
-            {"supervisor", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+            {"supervisor", supervisor_status(meter)}};
   }
 
   json::object describe(app& a) {

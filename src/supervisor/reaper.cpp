@@ -3,6 +3,7 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -31,6 +32,26 @@ int reap_strangers(const std::function<bool(pid_t)>& ours) {
     ++reaped;
   }
   return reaped;
+}
+
+orphan_reaper::orphan_reaper(boost::asio::io_context& io, std::function<std::vector<int>()> ours)
+    : sigchld_(io, SIGCHLD), ours_(std::move(ours)) {
+  become_subreaper();
+  wait();
+}
+
+void orphan_reaper::cancel() {
+  boost::system::error_code ignored;
+  sigchld_.cancel(ignored);
+}
+
+void orphan_reaper::wait() {
+  sigchld_.async_wait([this](boost::system::error_code ec, int) {
+    if (ec) return;
+    const auto ours = ours_();
+    reap_strangers([&](pid_t p) { return std::find(ours.begin(), ours.end(), p) != ours.end(); });
+    wait();
+  });
 }
 
 }  // namespace clutch::supervisor

@@ -4,11 +4,15 @@
 //
 //   supervisor::become_subreaper();                              // a no-op need as PID 1, harmless there
 //   on SIGCHLD: supervisor::reap_strangers([&](pid_t p) { return is_worker(p); });
+//   supervisor::orphan_reaper r(io, [&] { return engine.pids(); });  // both: subreaper, and SIGCHLD → reap
 #pragma once
 
 #include <sys/types.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <functional>
+#include <vector>
 
 namespace clutch::supervisor {
 
@@ -19,5 +23,18 @@ bool become_subreaper();
 // /proc/self/task/*/children, so that only strangers are waited for, by pid; where /proc belongs to another pid
 // namespace, it peeks at the first zombie (WNOWAIT) and takes it while it is a stranger.
 int reap_strangers(const std::function<bool(pid_t)>& ours);
+
+// Makes this process a subreaper and, on every SIGCHLD, reaps the children that ours() does not list (the pids
+// whose exits clutch watches itself).
+class orphan_reaper {
+ public:
+  orphan_reaper(boost::asio::io_context& io, std::function<std::vector<int>()> ours);
+  void cancel();
+
+ private:
+  void wait();
+  boost::asio::signal_set sigchld_;
+  std::function<std::vector<int>()> ours_;
+};
 
 }  // namespace clutch::supervisor

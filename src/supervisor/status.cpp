@@ -83,6 +83,10 @@ json::object app_status(const std::string& name, const engine& e, usage_meter& m
   return {{"name", name}, {"workers", e.workers()}, {"processes", std::move(procs)}};
 }
 
+json::object supervisor_status(usage_meter& meter) {
+  return {{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}};
+}
+
 namespace {
 
 std::string label(std::string_view text) {  // a Prometheus label value: \, " and newline escaped

@@ -47,6 +47,9 @@ class usage_meter {
 //  "restarts", "uptime"}]}: the engine's processes now (cpu: whole % of one CPU; memory: bytes; uptime: s).
 boost::json::object app_status(const std::string& name, const engine& e, usage_meter& meter);
 
+// {"pid", "memory"} of this process, the supervisor.
+boost::json::object supervisor_status(usage_meter& meter);
+
 // The snapshot's processes as Prometheus text. snapshot = {"apps": [app_status…], "supervisor": {"pid", "memory"}}.
 std::string prometheus_text(const boost::json::object& snapshot);
 

@@ -155,7 +155,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   if (status_port) {
     status.emplace(io, [&] {
       return json::object{{"apps", json::array{sv::app_status(name, e, meter)}},
-                          {"supervisor", json::object{{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}}}};
+                          {"supervisor", sv::supervisor_status(meter)}};
     });
     if (auto ec = status->listen(status_port)) {
       std::cerr << "clutch: --status-port " << status_port << ": " << ec.message() << std::endl;
@@ -164,15 +164,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
     std::cerr << "clutch: status on http://127.0.0.1:" << status->port() << "/api/status" << std::endl;
   }
   // Orphans of the workers' trees come to us (as they would to a container's PID 1), and we reap them.
-  sv::become_subreaper();
-  asio::signal_set children(io, SIGCHLD);
-  std::function<void(clutch::error_code, int)> on_child = [&](clutch::error_code ec, int) {
-    if (ec) return;
-    const auto workers = e.pids();
-    sv::reap_strangers([&](pid_t p) { return std::find(workers.begin(), workers.end(), p) != workers.end(); });
-    children.async_wait(on_child);
-  };
-  children.async_wait(on_child);
+  sv::orphan_reaper children(io, [&] { return e.pids(); });
   asio::signal_set signals(io, SIGHUP, SIGTERM, SIGINT);
   signals.add(SIGUSR1);
   signals.add(SIGUSR2);
@@ -218,15 +210,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
 int run_daemon(unsigned metrics_port) {
   asio::io_context io{1};
   sv::daemon d(io, {.paths = sv::daemon_paths::from_environment(), .metrics_port = metrics_port});
-  sv::become_subreaper();
-  asio::signal_set children(io, SIGCHLD);
-  std::function<void(clutch::error_code, int)> on_child = [&](clutch::error_code ec, int) {
-    if (ec) return;
-    const auto ours = d.pids();
-    sv::reap_strangers([&](pid_t p) { return std::find(ours.begin(), ours.end(), p) != ours.end(); });
-    children.async_wait(on_child);
-  };
-  children.async_wait(on_child);
+  sv::orphan_reaper children(io, [&] { return d.pids(); });
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR1);
   signals.add(SIGHUP);
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
