@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# wrk's output, read as the cluster benchmark reads it (bench/cluster.py; its main() runs only as a script).
+from cluster import ERRORS, wrk_result
+
 ROOT = Path(__file__).resolve().parent.parent
 PM2_DIR = ROOT / 'bench' / 'pm2'
 PM2 = PM2_DIR / 'node_modules' / '.bin' / 'pm2'
@@ -379,26 +382,6 @@ def kill_worker(sup):
     return took
 
 
-MS = {'us': 1e-3, 'ms': 1, 's': 1e3, 'm': 60e3}
-ERRORS = ['connect', 'read', 'write', 'timeout', 'non2xx']
-
-
-def wrk_result(proc, seconds):
-    """wrk's request count and errors; the non-2xx count is wrk's "Non-2xx or 3xx"."""
-    try:
-        out = proc.communicate(timeout=seconds + 30)[0]
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out = proc.communicate()[0]
-    r = dict(requests=0, **dict.fromkeys(ERRORS, 0))
-    if m := re.search(r'(\d+) requests in', out):
-        r['requests'] = int(m[1])
-    if m := re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out):
-        r.update(zip(ERRORS, map(int, m.groups())))
-    if m := re.search(r'Non-2xx or 3xx responses: (\d+)', out):
-        r['non2xx'] = int(m[1])
-    r['failed'] = sum(r[e] for e in ERRORS)
-    return r
 
 
 def reload_under_load(sup):
