@@ -176,7 +176,10 @@ void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_p
   auto poll = std::make_shared<std::function<void()>>();
   *poll = [we = std::weak_ptr(e), ww = std::weak_ptr(w), deadline, poll] {
     auto w = ww.lock();
-    if (!w || !w->drain_timer) return;
+    if (!w || !w->drain_timer) {
+      *poll = nullptr;  // the closure held itself: let it go
+      return;
+    }
     // The first look comes after a connection whose handshake began before the change has had time to land.
     w->drain_timer->expires_after(std::chrono::milliseconds(2));
     w->drain_timer->async_wait([we, ww, deadline, poll](error_code ec) {
