@@ -416,8 +416,8 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
       error_code ec;
       const int fd = g.add(ec);
       if (ec) {
-        e->say("clutch: worker " + std::to_string(w->id) + " gets no socket on " + g.bound().address().to_string() +
-               ":" + std::to_string(g.bound().port()) + ": " + ec.message());
+        e->say("clutch: worker " + std::to_string(w->id) + " gets no socket on " + address_text(g.bound()) + ": " +
+               ec.message());
         for (std::size_t i = 0; i < w->socks.size(); ++i) e->groups[i].remove(w->socks[i]);
         w->socks.clear();
         asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
@@ -520,10 +520,7 @@ engine::~engine() {
 
 void engine::adopt(std::vector<listener> ls) {
   for (auto& l : ls) {
-    state_->say("clutch: given " + (l.spec.unix_socket ? "unix:" + l.spec.path
-                                                        : l.bound.address().to_string() + ":" +
-                                                              std::to_string(l.bound.port())) +
-                " by our parent (LISTEN_FDS)");
+    state_->say("clutch: given " + address_text(l) + " by our parent (LISTEN_FDS)");
     state_->sources.push_back({false, state_->listeners.size(), l.spec.name});
     state_->listeners.push_back(std::move(l));
   }
@@ -541,17 +538,14 @@ error_code engine::start() {
         s.socks.push_back(g.add(ec));
         if (ec) return ec;
       }
-      e.say("clutch: listening on " + g.bound().address().to_string() + ":" + std::to_string(g.bound().port()) +
-            " (a socket per worker, steered)");
+      e.say("clutch: listening on " + address_text(g.bound()) + " (a socket per worker, steered)");
       e.sources.push_back({true, e.groups.size(), spec.name});
       e.groups.push_back(std::move(g));
       continue;
     }
     auto l = open_listener(spec, ec);
     if (ec) return ec;
-    e.say("clutch: listening on " + (spec.unix_socket ? "unix:" + spec.path
-                                                     : l.bound.address().to_string() + ":" +
-                                                           std::to_string(l.bound.port())));
+    e.say("clutch: listening on " + address_text(l));
     e.sources.push_back({false, e.listeners.size(), spec.name});
     e.listeners.push_back(std::move(l));
   }
@@ -621,16 +615,9 @@ void engine::signal_all(int sig) {
 
 std::vector<std::string> engine::addresses() const {
   std::vector<std::string> out;
-  for (const auto& src : state_->sources) {
-    if (src.steered) {
-      const auto& b = state_->groups[src.index].bound();
-      out.push_back(b.address().to_string() + ":" + std::to_string(b.port()));
-    } else {
-      const auto& l = state_->listeners[src.index];
-      out.push_back(l.spec.unix_socket ? "unix:" + l.spec.path
-                                       : l.bound.address().to_string() + ":" + std::to_string(l.bound.port()));
-    }
-  }
+  for (const auto& src : state_->sources)
+    out.push_back(src.steered ? address_text(state_->groups[src.index].bound())
+                              : address_text(state_->listeners[src.index]));
   return out;
 }
 std::vector<int> engine::pids() const {

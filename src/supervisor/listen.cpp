@@ -65,6 +65,14 @@ std::optional<listen_spec> parse_listen(std::string_view text, std::string& why)
   return s;
 }
 
+std::string address_text(const asio::ip::tcp::endpoint& bound) {
+  return bound.address().to_string() + ":" + std::to_string(bound.port());
+}
+
+std::string address_text(const listener& l) {
+  return l.spec.unix_socket ? "unix:" + l.spec.path : address_text(l.bound);
+}
+
 listener open_listener(const listen_spec& spec, error_code& ec) {
   listener l;
   l.spec = spec;

@@ -36,6 +36,10 @@ struct listener {
   boost::asio::ip::tcp::endpoint bound;  // TCP: the real address and port
 };
 
+// "HOST:PORT" of a bound TCP socket, or "unix:PATH": how clutch names a socket in its lines and its status.
+std::string address_text(const boost::asio::ip::tcp::endpoint& bound);
+std::string address_text(const listener& l);
+
 // Binds and listens (SO_REUSEADDR; a unix path's stale socket file is replaced). ec says why not.
 listener open_listener(const listen_spec& spec, error_code& ec);
 
