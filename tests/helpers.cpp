@@ -1,5 +1,7 @@
 #include "helpers.hpp"
+
 #include "json_fields.hpp"
+#include "os/proc_stat.hpp"
 #include "supervisor/notify.hpp"
 
 #include <dirent.h>
@@ -42,16 +44,13 @@ std::set<int> fds_of(const char* dir_path) {
   return fds;
 }
 
-// Fields of /proc/PID/stat after the command name (which may contain spaces and parentheses).
 bool read_stat(pid_t pid, char& state, pid_t& ppid, pid_t& pgid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(f, line)) return false;
-  auto close = line.rfind(')');
-  if (close == std::string::npos) return false;
-  std::istringstream rest(line.substr(close + 2));
-  rest >> state >> ppid >> pgid;
-  return static_cast<bool>(rest);
+  const auto st = clutch::os::read_proc_stat(pid);
+  if (!st) return false;
+  state = st->state;
+  ppid = st->ppid;
+  pgid = st->pgrp;
+  return true;
 }
 
 template <typename F>

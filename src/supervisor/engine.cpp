@@ -11,6 +11,7 @@
 
 #include "exit_text.hpp"
 #include "group_sweep.hpp"
+#include "os/proc_stat.hpp"
 #include "supervisor/accepting.hpp"
 #include "supervisor/notify.hpp"
 #include "supervisor/steering.hpp"
@@ -462,12 +463,10 @@ void reload_next(const std::shared_ptr<engine_state>& e) {
   finish_reload(e, {});
 }
 
-// Resident bytes of one process (from /proc/PID/statm), 0 if it cannot be read.
+// Resident bytes of one process, 0 if it cannot be read.
 std::uint64_t resident_bytes(int pid) {
-  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
-  std::uint64_t size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto st = os::read_proc_stat(pid);
+  return st ? st->rss_pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
 }
 
 void check_memory(const std::shared_ptr<engine_state>& e) {

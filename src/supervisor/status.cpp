@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "os/proc_stat.hpp"
+
 namespace clutch::supervisor {
 
 namespace asio = boost::asio;
@@ -20,30 +22,12 @@ using clock = std::chrono::steady_clock;
 
 usage usage_meter::look(pid_t pid) {
   usage u;
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  std::getline(stat, text);
-  // Fields after the command (which may hold spaces and parentheses): state is field 3, utime 14, stime 15,
-  // starttime 22, rss 24.
-  const auto close = text.rfind(')');
-  if (close == std::string::npos) return u;
-  std::istringstream fields(text.substr(close + 2));
-  std::string f;
-  std::uint64_t utime = 0, stime = 0, starttime = 0;
-  long rss_pages = 0;
-  for (int i = 3; fields >> f; ++i) {
-    if (i == 14) utime = std::stoull(f);
-    if (i == 15) stime = std::stoull(f);
-    if (i == 22) starttime = std::stoull(f);
-    if (i == 24) {
-      rss_pages = std::stol(f);
-      break;
-    }
-  }
+  const auto st = os::read_proc_stat(pid);
+  if (!st) return u;
   const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  const std::uint64_t ticks = utime + stime;
+  const std::uint64_t ticks = st->utime + st->stime;
   u.cpu_seconds = static_cast<double>(ticks) / hz;
-  u.rss = static_cast<std::uint64_t>(rss_pages) * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  u.rss = st->rss_pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const auto now = clock::now();
   if (auto it = last_.find(pid); it != last_.end()) {
     const double secs = std::chrono::duration<double>(now - it->second.at).count();
@@ -51,7 +35,7 @@ usage usage_meter::look(pid_t pid) {
   } else {
     double uptime = 0;
     std::ifstream("/proc/uptime") >> uptime;
-    const double ran = uptime - static_cast<double>(starttime) / hz;
+    const double ran = uptime - static_cast<double>(st->starttime) / hz;
     if (ran > 0) u.cpu_percent = 100.0 * u.cpu_seconds / ran;
   }
   last_[pid] = {ticks, now};

@@ -23,12 +23,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <optional>
 #include <thread>
 
 #include "json_fields.hpp"
+#include "os/proc_stat.hpp"
 #include "os/self.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/control.hpp"
@@ -367,11 +367,8 @@ void print_status(const json::object& a) {
 
 // The process exists and is not a zombie.
 bool running(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(stat, text)) return false;
-  const auto close = text.rfind(')');
-  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z';
+  const auto st = clutch::os::read_proc_stat(pid);
+  return st && st->state != 'Z';
 }
 
 // argv split at the first "--": ours before it, the program's after it (never taken for our own options).
