@@ -222,20 +222,7 @@ bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
   return pred();
 }
 
-// One GET on a fresh connection: the status code and the body ({0, ""} when nothing answered).
-std::pair<int, std::string> get(unsigned short port, const std::string& path = "/") {
-  asio::io_context io;
-  asio::ip::tcp::socket s(io);
-  clutch::error_code ec;
-  s.connect({asio::ip::address_v4::loopback(), port}, ec);
-  if (ec) return {0, {}};
-  asio::write(s, asio::buffer("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), ec);
-  std::string reply;
-  asio::read(s, asio::dynamic_buffer(reply), ec);
-  if (reply.size() < 12 || reply.compare(0, 5, "HTTP/") != 0) return {0, {}};
-  const auto body = reply.find("\r\n\r\n");
-  return {std::stoi(reply.substr(9, 3)), body == std::string::npos ? std::string() : reply.substr(body + 4)};
-}
+using clutch_test::http_request;
 
 unsigned short port_of(const json::object& status) {
   const auto& listen = status.at("listen").as_array();
@@ -276,7 +263,7 @@ TEST(Daemon, StartLsReloadLogsStopAndKill) {
   ASSERT_NE(port, 0);
   std::set<std::string> served;
   ASSERT_TRUE(eventually([&] {
-    served.insert(get(port).second.substr(0, get(port).second.find(' ', 5)));
+    served.insert(http_request(port).second.substr(0, http_request(port).second.find(' ', 5)));
     return served.size() >= 2;
   })) << "both workers answer";
   auto table = h.cli({"ls"});
@@ -308,7 +295,7 @@ TEST(Daemon, StartLsReloadLogsStopAndKill) {
   ASSERT_EQ(after.size(), 2u);
   for (auto& [pid, state] : after)
     for (auto& [old, s] : before) EXPECT_NE(pid, old) << "every worker was replaced";
-  EXPECT_NE(get(port).second, "");
+  EXPECT_NE(http_request(port).second, "");
 
   r = h.cli({"stop", "web"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -427,14 +414,14 @@ TEST(Daemon, MetricsAndStatusAreServedOnLocalhost) {
                              {"sleep", "600"}))
                 .code,
             0);
-  ASSERT_TRUE(eventually([&] { return get(port, "/ready").first == 200; }));
-  auto [code, metrics] = get(port, "/metrics");
+  ASSERT_TRUE(eventually([&] { return http_request(port, "/ready").first == 200; }));
+  auto [code, metrics] = http_request(port, "/metrics");
   EXPECT_EQ(code, 200);
   EXPECT_NE(metrics.find("# TYPE clutch_process_resident_memory_bytes gauge"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("clutch_process_up{app=\"m\",role=\"worker\",id=\"1\""), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("clutch_process_restarts_total{app=\"m\",role=\"worker\",id=\"2\""), std::string::npos);
   EXPECT_NE(metrics.find("\nclutch_supervisor_resident_memory_bytes "), std::string::npos) << metrics;
-  auto [scode, status] = get(port, "/api/status");
+  auto [scode, status] = http_request(port, "/api/status");
   EXPECT_EQ(scode, 200);
   const auto v = json::parse(status);
   const auto& procs = v.at("apps").as_array()[0].at("processes").as_array();
@@ -445,8 +432,8 @@ TEST(Daemon, MetricsAndStatusAreServedOnLocalhost) {
     for (const char* k : {"cpu", "restarts", "uptime", "state"}) EXPECT_TRUE(p.as_object().contains(k)) << k;
   }
   ASSERT_EQ(h.cli({"stop", "m"}).code, 0);
-  EXPECT_EQ(get(port, "/ready").first, 503);
-  EXPECT_EQ(get(port, "/nope").first, 404);
+  EXPECT_EQ(http_request(port, "/ready").first, 503);
+  EXPECT_EQ(http_request(port, "/nope").first, 404);
 }
 
 TEST(Daemon, ATomlFileStartsEveryAppItDefines) {

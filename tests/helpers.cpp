@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
@@ -413,6 +415,20 @@ int run_helper(int argc, char** argv) {
 
   std::cerr << "unknown helper " << name << "\n";
   return 99;
+}
+
+std::pair<int, std::string> http_request(unsigned short port, const std::string& path) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket s(io);
+  clutch::error_code ec;
+  s.connect({boost::asio::ip::address_v4::loopback(), port}, ec);
+  if (ec) return {0, {}};
+  boost::asio::write(s, boost::asio::buffer("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), ec);
+  std::string reply;
+  boost::asio::read(s, boost::asio::dynamic_buffer(reply), ec);
+  if (reply.size() < 12 || reply.compare(0, 5, "HTTP/") != 0) return {0, {}};
+  const auto body = reply.find("\r\n\r\n");
+  return {std::stoi(reply.substr(9, 3)), body == std::string::npos ? std::string() : reply.substr(body + 4)};
 }
 
 }  // namespace clutch_test

@@ -10,6 +10,7 @@
 
 #include <set>
 #include <string>
+#include <utility>
 #include <string_view>
 #include <vector>
 
@@ -38,6 +39,10 @@ bool process_alive(pid_t pid);
 std::vector<pid_t> zombies_of(pid_t parent);
 // Live processes whose parent is `parent`.
 std::vector<pid_t> children_of(pid_t parent);
+
+// One GET of path on a fresh connection to 127.0.0.1:port: the status code and the body ({0, ""} when nothing
+// answered).
+std::pair<int, std::string> http_request(unsigned short port, const std::string& path = "/");
 
 // A field of a JSON message, or "" / 0 when it is missing or of another type.
 std::string str(const boost::json::object& o, std::string_view name);

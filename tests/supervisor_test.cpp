@@ -225,17 +225,8 @@ struct clutch_run {
 
 // One request on a fresh connection; the body, or "" on any failure.
 std::string http_get(unsigned short port) {
-  asio::io_context io;
-  asio::ip::tcp::socket s(io);
-  clutch::error_code ec;
-  s.connect({asio::ip::address_v4::loopback(), port}, ec);
-  if (ec) return {};
-  asio::write(s, asio::buffer(std::string("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")), ec);
-  std::string reply;
-  asio::read(s, asio::dynamic_buffer(reply), ec);
-  if (reply.compare(0, 12, "HTTP/1.1 200") != 0) return {};
-  const auto body = reply.find("\r\n\r\n");
-  return body == std::string::npos ? std::string() : reply.substr(body + 4);
+  auto [code, body] = clutch_test::http_request(port);
+  return code == 200 ? body : std::string();
 }
 
 // Both programs know nothing of clutch beyond systemd's LISTEN_FDS: Node's server.listen({fd: 3}), and a small C
