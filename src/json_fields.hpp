@@ -32,4 +32,12 @@ inline std::int64_t int_field(const boost::json::value& msg, std::string_view na
 }
 inline std::string_view command_of(const boost::json::value& msg) { return string_field(msg, "cmd"); }
 
+// Any JSON number as a double (0 for anything else).
+inline double number_of(const boost::json::value& v) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  return 0;
+}
+
 }  // namespace clutch::detail

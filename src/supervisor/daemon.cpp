@@ -104,7 +104,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
     o["state"] = state_name(a.st);
     unsigned restarts = 0;
-    for (const auto& p : o["processes"].as_array()) restarts += static_cast<unsigned>(p.as_object().at("restarts").to_number<double>());
+    for (const auto& p : o["processes"].as_array())
+      restarts += static_cast<unsigned>(::clutch::detail::number_of(p.as_object().at("restarts")));
     o["restarts"] = restarts;
     return o;
   }

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "json_fields.hpp"
 #include "os/proc_stat.hpp"
 
 namespace clutch::supervisor {
@@ -19,6 +20,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using clock = std::chrono::steady_clock;
+using ::clutch::detail::number_of;
 
 usage usage_meter::look(pid_t pid) {
   usage u;
@@ -86,13 +88,6 @@ std::string label(std::string_view text) {  // a Prometheus label value: \, " an
   return out;
 }
 
-double number(const json::value& v) {
-  if (v.is_double()) return v.get_double();
-  if (v.is_int64()) return static_cast<double>(v.get_int64());
-  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
-  return 0;
-}
-
 }  // namespace
 
 std::string prometheus_text(const json::object& snapshot) {
@@ -122,9 +117,9 @@ std::string prometheus_text(const json::object& snapshot) {
       for (const auto& proc : procs->get_array()) {
         const auto& p = proc.as_object();
         out << m.name << "{app=\"" << label(a.at("name").as_string()) << "\",role=\""
-            << label(p.at("role").as_string()) << "\",id=\"" << number(p.at("id")) << "\",pid=\""
-            << number(p.at("pid")) << "\"} ";
-        if (m.field) out << number(p.at(m.field));
+            << label(p.at("role").as_string()) << "\",id=\"" << number_of(p.at("id")) << "\",pid=\""
+            << number_of(p.at("pid")) << "\"} ";
+        if (m.field) out << number_of(p.at(m.field));
         else out << (p.at("state").as_string() == "ready" ? 1 : 0);
         out << '\n';
       }
@@ -133,7 +128,7 @@ std::string prometheus_text(const json::object& snapshot) {
   if (const auto* d = snapshot.if_contains("supervisor"); d && d->is_object()) {
     out << "# HELP clutch_supervisor_resident_memory_bytes the supervisor's own resident set size\n"
         << "# TYPE clutch_supervisor_resident_memory_bytes gauge\n"
-        << "clutch_supervisor_resident_memory_bytes " << number(d->as_object().at("memory")) << '\n';
+        << "clutch_supervisor_resident_memory_bytes " << number_of(d->as_object().at("memory")) << '\n';
   }
   return out.str();
 }
@@ -151,7 +146,7 @@ bool all_ready(const json::object& snapshot) {
       if (p.at("state").as_string() == "starting") return false;
       if (p.at("role").as_string() == "worker" && p.at("state").as_string() == "ready") ++ready_workers;
     }
-    if (ready_workers < static_cast<std::size_t>(number(a.at("workers")))) return false;
+    if (ready_workers < static_cast<std::size_t>(number_of(a.at("workers")))) return false;
     any = true;
   }
   return any;

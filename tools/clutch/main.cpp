@@ -41,6 +41,7 @@
 namespace asio = boost::asio;
 namespace json = boost::json;
 namespace sv = clutch::supervisor;
+using clutch::detail::number_of;
 
 namespace {
 
@@ -256,7 +257,8 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   auto daemon = clutch::spawn(io, clutch::os::self_command().exe, args, o);
   ::close(log);
   if (auto ec = daemon.spawn_error()) return ec;
-  for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10); std::chrono::steady_clock::now() < end;) {
+  for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       std::chrono::steady_clock::now() < end;) {
     const auto ec = sv::control_call(paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; });
     if (!ec) return {};
     if (!no_daemon(ec)) return ec;
@@ -318,11 +320,6 @@ std::string human_time(double s) {
   return buf;
 }
 
-double num(const json::value& v) {
-  return v.is_double() ? v.get_double() : v.is_int64() ? static_cast<double>(v.get_int64())
-                                        : v.is_uint64() ? static_cast<double>(v.get_uint64()) : 0;
-}
-
 void print_table(const json::array& apps) {
   std::printf("%-16s %-9s %5s %-7s %8s %-9s %6s %8s %8s %7s\n", "APP", "STATE", "ID", "ROLE", "PID", "PROCESS",
               "CPU%", "MEMORY", "RESTARTS", "UPTIME");
@@ -335,10 +332,11 @@ void print_table(const json::array& apps) {
     for (const auto& pv : procs) {
       const auto& p = pv.as_object();
       const std::string role(p.at("role").as_string()), pstate(p.at("state").as_string());
-      std::printf("%-16s %-9s %5s %-7s %8.0f %-9s %6.0f %8s %8.0f %7s\n", name.c_str(), state.c_str(),
-                  role == "agent" ? "-" : std::to_string(static_cast<long>(num(p.at("id")))).c_str(), role.c_str(),
-                  num(p.at("pid")), pstate.c_str(), num(p.at("cpu")), human_bytes(num(p.at("memory"))).c_str(),
-                  num(p.at("restarts")), human_time(num(p.at("uptime"))).c_str());
+      const std::string id = role == "agent" ? "-" : std::to_string(static_cast<long>(number_of(p.at("id"))));
+      std::printf("%-16s %-9s %5s %-7s %8.0f %-9s %6.0f %8s %8.0f %7s\n", name.c_str(), state.c_str(), id.c_str(),
+                  role.c_str(), number_of(p.at("pid")), pstate.c_str(), number_of(p.at("cpu")),
+                  human_bytes(number_of(p.at("memory"))).c_str(), number_of(p.at("restarts")),
+                  human_time(number_of(p.at("uptime"))).c_str());
     }
   }
 }
@@ -347,7 +345,7 @@ void print_status(const json::object& a) {
   std::cout << "app:      " << a.at("name").as_string().c_str() << " (" << a.at("state").as_string().c_str() << ")\n"
             << "command:  " << a.at("command").as_string().c_str();
   for (const auto& arg : a.at("args").as_array()) std::cout << ' ' << arg.as_string().c_str();
-  std::cout << "\ncwd:      " << a.at("cwd").as_string().c_str() << "\nworkers:  " << num(a.at("workers"))
+  std::cout << "\ncwd:      " << a.at("cwd").as_string().c_str() << "\nworkers:  " << number_of(a.at("workers"))
             << "\nlisten:   ";
   for (const auto& l : a.at("listen").as_array()) std::cout << l.as_string().c_str() << ' ';
   std::cout << "\nlogs:     " << a.at("out_file").as_string().c_str() << ", " << a.at("err_file").as_string().c_str()
@@ -498,7 +496,7 @@ int main(int argc, char** argv) {
                           if (!check(a, code)) return false;
                           for (const auto& s : a.at("apps").as_array())
                             std::cout << "clutch: started " << s.at("name").as_string().c_str() << " ("
-                                      << num(s.at("workers")) << " workers)" << std::endl;
+                                      << number_of(s.at("workers")) << " workers)" << std::endl;
                           return true;
                         },
                         true, metrics_port ? metrics_port : cfg->metrics_port);
