@@ -1,6 +1,7 @@
 #include "supervisor/config.hpp"
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 #include <set>
@@ -43,10 +44,18 @@ namespace {
 struct reader {
   const json::object& o;
   std::string& why;
+  field_names names;
   std::string app;
 
   bool fail(std::string_view key, std::string_view what) {
-    why = (app.empty() ? std::string("app") : "app '" + app + "'") + ": " + std::string(key) + " " + std::string(what);
+    if (names == field_names::options) {
+      std::string option(key);
+      std::replace(option.begin(), option.end(), '_', '-');
+      why = "--" + option + " " + std::string(what);
+    } else {
+      why = (app.empty() ? std::string("app") : "app '" + app + "'") + ": " + std::string(key) + " " +
+            std::string(what);
+    }
     return false;
   }
   bool text(std::string_view key, std::string& out) {
@@ -124,8 +133,8 @@ std::string where(const std::string& path, const toml::source_region& r) {
 
 }  // namespace
 
-std::optional<app_spec> app_from_json(const json::object& o, std::string& why) {
-  reader r{o, why, {}};
+std::optional<app_spec> app_from_json(const json::object& o, std::string& why, field_names names) {
+  reader r{o, why, names, {}};
   app_spec a;
   if (!r.text("name", a.name)) return std::nullopt;
   r.app = a.name;

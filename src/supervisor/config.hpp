@@ -43,7 +43,12 @@ struct config_file {
 // files, a command with a '/') are taken from the file's folder.
 std::optional<config_file> load_config(const std::string& path, std::string& why);
 
-std::optional<app_spec> app_from_json(const boost::json::object& o, std::string& why);
+// How `why` names a field: as the file's key ("app 'web': max_memory …") or as the command line's option
+// ("--max-memory …"), for an app that came from `clutch run` or `clutch start --name`.
+enum class field_names { config, options };
+
+std::optional<app_spec> app_from_json(const boost::json::object& o, std::string& why,
+                                      field_names names = field_names::config);
 
 // An app's name: letters, digits, '-', '_', '.', at most 64, not "all" (the CLI's word for every app).
 bool valid_app_name(std::string_view name);

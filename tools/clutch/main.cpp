@@ -130,12 +130,7 @@ struct app_options {
       vars[kv.substr(0, eq)] = kv.substr(eq + 1);
     }
     if (!vars.empty()) o["env"] = std::move(vars);
-    if (sv::app_from_json(o, why)) return o;
-    // The message names a config key ("app 'x': max_memory …"): here it is an option, --max-memory.
-    if (why.rfind("app ", 0) == 0 && why.find("': ") != std::string::npos) why.erase(0, why.find("': ") + 3);
-    const auto key_end = std::min(why.find(' '), why.size());
-    std::replace(why.begin(), why.begin() + static_cast<std::ptrdiff_t>(key_end), '_', '-');
-    why.insert(0, "--");
+    if (sv::app_from_json(o, why, sv::field_names::options)) return o;
     return std::nullopt;
   }
 };
