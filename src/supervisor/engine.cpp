@@ -203,13 +203,18 @@ void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_p
   (*poll)();
 }
 
+// Sockets (one per steered group, in group order) leave their groups.
+void drop_sockets(engine_state& e, const std::vector<int>& socks) {
+  for (std::size_t g = 0; g < socks.size() && g < e.groups.size(); ++g) e.groups[g].remove(socks[g]);
+}
+
 // A worker that has exited: its sockets leave their groups unless its slot's next worker is to take them over.
 void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->agent || w->socks.empty()) return;
   auto& s = e->slots[w->slot];
   const bool slot_keeps = w->socks == s.socks && !s.removed && !s.retired;
   if (slot_keeps) return;
-  for (std::size_t g = 0; g < w->socks.size() && g < e->groups.size(); ++g) e->groups[g].remove(w->socks[g]);
+  drop_sockets(*e, w->socks);
   if (w->socks == s.socks) s.socks.clear();
 }
 
@@ -419,7 +424,7 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
       if (ec) {
         e->say("clutch: worker " + std::to_string(w->id) + " gets no socket on " + address_text(g.bound()) + ": " +
                ec.message());
-        for (std::size_t i = 0; i < w->socks.size(); ++i) e->groups[i].remove(w->socks[i]);
+        drop_sockets(*e, w->socks);
         w->socks.clear();
         asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
         return;
@@ -501,7 +506,7 @@ void remove_slots(const std::shared_ptr<engine_state>& e, std::size_t from) {
     if (s.current) {
       drain_then_stop(e, s.current);
     } else {  // nobody to take over what waits in its sockets: they go (what waits there is reset)
-      for (std::size_t g = 0; g < s.socks.size() && g < e->groups.size(); ++g) e->groups[g].remove(s.socks[g]);
+      drop_sockets(*e, s.socks);
       s.socks.clear();
     }
   }
