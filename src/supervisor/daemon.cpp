@@ -480,6 +480,5 @@ std::vector<int> daemon::pids() const {
   return out;
 }
 
-unsigned short daemon::metrics_port() const { return state_->metrics ? state_->metrics->port() : 0; }
 
 }  // namespace clutch::supervisor

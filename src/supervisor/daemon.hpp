@@ -43,8 +43,6 @@ class daemon {
   void on_done(std::function<void()> h);
   // Every process of every app (to tell them from orphans to reap).
   std::vector<int> pids() const;
-  // The metrics endpoint's port (0: none).
-  unsigned short metrics_port() const;
 
  private:
   std::shared_ptr<daemon_state> state_;

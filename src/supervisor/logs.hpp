@@ -34,7 +34,6 @@ class log_file {
   error_code flush();
   error_code reopen();
   const std::string& path() const noexcept { return path_; }
-  std::uint64_t size() const noexcept { return size_; }
 
  private:
   void rotate();

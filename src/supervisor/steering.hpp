@@ -40,9 +40,7 @@ class reuseport_group {
   // Connections in fd's accept queue, not yet accepted.
   std::size_t queued(int fd) const;
 
-  const listen_spec& spec() const noexcept { return spec_; }
   const boost::asio::ip::tcp::endpoint& bound() const noexcept { return bound_; }
-  std::size_t size() const noexcept { return members_.size(); }
 
  private:
   error_code attach();
