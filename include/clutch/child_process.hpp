@@ -227,6 +227,13 @@ class child {
   // succeeds: a pidfd can never reach a stranger that was given the same pid.
   error_code kill(signal_spec sig = SIGTERM);
 
+  // With kill_tree, once the process has exited: ends what it left behind in its process group (SIGTERM now,
+  // SIGKILL after kill_after) and calls done when the group is empty, or a second after the SIGKILL. The exited
+  // leader stays unreaped meanwhile, so the group's id cannot be given to another process. Returns false, and
+  // never calls done, when nothing of ours is there to sweep: not started, no kill_tree, not exited yet, already
+  // reaped (by us or by someone else), or the group is empty. No other process group is ever signalled.
+  bool sweep_group(std::chrono::milliseconds kill_after, std::function<void()> done);
+
   // Completes once the child has exited and every stream clutch reads (on_data, exec) has ended: all output has
   // been delivered before this. Signature void(error_code, exit_status); error_code is the spawn failure,
   // timed_out or max_buffer_exceeded, else empty. Cancelling it stops the wait, not the child.

@@ -17,7 +17,6 @@
 #include "app/protocol.hpp"
 #include "completion.hpp"
 #include "exit_text.hpp"
-#include "group_sweep.hpp"
 #include "os/fd.hpp"
 #include "os/self.hpp"
 
@@ -42,6 +41,7 @@ struct proc {
   bool asked_to_stop = false;
   queue held;                // messages for this pid, until it is ready
   forked_child agent_child;  // the agent's process
+  child process;             // its process, whatever its role: what sweep_group ends its group through
 };
 
 enum class phase { idle, agent, apps, running, stopping, stopped, failed };
@@ -304,14 +304,13 @@ void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_p
   if (command_of(msg) == "CLUTCH_ready") role_ready(m, p);
 }
 
-// Whatever a role left in its process group goes with it (group_sweep.hpp).
-void sweep_group(const std::shared_ptr<master_state>& m, int pgid) {
-  ++m->sweeping;  // first: the sweep may end at once
-  const bool started = ::clutch::detail::sweep_group(m->io, pgid, m->cfg.kill_timeout, [wm = std::weak_ptr(m)] {
-    auto m = wm.lock();
-    if (m && --m->sweeping == 0) check_stopped(m);
-  });
-  if (!started) --m->sweeping;
+// Whatever a role left in its process group goes with it; a process that never started has no group to sweep.
+void sweep_group(const std::shared_ptr<master_state>& m, child& process) {
+  if (process.sweep_group(m->cfg.kill_timeout, [wm = std::weak_ptr(m)] {
+        auto m = wm.lock();
+        if (m && --m->sweeping == 0) check_stopped(m);
+      }))
+    ++m->sweeping;  // done is posted: it cannot have run yet
 }
 
 void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p, const exit_status& st) {
@@ -319,7 +318,7 @@ void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p
   m->procs.erase(p->pid);
   if (p->l) p->l->close();
   for (auto& env : std::exchange(p->held, {})) fail_copy(m, env, errc::no_such_process);
-  sweep_group(m, p->pid);
+  sweep_group(m, p->process);
   m->on_exit.call(p->r, p->pid, st);
 
   if (m->ph == phase::agent || m->ph == phase::apps)
@@ -370,6 +369,7 @@ void start_agent(const std::shared_ptr<master_state>& m) {
     return;
   }
   p->pid = p->agent_child.pid();
+  p->process = p->agent_child;
   if (m->ph == phase::running) ++m->stats.agent_restarts;
   m->agent = p;
   m->procs[p->pid] = p;
@@ -458,6 +458,7 @@ void watch_apps(const std::shared_ptr<master_state>& m) {
     auto p = std::make_shared<proc>();
     p->r = role::app;
     p->pid = w.process().pid();
+    p->process = w.process();
     p->id = w.id();
     p->slot = w.slot();
     m->slots = std::max(m->slots, p->slot + 1);
@@ -638,7 +639,7 @@ master::~master() {
   m.agent_timer.cancel();
   m.start_timer.cancel();
   if (m.agent && !m.agent->exited) m.agent->agent_child.kill(SIGKILL);
-  for (auto& [pid, p] : m.procs) ::killpg(pid, SIGKILL);
+  for (auto& [pid, p] : m.procs) p->process.kill(SIGKILL);  // kill_tree: its group, only while it is ours
   m.own->route = nullptr;
 }
 

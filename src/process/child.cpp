@@ -102,12 +102,7 @@ void child_state::maybe_close() {
   }
   closed = true;
   timer.cancel();
-  if (!reaped) {
-    os::child_exit ignored;
-    os::wait_pidfd(pidfd->native_handle(), /*reap=*/true, ignored);
-    reaped = true;
-  }
-  pidfd->close();
+  reap();
   auto waiters = std::move(wait_waiters);
   for (auto& [id, h] : waiters) complete(io, std::move(h), result_error(), *status);
   auto results = std::move(result_waiters);
@@ -116,13 +111,32 @@ void child_state::maybe_close() {
   }
 }
 
+void child_state::reap() {
+  if (!closed || reap_holds > 0 || !pidfd || !pidfd->is_open()) return;
+  if (!reaped) {
+    os::child_exit ignored;
+    os::wait_pidfd(pidfd->native_handle(), /*reap=*/true, ignored);
+    reaped = true;
+  }
+  pidfd->close();
+}
+
+bool child_state::leader_held() {
+  if (pid <= 1 || !kill_tree || !status || reaped || !pidfd || !pidfd->is_open()) return false;
+  // Someone else may have reaped it (a waitpid(-1) of the program's own): then its pid, and so the group id, is
+  // free to be given to a stranger, and we must not signal it.
+  os::child_exit e;
+  return os::wait_pidfd(pidfd->native_handle(), /*reap=*/false, e) == 0;
+}
+
 void child_state::release_hold() {
   if (holds > 0) --holds;
   maybe_close();
 }
 
 error_code child_state::signal(int sig) {
-  if (pid <= 0) return clutch::errc::not_spawned;
+  // 0 would mean our own group and 1 init's: never a target, whatever went wrong before.
+  if (pid <= 1) return clutch::errc::not_spawned;
   if (reaped) return {};
   if (kill_tree) {
     // The group's id is the leader's pid, which is ours until we reap it (see on_exit_ready).
@@ -226,6 +240,60 @@ void async_result(const std::shared_ptr<child_state>& state, result_handler hand
     });
   }
   s.result_waiters.push_back(std::move(handler));
+}
+
+namespace {
+
+// Polled, as a process group has no descriptor to wait on. The exited leader is held unreaped for the whole
+// sweep, so its pid, which is the group's id, cannot be handed to another process while we signal it.
+class group_sweep : public std::enable_shared_from_this<group_sweep> {
+ public:
+  group_sweep(std::shared_ptr<child_state> leader, std::chrono::milliseconds kill_after, std::function<void()> done)
+      : leader_(std::move(leader)),
+        timer_(leader_->io),
+        kill_at_(std::chrono::steady_clock::now() + kill_after),
+        done_(std::move(done)) {
+    ++leader_->reap_holds;
+  }
+
+  void poll() {
+    const auto now = std::chrono::steady_clock::now();
+    const bool ours = leader_->leader_held();
+    const bool left = ours && ::kill(-leader_->pid, 0) == 0;
+    if (left && !killed_ && now >= kill_at_) {
+      ::kill(-leader_->pid, SIGKILL);
+      killed_ = true;
+    }
+    // A second after the SIGKILL, what is left can only be zombies that nobody reaps (under a PID 1 that does not).
+    if (!left || now >= kill_at_ + std::chrono::seconds(1)) return finish();
+    timer_.expires_after(std::chrono::milliseconds(10));
+    timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->poll(); });
+  }
+
+ private:
+  void finish() {
+    --leader_->reap_holds;
+    leader_->reap();
+    if (auto d = std::exchange(done_, nullptr)) d();
+  }
+
+  std::shared_ptr<child_state> leader_;
+  asio::steady_timer timer_;
+  std::chrono::steady_clock::time_point kill_at_;
+  bool killed_ = false;
+  std::function<void()> done_;
+};
+
+}  // namespace
+
+bool sweep_group(const std::shared_ptr<child_state>& leader, std::chrono::milliseconds kill_after,
+                 std::function<void()> done) {
+  if (!leader || !leader->leader_held()) return false;
+  if (::kill(-leader->pid, SIGTERM) != 0) return false;  // the group is empty already
+  ::kill(-leader->pid, SIGCONT);  // a member stopped by job control acts on the SIGTERM only once continued
+  // Posted, so that done never runs before the caller has recorded that a sweep is under way.
+  asio::post(leader->io, [sweep = std::make_shared<group_sweep>(leader, kill_after, std::move(done))] { sweep->poll(); });
+  return true;
 }
 
 std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why) {
@@ -341,6 +409,10 @@ void child::on_end(int slot, std::function<void()> handler) {
 void child::on_exit(std::function<void(const exit_status&)> handler) {
   if (!state_) throw std::logic_error("clutch::child: on_exit on an empty child");
   state_->on_exit.add(std::move(handler));
+}
+
+bool child::sweep_group(std::chrono::milliseconds kill_after, std::function<void()> done) {
+  return detail::sweep_group(state_, kill_after, std::move(done));
 }
 
 error_code child::kill(signal_spec sig) {

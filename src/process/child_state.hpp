@@ -47,6 +47,7 @@ struct child_state : std::enable_shared_from_this<child_state> {
 
   std::optional<exit_status> status;
   bool reaped = false;
+  int reap_holds = 0;           // group sweeps that need the exited leader kept unreaped (its pid pins the group id)
   bool exit_reported = false;  // on_exit handlers have run
   bool closed = false;          // async_wait/async_result have completed
   int holds = 0;                // layers above (a fork channel) that must finish before the exit is reported
@@ -69,6 +70,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void on_exit_ready();
   void maybe_close();
   void release_hold();
+  void reap();              // once closed and no sweep holds the leader any more
+  bool leader_held();  // exited, not reaped, and still our zombie (checked through the pidfd)
   error_code signal(int sig);
   void fail(error_code ec);  // records the first failure and kills the child
   error_code result_error() const { return spawn_failure ? spawn_failure : failure; }
@@ -77,6 +80,9 @@ struct child_state : std::enable_shared_from_this<child_state> {
 // For spawn-like calls in other layers: a child that starts, with a plan built from file/args/opts.
 std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
                                          const std::vector<std::string>& args, const options& opts, bool buffering);
+// child::sweep_group.
+bool sweep_group(const std::shared_ptr<child_state>& leader, std::chrono::milliseconds kill_after,
+                 std::function<void()> done);
 // A child that never started, for a caller that found the problem before spawning.
 std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why);
 

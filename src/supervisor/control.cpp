@@ -60,10 +60,16 @@ error_code private_folder(const std::string& path) {
 control_session::control_session(local::socket s) : socket_(std::move(s)) {}
 
 void control_session::start(std::function<void(json::object, std::shared_ptr<control_session>)> handler) {
+  // A client that connects and says nothing holds a session slot: it gets request_timeout to say it.
+  request_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), request_timeout);
+  request_timer_->async_wait([ws = weak_from_this()](error_code ec) {
+    if (auto self = ws.lock(); self && !ec) self->close();
+  });
   // One request line; after it, reading goes on only to notice the peer hanging up.
   asio::async_read_until(
       socket_, asio::dynamic_buffer(in_, 64 * 1024), '\n',
       [self = shared_from_this(), handler = std::move(handler)](error_code ec, std::size_t n) mutable {
+        self->request_timer_->cancel();
         if (ec) return self->close();
         json::object request;
         error_code parse_ec;
@@ -122,6 +128,8 @@ void control_session::close() {
   error_code ignored;
   socket_.shutdown(local::socket::shutdown_both, ignored);
   socket_.close(ignored);
+  if (request_timer_) request_timer_->cancel();
+  slot_.reset();
   if (auto h = std::move(closed_)) h();
 }
 
@@ -147,17 +155,30 @@ error_code control_server::listen(const std::string& path) {
 void control_server::close() {
   error_code ignored;
   acceptor_.close(ignored);
+  if (pause_) pause_->cancel();
 }
 
 void control_server::accept() {
   acceptor_.async_accept([this](error_code ec, local::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
+    if (const auto pause = accept_pause(ec); pause.count() > 0) {  // out of descriptors: wait, do not spin
+      pause_ = std::make_unique<asio::steady_timer>(acceptor_.get_executor(), pause);
+      pause_->async_wait([this](error_code ec) {
+        if (!ec) accept();
+      });
+      return;
+    }
+    auto slot = ec ? nullptr : limit_.admit();
+    if (!ec && !slot) {
+      error_code ignored;
+      s.close(ignored);  // over the limit: this client only is turned away
+    } else if (!ec) {
       ucred peer{};
       socklen_t len = sizeof peer;
       const bool ours = ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 &&
                         peer.uid == ::geteuid();
       auto session = std::make_shared<control_session>(std::move(s));
+      session->hold(std::move(slot));
       if (!ours) {
         session->send({{"ok", false},
                        {"error", "refused: uid " + std::to_string(peer.uid) + " is not this daemon's owner (uid " +

@@ -13,6 +13,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
 #include <boost/json/object.hpp>
 #include <deque>
 #include <functional>
@@ -20,6 +22,7 @@
 #include <string>
 
 #include "clutch/error.hpp"
+#include "supervisor/connection_limit.hpp"
 
 namespace clutch::supervisor {
 
@@ -45,7 +48,11 @@ class control_session : public std::enable_shared_from_this<control_session> {
   void on_close(std::function<void()> h) { closed_ = std::move(h); }
   bool open() const noexcept { return open_; }
 
+  // Reads the request line (within request_timeout, else the connection is dropped) and passes it on.
   void start(std::function<void(boost::json::object, std::shared_ptr<control_session>)> handler);
+  // Its place under the server's connection limit, given back when the session ends.
+  void hold(std::shared_ptr<void> slot) { slot_ = std::move(slot); }
+  static constexpr std::chrono::seconds request_timeout{10};
 
  private:
   void write_next();
@@ -55,6 +62,8 @@ class control_session : public std::enable_shared_from_this<control_session> {
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false, open_ = true, asked_ = false;
   std::function<void()> closed_;
+  std::shared_ptr<void> slot_;
+  std::unique_ptr<boost::asio::steady_timer> request_timer_;
 };
 
 class control_server {
@@ -64,11 +73,15 @@ class control_server {
   // Binds path (a stale socket file is replaced: call it holding the daemon's lock) with mode 0600.
   error_code listen(const std::string& path);
   void close();
+  // At most this many sessions at once (`logs -f` followers included); more are accepted and closed at once.
+  static constexpr std::size_t max_sessions = 64;
 
  private:
   void accept();
   boost::asio::local::stream_protocol::acceptor acceptor_;
   handler handler_;
+  connection_limit limit_{max_sessions};
+  std::unique_ptr<boost::asio::steady_timer> pause_;
 };
 
 // Sends one request and passes each answer to on_answer until the daemon closes the connection or on_answer

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -59,7 +60,11 @@ struct app {
   app_spec spec;
   json::object source;  // what it was started from, to start it again
   std::unique_ptr<engine> eng;
-  enum class state { running, stopping, stopped } st = state::stopped;
+  // errored: it stopped by itself, a slot given up after the crash-loop limit (a start that keeps failing, a
+  // program that keeps crashing); stopped: asked to.
+  enum class state { running, stopping, stopped, errored } st = state::stopped;
+  bool gave_up = false;    // the engine ended by itself with a slot given up: errored once it is stopped
+  std::string last_error;  // why it is errored, or why its last start failed
   std::unique_ptr<log_file> out, err;
   std::map<int, output_of> output;  // by pid
   std::deque<exit_event> events;    // the last few exits
@@ -68,7 +73,12 @@ struct app {
 };
 
 const char* state_name(app::state s) {
-  return s == app::state::running ? "running" : s == app::state::stopping ? "stopping" : "stopped";
+  switch (s) {
+    case app::state::running: return "running";
+    case app::state::stopping: return "stopping";
+    case app::state::errored: return "errored";
+    default: return "stopped";
+  }
 }
 
 }  // namespace
@@ -103,6 +113,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       o = {{"name", a.spec.name}, {"workers", a.spec.run.workers}, {"processes", json::array{}}};
     }
     o["state"] = state_name(a.st);
+    if (a.eng && a.eng->errored_slots() > 0) o["errored_workers"] = a.eng->errored_slots();
+    const std::string why = a.eng && !a.eng->last_error().empty() ? a.eng->last_error() : a.last_error;
+    if (!why.empty()) o["last_error"] = why;
     unsigned restarts = 0;
     for (const auto& p : o["processes"].as_array())
       restarts += static_cast<unsigned>(::clutch::detail::number_of(p.as_object().at("restarts")));
@@ -144,6 +157,36 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (a->events.size() > 10) a->events.pop_front();
   }
 
+  void on_start_failed(const std::shared_ptr<app>& a, const process_tag& tag, const std::string& why) {
+    exit_event ev;
+    ev.when = now_text();
+    ev.who = tag.agent ? std::string("agent") : "worker " + std::to_string(tag.id);
+    ev.how = why;
+    a->events.push_back(std::move(ev));
+    if (a->events.size() > 10) a->events.pop_front();
+  }
+
+  // Another app of this daemon holding an address `a` asks for: both would get connections meant for the other
+  // (SO_REUSEPORT lets a second socket of the same user join the port). Names the address and the app.
+  std::string address_taken(const app& a) const {
+    for (const auto& [name, other] : apps) {
+      if (other.get() == &a || other->st == app::state::stopped || other->st == app::state::errored) continue;
+      for (const auto& mine : a.spec.run.listen)
+        for (const auto& theirs : other->spec.run.listen) {
+          if (mine.unix_socket != theirs.unix_socket) continue;
+          bool same = false;
+          if (mine.unix_socket) {
+            same = mine.path == theirs.path;
+          } else if (mine.tcp.port() != 0 && mine.tcp.port() == theirs.tcp.port()) {
+            same = mine.tcp.address() == theirs.tcp.address() || mine.tcp.address().is_unspecified() ||
+                   theirs.tcp.address().is_unspecified();
+          }
+          if (same) return address_text(mine) + " is already used by app '" + other->spec.name + "'";
+        }
+    }
+    return {};
+  }
+
   error_code open_logs(app& a) {
     auto path = [&](const std::string& given, const char* stream) {
       return given.empty() ? cfg.paths.logs + "/" + a.spec.name + "." + stream + ".log" : given;
@@ -154,9 +197,17 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return a.err->open();
   }
 
-  error_code launch(const std::shared_ptr<app>& a) {
+  // Starts a's engine; on failure, why says it in words (naming the address, for a bind error).
+  error_code launch(const std::shared_ptr<app>& a, std::string& why) {
+    if (auto taken = address_taken(*a); !taken.empty()) {
+      why = a->last_error = taken;
+      return make_error_code(std::errc::address_in_use);
+    }
     if (!a->out) {
-      if (auto ec = open_logs(*a)) return ec;
+      if (auto ec = open_logs(*a)) {
+        why = a->last_error = "cannot open its log files: " + ec.message();
+        return ec;
+      }
     }
     auto eng = std::make_unique<engine>(io, a->spec.run);
     std::weak_ptr<app> wa = a;
@@ -174,24 +225,36 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       auto a = wa.lock();
       if (d && a) d->on_exit(a, tag, st, asked);
     });
+    eng->on_start_failed([self, wa](const process_tag& tag, const std::string& why) {
+      auto d = self.lock();
+      auto a = wa.lock();
+      if (d && a) d->on_start_failed(a, tag, why);
+    });
     eng->on_all_gone([self, wa] {
       auto d = self.lock();
       auto a = wa.lock();
-      if (!d || !a) return;
-      d->say(a->spec.name + ": no worker left to run; stopped");
+      if (!d || !a || !a->eng) return;
+      a->gave_up = a->eng->errored_slots() > 0;
+      if (a->gave_up) a->last_error = a->eng->last_error();
+      d->say(a->spec.name + ": no worker left to run; " + (a->gave_up ? "errored: " + a->last_error : "stopped"));
       // Not from inside the engine's own callback.
       asio::post(d->io, [d, a] { d->stop(a, {}); });
     });
-    if (auto ec = eng->start()) return ec;
+    if (auto ec = eng->start()) {
+      why = a->last_error = eng->last_error().empty() ? ec.message() : eng->last_error();
+      return ec;
+    }
     a->eng = std::move(eng);
     a->st = app::state::running;
+    a->gave_up = false;
+    a->last_error.clear();
     return {};
   }
 
   // Stops a's engine; done runs once it is stopped and gone, with its sockets (at once if it was stopped).
   void stop(const std::shared_ptr<app>& a, std::function<void()> done) {
-    if (a->st == app::state::stopped || !a->eng) {
-      a->st = app::state::stopped;
+    if (a->st == app::state::stopped || a->st == app::state::errored || !a->eng) {
+      if (a->st != app::state::errored) a->st = app::state::stopped;
       if (done) done();
       return;
     }
@@ -203,8 +266,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       if (!d) return;
       // The engine is gone only after its own callback has returned.
       asio::post(d->io, [a] {
+        if (a->eng && !a->gave_up && !a->eng->last_error().empty()) a->last_error = a->eng->last_error();
         a->eng.reset();  // its sockets close before a waiter (a restart) binds them again
-        a->st = app::state::stopped;
+        a->st = a->gave_up ? app::state::errored : app::state::stopped;
         for (auto& w : std::exchange(a->stopped_waiters, {})) w();
       });
     });
@@ -318,8 +382,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (cmd == "restart") {
       return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
         stop(a, [this, a, finish]() {
-          auto ec = launch(a);
-          finish(ec ? ec.message() : "");
+          std::string why;
+          launch(a, why);
+          finish(why);
         });
       });
     }
@@ -359,7 +424,32 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     });
   }
 
+  // {"cmd": "start", "name": N}: a known app that is stopped or errored starts again, as it was defined.
+  void start_known(const json::object& req, const session_ptr& s) {
+    auto list = named(req, s);
+    if (list.empty()) return;
+    auto a = list.front();
+    if (a->st == app::state::running || a->st == app::state::stopping) {
+      s->send({{"ok", true}, {"apps", json::array{json::object{{"name", a->spec.name}, {"started", false},
+                                                                {"state", state_name(a->st)}}}}});
+      return s->end();
+    }
+    std::string why;
+    if (launch(a, why)) return fail(s, a->spec.name + ": " + why);
+    say(a->spec.name + ": started again");
+    s->send({{"ok", true}, {"apps", json::array{json::object{{"name", a->spec.name}, {"started", true},
+                                                              {"workers", a->spec.run.workers}}}}});
+    s->end();
+  }
+
+  // {"cmd": "start", "apps": [...]}: new apps, or known ones that are stopped or errored with these settings.
+  // With "keep_running" (a file's apps, PM2's `start ecosystem.config.js`), an app that runs already is left
+  // alone and said to be; without it (`start --name`), that is an error.
   void start(const json::object& req, const session_ptr& s) {
+    if (!req.contains("apps") && req.contains("name")) return start_known(req, s);
+    const auto* keep = req.if_contains("keep_running");
+    const bool keep_running = keep && keep->is_bool() && keep->get_bool();
+    json::array left_alone;
     const auto* list = req.if_contains("apps");
     if (!list || !list->is_array() || list->as_array().empty()) return fail(s, "start: no app given");
     std::vector<std::pair<app_spec, json::object>> specs;
@@ -369,16 +459,27 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       if (!v.is_object()) return fail(s, "start: an app must be a JSON object");
       auto spec = app_from_json(v.as_object(), why);
       if (!spec) return fail(s, why);
-      if (auto it = apps.find(spec->name); it != apps.end() && it->second->st != app::state::stopped)
+      if (auto it = apps.find(spec->name); it != apps.end() && (it->second->st == app::state::running ||
+                                                                 it->second->st == app::state::stopping)) {
+        if (keep_running) {
+          left_alone.push_back(json::object{{"name", spec->name}, {"started", false},
+                                            {"state", state_name(it->second->st)}});
+          continue;
+        }
         return fail(s, "app '" + spec->name + "' is already " + state_name(it->second->st) +
                            " (clutch restart " + spec->name + ", or clutch stop " + spec->name + " first)");
+      }
       auto_apps += spec->workers_auto;
       specs.emplace_back(std::move(*spec), v.as_object());
     }
-    for (auto& [name, a] : apps)
-      if (a->spec.workers_auto && a->st != app::state::stopped &&
-          std::none_of(specs.begin(), specs.end(), [&](auto& p) { return p.first.name == name; }))
+    // Not a structured binding: Clang before 16 cannot capture one in a lambda.
+    for (const auto& entry : apps) {
+      const auto& a = entry.second;
+      const bool restarted = std::any_of(specs.begin(), specs.end(),
+                                         [&entry](const auto& p) { return p.first.name == entry.first; });
+      if (a->spec.workers_auto && (a->st == app::state::running || a->st == app::state::stopping) && !restarted)
         ++auto_apps;
+    }
     const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
     json::array started;
     std::string errors;
@@ -389,14 +490,16 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       a->source = std::move(source);
       const auto name = a->spec.name;
       apps[name] = a;
-      if (auto ec = launch(a)) {
-        errors += (errors.empty() ? "" : "; ") + name + ": " + ec.message();
+      std::string why;
+      if (launch(a, why)) {
+        errors += (errors.empty() ? "" : "; ") + name + ": " + why;
         apps.erase(name);
         continue;
       }
       say(name + ": started, " + std::to_string(a->spec.run.workers) + " workers of " + a->spec.run.program);
-      started.push_back(json::object{{"name", name}, {"workers", a->spec.run.workers}});
+      started.push_back(json::object{{"name", name}, {"workers", a->spec.run.workers}, {"started", true}});
     }
+    for (auto& v : left_alone) started.push_back(std::move(v));
     if (errors.empty()) s->send({{"ok", true}, {"apps", std::move(started)}});
     else s->send({{"ok", false}, {"error", errors}, {"apps", std::move(started)}});
     s->end();
@@ -429,6 +532,18 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   }
 };
 
+namespace {
+// As systemd and nginx do: the soft limit up to the hard one, so that many apps' pipes, sockets and clients do
+// not run the daemon out of descriptors at a low default (1024).
+void raise_fd_limit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+}  // namespace
+
 daemon::daemon(asio::io_context& io, daemon_settings s) : state_(std::make_shared<daemon_state>(io, std::move(s))) {}
 
 daemon::~daemon() = default;
@@ -436,6 +551,7 @@ daemon::~daemon() = default;
 error_code daemon::start() {
   auto& d = *state_;
   const auto& p = d.cfg.paths;
+  raise_fd_limit();
   if (auto ec = private_folder(p.home)) return ec;
   if (auto ec = private_folder(p.logs)) return ec;
   // One daemon per home: the lock is held as long as the daemon lives.
@@ -443,7 +559,16 @@ error_code daemon::start() {
   if (!d.lock) return error_code(errno, boost::system::system_category());
   if (::flock(d.lock.get(), LOCK_EX | LOCK_NB) != 0) return error_code(errno, boost::system::system_category());
   d.control = control_server(d.io, [w = std::weak_ptr(state_)](json::object req, session_ptr s) {
-    if (auto d = w.lock()) d->handle(std::move(req), s);
+    auto d = w.lock();
+    if (!d) return;
+    // One request's failure is that client's error; nothing a request does may end the daemon and its apps.
+    try {
+      d->handle(std::move(req), s);
+    } catch (const std::exception& x) {
+      d->say(std::string("clutch: a request failed: ") + x.what());
+      s->send({{"ok", false}, {"error", std::string("the daemon could not do that: ") + x.what()}});
+      s->end();
+    }
   });
   if (auto ec = d.control.listen(p.socket)) return ec;
   if (d.cfg.metrics_port) {

@@ -10,7 +10,6 @@
 #include <set>
 
 #include "exit_text.hpp"
-#include "group_sweep.hpp"
 #include "os/proc_stat.hpp"
 #include "supervisor/accepting.hpp"
 #include "supervisor/notify.hpp"
@@ -41,6 +40,7 @@ struct slot {
   std::optional<asio::steady_timer> restart_timer;
   bool retired = false;
   bool removed = false;   // scaled away (retired too)
+  bool errored = false;   // given up after the crash-loop limit (retired too)
   std::vector<int> socks;  // the slot's members of the steered groups: a restarted worker gets them again
   unsigned restarted = 0;
   int last_code = 0;  // of its last worker to exit: the code, or 128+signal
@@ -63,7 +63,7 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::vector<slot> slots;
   std::map<int, std::shared_ptr<worker>> live;  // by pid
   int next_id = 1;
-  int sweeping = 0;
+  std::set<int> sweeping;  // exited leaders held while what they left in their groups is ended
   bool stopping = false;
   std::vector<std::function<void()>> stop_waiters;
   struct reload_run {
@@ -76,6 +76,8 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::function<void()> all_gone, ready;
   std::function<void(const process_tag&, int, std::string_view, bool)> output;
   std::function<void(const process_tag&, const exit_status&, bool)> exited;
+  std::function<void(const process_tag&, const std::string&)> start_failed;
+  std::string last_error;  // the last start that failed or slot given up, in words
   unsigned agent_restarts = 0;
   std::optional<asio::steady_timer> memory_timer;
   std::shared_ptr<worker> agent;
@@ -85,6 +87,11 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
 
   void say(const std::string& line) {
     if (log) log(line);
+  }
+  // Every bind error names the address: "127.0.0.1:8080: Address already in use".
+  error_code failed_to_bind(const listen_spec& spec, error_code ec) {
+    last_error = address_text(spec) + ": " + ec.message();
+    return ec;
   }
 };
 
@@ -106,7 +113,7 @@ void check_stopped(const std::shared_ptr<engine_state>& e) {
   if (!e->stopping) return;
   // The agent goes last: the workers may need it while they finish.
   if (e->agent && !e->agent->exited && e->live.size() == 1) stop_worker(e, e->agent);
-  if (!e->live.empty() || e->sweeping > 0) return;
+  if (!e->live.empty() || !e->sweeping.empty()) return;
   for (auto& done : std::exchange(e->stop_waiters, {})) done();
 }
 
@@ -273,18 +280,22 @@ process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid
 
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
-  e->live.erase(w->pid);
   for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer})
     if (*t) (*t)->cancel();
-  e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
-  if (e->exited && w->pid) e->exited(tag_of(*w), st, w->asked_to_stop);
-  // What it left in its group goes too.
-  ++e->sweeping;
-  if (!::clutch::detail::sweep_group(e->io, w->pid, e->cfg.kill_timeout, [we = std::weak_ptr(e)] {
+  if (w->pid > 0) {  // else it never started, and start_failed has told why
+    e->live.erase(w->pid);
+    e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
+    if (e->exited) e->exited(tag_of(*w), st, w->asked_to_stop);
+  }
+  // What it left in its group goes too (nothing, for a worker that never started: it has no group).
+  const int pid = w->pid;
+  if (w->proc.sweep_group(e->cfg.kill_timeout, [we = std::weak_ptr(e), pid] {
         auto e = we.lock();
-        if (e && --e->sweeping == 0) check_stopped(e);
+        if (!e) return;
+        e->sweeping.erase(pid);
+        check_stopped(e);
       }))
-    --e->sweeping;
+    e->sweeping.insert(pid);
 
   if (w->agent) {
     if (!e->stopping) {
@@ -318,8 +329,10 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
       if (auto delay = s.restarts.next(e->cfg.backoff, clock::now() - w->started)) {
         restart_later(e, w->slot, *delay);
       } else {
-        s.retired = true;
-        e->say("clutch: worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up");
+        s.retired = s.errored = true;
+        e->last_error = "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up" +
+                        (e->last_error.empty() ? std::string() : " (last: " + e->last_error + ")");
+        e->say("clutch: " + e->last_error);
       }
     } else {
       s.retired = true;
@@ -352,6 +365,18 @@ std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
   return nullptr;
 }
 
+// A start that failed before the program ran (spawn failed at chdir, no socket, EMFILE, …): for its slot, an exit
+// like any other, restarted with back-off and given up after the crash-loop limit. It has no process, so
+// nothing is signalled and nothing is swept.
+void start_failed(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const std::string& why) {
+  const std::string what = (w->agent ? std::string("the agent") : "worker " + std::to_string(w->id)) +
+                           " could not start: " + why;
+  e->say("clutch: " + what);
+  e->last_error = what;
+  if (e->start_failed) e->start_failed(tag_of(*w), what);
+  asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
+}
+
 // Starts w's process (a worker or the agent) and watches it: its exit, its watchdog, its readiness.
 void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const std::string& program,
             const std::vector<std::string>& args, options o, environment::map vars) {
@@ -366,13 +391,12 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   o.kill_tree = true;        // its own group: the stop signal and SIGKILL reach its children
   o.death_signal = SIGKILL;  // and it does not outlive clutch
   w->started = clock::now();
-  w->proc = spawn(e->io, program, args, o);
-  if (auto ec = w->proc.spawn_error()) {
-    e->say("clutch: " + (w->agent ? std::string("the agent") : "worker " + std::to_string(w->id)) +
-           " could not start: " + ec.message());
-    asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
-    return;
+  try {
+    w->proc = spawn(e->io, program, args, o);
+  } catch (const std::exception& x) {  // std::bad_alloc, or an Asio object that could not be made (EMFILE)
+    return start_failed(e, w, x.what());  // w->proc stays empty: no process, nothing to signal
   }
+  if (auto ec = w->proc.spawn_error()) return start_failed(e, w, ec.message());
   w->pid = w->proc.pid();
   e->live[w->pid] = w;
   e->say("clutch: " + who(*w) + " started");
@@ -422,12 +446,9 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
       error_code ec;
       const int fd = g.add(ec);
       if (ec) {
-        e->say("clutch: worker " + std::to_string(w->id) + " gets no socket on " + address_text(g.bound()) + ": " +
-               ec.message());
         drop_sockets(*e, w->socks);
         w->socks.clear();
-        asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
-        return;
+        return start_failed(e, w, "no socket on " + address_text(g.bound()) + ": " + ec.message());
       }
       w->socks.push_back(fd);
     }
@@ -519,7 +540,7 @@ engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<e
 engine::~engine() {
   auto& e = *state_;
   e.stopping = true;
-  for (auto& [pid, w] : e.live) ::killpg(pid, SIGKILL);
+  for (auto& [pid, w] : e.live) w->proc.kill(SIGKILL);  // kill_tree: the group, and only while it is ours
 }
 
 void engine::adopt(std::vector<listener> ls) {
@@ -540,7 +561,7 @@ error_code engine::start() {
       reuseport_group g(spec);
       for (auto& s : e.slots) {
         s.socks.push_back(g.add(ec));
-        if (ec) return ec;
+        if (ec) return e.failed_to_bind(spec, ec);
       }
       e.say("clutch: listening on " + address_text(g.bound()) + " (a socket per worker, steered)");
       e.sources.push_back({true, e.groups.size(), spec.name});
@@ -548,7 +569,7 @@ error_code engine::start() {
       continue;
     }
     auto l = open_listener(spec, ec);
-    if (ec) return ec;
+    if (ec) return e.failed_to_bind(spec, ec);
     e.say("clutch: listening on " + address_text(l));
     e.sources.push_back({false, e.listeners.size(), spec.name});
     e.listeners.push_back(std::move(l));
@@ -556,7 +577,11 @@ error_code engine::start() {
   // Names by position where none was given (LISTEN_FDNAMES).
   for (std::size_t i = 0; i < e.sources.size(); ++i)
     if (e.sources[i].name.empty()) e.sources[i].name = "listen" + std::to_string(i);
-  e.notify = std::make_unique<notify_socket>(e.io);
+  try {
+    e.notify = std::make_unique<notify_socket>(e.io);
+  } catch (const std::system_error& x) {  // EMFILE, ENOBUFS: this app fails to start, nothing else
+    return error_code(x.code().value(), boost::system::system_category());
+  }
   e.notify->on_message([we = std::weak_ptr(state_)](pid_t from, const notify_message& m) {
     auto e = we.lock();
     if (!e) return;
@@ -627,6 +652,8 @@ std::vector<std::string> engine::addresses() const {
 std::vector<int> engine::pids() const {
   std::vector<int> out;
   for (auto& [pid, w] : state_->live) out.push_back(pid);
+  // Exited leaders held while their groups are swept are ours too: a subreaper must not take them.
+  out.insert(out.end(), state_->sweeping.begin(), state_->sweeping.end());
   return out;
 }
 int engine::exit_code() const noexcept {
@@ -643,6 +670,14 @@ void engine::on_output(std::function<void(const process_tag&, int, std::string_v
 }
 void engine::on_exit(std::function<void(const process_tag&, const exit_status&, bool)> h) {
   state_->exited = std::move(h);
+}
+void engine::on_start_failed(std::function<void(const process_tag&, const std::string&)> h) {
+  state_->start_failed = std::move(h);
+}
+std::string engine::last_error() const { return state_->last_error; }
+unsigned engine::errored_slots() const noexcept {
+  return static_cast<unsigned>(
+      std::count_if(state_->slots.begin(), state_->slots.end(), [](const slot& s) { return s.errored && !s.removed; }));
 }
 
 std::vector<process_info> engine::processes() const {
@@ -694,7 +729,7 @@ void engine::scale(unsigned n) {
   for (std::size_t i = 0; i < e.slots.size() && have < n; ++i) {
     auto& s = e.slots[i];
     if (!s.removed) continue;
-    s.removed = s.retired = false;
+    s.removed = s.retired = s.errored = false;
     s.restarts = {};
     s.restarted = 0;
     s.current.reset();

@@ -89,7 +89,8 @@ class engine {
 
   // Sockets clutch was given (systemd socket activation): the workers get them first, before --listen's.
   void adopt(std::vector<listener> ls);
-  // Binds the listeners (a failure is returned, and nothing is started), then starts the workers.
+  // Binds the listeners (a failure is returned, and nothing is started; last_error() names the address), then
+  // starts the workers.
   error_code start();
   // One slot at a time: a new worker, ready, then the old one gets the stop signal and is waited for. done gets
   // reload_in_progress, timed_out (a new worker not ready in ready_timeout) or worker_failed (it exited first);
@@ -103,7 +104,9 @@ class engine {
 
   // What the workers listen on, in the order they get the sockets: "HOST:PORT" (the real port) or "unix:PATH".
   std::vector<std::string> addresses() const;
-  std::vector<int> pids() const;  // the workers running now
+  // The processes that are ours: the workers and agent running now, and exited ones held unreaped while what
+  // they left in their process groups is ended (an orphan reaper must leave all of them alone).
+  std::vector<int> pids() const;
   // How it ended: 0 if every worker's last exit was code 0, else the last other one: its code, or 128+signal.
   int exit_code() const noexcept;
   void on_log(std::function<void(const std::string&)> h);
@@ -117,6 +120,15 @@ class engine {
   void on_output(std::function<void(const process_tag&, int stream, std::string_view data, bool end)> h);
   // A process exited (asked_to: it had been asked to stop, by a stop, a reload, a scale-down or a watchdog).
   void on_exit(std::function<void(const process_tag&, const exit_status&, bool asked_to)> h);
+
+  // A worker or the agent could not be started (the program is missing, its cwd, a socket, EMFILE, …): why, in
+  // words ("worker 3 could not start: spawn failed at chdir: No such file or directory"). Its slot counts it as
+  // an exit: restarted with back-off, given up after the crash-loop limit. tag.pid is 0.
+  void on_start_failed(std::function<void(const process_tag&, const std::string&)> h);
+  // The last start that failed, or the last slot given up, in words; empty if none.
+  std::string last_error() const;
+  // Slots given up after the crash-loop limit (errored), among those wanted now.
+  unsigned errored_slots() const noexcept;
 
   // The processes running now (the agent first, then the workers by slot).
   std::vector<process_info> processes() const;

@@ -66,7 +66,12 @@ std::optional<listen_spec> parse_listen(std::string_view text, std::string& why)
 }
 
 std::string address_text(const asio::ip::tcp::endpoint& bound) {
-  return bound.address().to_string() + ":" + std::to_string(bound.port());
+  const auto host = bound.address().to_string();
+  return (bound.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(bound.port());
+}
+
+std::string address_text(const listen_spec& spec) {
+  return spec.unix_socket ? "unix:" + spec.path : address_text(spec.tcp);
 }
 
 std::string address_text(const listener& l) {

@@ -39,6 +39,7 @@ struct listener {
 // "HOST:PORT" of a bound TCP socket, or "unix:PATH": how clutch names a socket in its lines and its status.
 std::string address_text(const boost::asio::ip::tcp::endpoint& bound);
 std::string address_text(const listener& l);
+std::string address_text(const listen_spec& spec);  // as asked: port 0 stays 0
 
 // Binds and listens (SO_REUSEADDR; a unix path's stale socket file is replaced). ec says why not.
 listener open_listener(const listen_spec& spec, error_code& ec);

@@ -4,7 +4,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <system_error>
@@ -32,31 +31,33 @@ notify_message parse_notify(std::string_view d) {
   return m;
 }
 
-namespace {
-std::atomic<unsigned> next_socket{0};
-}
-
 notify_socket::notify_socket(asio::io_context& io, std::string path) : sock_(io) {
   int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) throw std::system_error(errno, std::generic_category(), "notify socket");
+  auto fail = [&](int e, const std::string& what) {
+    ::close(fd);
+    throw std::system_error(e, std::generic_category(), what);
+  };
+  int on = 1;
+  if (::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0) fail(errno, "notify socket");
   sockaddr_un sa{};
   sa.sun_family = AF_UNIX;
   abstract_ = path.empty();
-  if (abstract_) path = "clutch-notify-" + std::to_string(::getpid()) + "-" + std::to_string(next_socket++);
-  if (path.size() + 1 > sizeof sa.sun_path) {
-    ::close(fd);
-    throw std::system_error(ENAMETOOLONG, std::generic_category(), "notify socket path");
-  }
-  // An abstract address starts with a NUL byte and is exactly as long as given.
-  std::memcpy(sa.sun_path + (abstract_ ? 1 : 0), path.data(), path.size());
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + (abstract_ ? 1 : 0));
-  if (!abstract_) ::unlink(path.c_str());
-  int on = 1;
-  if (::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
-      ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0) {
-    const int e = errno;
-    ::close(fd);
-    throw std::system_error(e, std::generic_category(), "notify socket " + path);
+  if (abstract_) {
+    // Autobind: binding with nothing but the family makes the kernel choose an unused abstract name. A name we
+    // made up ourselves (from our pid, say) could be bound first by any local user, failing our start.
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa_family_t)) != 0) fail(errno, "notify socket");
+    socklen_t len = sizeof sa;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) fail(errno, "notify socket");
+    const auto name_len = len - offsetof(sockaddr_un, sun_path);
+    if (name_len < 2 || sa.sun_path[0] != '\0') fail(EADDRNOTAVAIL, "notify socket: no abstract name");
+    path.assign(sa.sun_path + 1, name_len - 1);
+  } else {
+    if (path.size() + 1 > sizeof sa.sun_path) fail(ENAMETOOLONG, "notify socket path");
+    std::memcpy(sa.sun_path, path.data(), path.size());
+    ::unlink(path.c_str());
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), static_cast<socklen_t>(sizeof sa)) != 0)
+      fail(errno, "notify socket " + path);
   }
   address_ = abstract_ ? "@" + path : path;
   sock_.assign(asio::local::datagram_protocol(), fd);

@@ -40,7 +40,7 @@ class notify_socket {
  public:
   using handler = std::function<void(pid_t from, const notify_message& m)>;
 
-  // path empty: a unique abstract address ("@clutch-notify-<pid>-<n>"). Throws std::system_error if the socket
+  // path empty: an abstract address the kernel picks (autobind), so that no other user can predict or take it. Throws std::system_error if the socket
   // cannot be made.
   explicit notify_socket(boost::asio::io_context& io, std::string path = {});
   ~notify_socket();

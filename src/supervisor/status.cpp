@@ -175,20 +175,34 @@ unsigned short status_server::port() const {
 void status_server::close() {
   error_code ignored;
   acceptor_.close(ignored);
+  if (pause_) pause_->cancel();
 }
 
 void status_server::accept() {
   acceptor_.async_accept([this](error_code ec, asio::ip::tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (!ec) {
+    if (const auto pause = accept_pause(ec); pause.count() > 0) {  // out of descriptors: wait, do not spin
+      pause_ = std::make_unique<asio::steady_timer>(acceptor_.get_executor(), pause);
+      pause_->async_wait([this](error_code ec) {
+        if (!ec) accept();
+      });
+      return;
+    }
+    auto slot = ec ? nullptr : limit_.admit();
+    if (!ec && !slot) {
+      error_code ignored;
+      s.close(ignored);  // over the limit: this client only is turned away
+    } else if (!ec) {
       struct exchange {
         beast::tcp_stream stream;
         beast::flat_buffer buffer;
         http::request<http::string_body> req;
         http::response<http::string_body> res;
+        std::shared_ptr<void> slot;
       };
-      auto x = std::make_shared<exchange>(exchange{beast::tcp_stream(std::move(s)), {}, {}, {}});
-      x->stream.expires_after(std::chrono::seconds(10));
+      auto x = std::make_shared<exchange>(exchange{beast::tcp_stream(std::move(s)), {}, {}, {}, std::move(slot)});
+      x->buffer.max_size(16 * 1024);  // a request line and a few headers: nothing here takes a body
+      x->stream.expires_after(idle);
       http::async_read(x->stream, x->buffer, x->req, [this, x](error_code ec, std::size_t) {
         if (ec) return;
         const auto target = std::string(x->req.target().substr(0, x->req.target().find('?')));
@@ -199,16 +213,24 @@ void status_server::accept() {
         if (x->req.method() != http::verb::get && x->req.method() != http::verb::head) {
           res.result(http::status::method_not_allowed);
           res.body() = "GET only\n";
-        } else if (target == "/metrics") {
-          res.set(http::field::content_type, "text/plain; version=0.0.4");
-          res.body() = prometheus_text(snapshot_());
-        } else if (target == "/api/status") {
-          res.set(http::field::content_type, "application/json");
-          res.body() = json::serialize(snapshot_()) + "\n";
-        } else if (target == "/ready") {
-          const bool ready = all_ready(snapshot_());
-          res.result(ready ? http::status::ok : http::status::service_unavailable);
-          res.body() = ready ? "ready\n" : "not ready\n";
+        } else if (target == "/metrics" || target == "/api/status" || target == "/ready") {
+          // One request's failure (out of memory, say) is that request's 500, never the daemon's end.
+          try {
+            if (target == "/metrics") {
+              res.set(http::field::content_type, "text/plain; version=0.0.4");
+              res.body() = prometheus_text(snapshot_());
+            } else if (target == "/api/status") {
+              res.set(http::field::content_type, "application/json");
+              res.body() = json::serialize(snapshot_()) + "\n";
+            } else {
+              const bool ready = all_ready(snapshot_());
+              res.result(ready ? http::status::ok : http::status::service_unavailable);
+              res.body() = ready ? "ready\n" : "not ready\n";
+            }
+          } catch (const std::exception& x) {
+            res.result(http::status::internal_server_error);
+            res.body() = std::string(x.what()) + "\n";
+          }
         } else {
           res.result(http::status::not_found);
           res.body() = "not found: try /metrics, /api/status or /ready\n";

@@ -14,6 +14,8 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
@@ -21,6 +23,7 @@
 #include <map>
 #include <string>
 
+#include "supervisor/connection_limit.hpp"
 #include "supervisor/engine.hpp"
 
 namespace clutch::supervisor {
@@ -63,11 +66,16 @@ class status_server {
   error_code listen(unsigned short port);
   unsigned short port() const;
   void close();
+  // At most this many connections at once, each given `idle` to send its request; more are closed at once.
+  static constexpr std::size_t max_connections = 64;
+  static constexpr std::chrono::seconds idle{5};
 
  private:
   void accept();
   boost::asio::ip::tcp::acceptor acceptor_;
   std::function<boost::json::object()> snapshot_;
+  connection_limit limit_{max_connections};
+  std::unique_ptr<boost::asio::steady_timer> pause_;
 };
 
 }  // namespace clutch::supervisor

@@ -196,7 +196,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   });
   // Only now, with every signal handled: whoever sees a worker start may signal us at once.
   if (auto ec = e.start()) {
-    std::cerr << "clutch: " << ec.message() << std::endl;
+    std::cerr << "clutch: " << (e.last_error().empty() ? ec.message() : e.last_error()) << std::endl;
     return 1;
   }
   io.run();
