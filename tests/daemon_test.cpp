@@ -163,11 +163,18 @@ struct daemon_home {
     clutch::options o;
     o.env = clutch::environment::add({{"CLUTCH_HOME", dir.path}});
     o.timeout = 60s;
+    std::string binary = CLUTCH_BINARY;
     if (as) {
       o.uid = *as;
       o.gid = *as;
+      o.cwd = "/";
+      // Another uid may not enter the build tree (a checkout in a private home): it runs a copy in our folder,
+      // which the caller has opened to it.
+      binary = dir.path + "/clutch-copy";
+      if (!fs::exists(binary)) fs::copy_file(CLUTCH_BINARY, binary);
+      ::chmod(binary.c_str(), 0755);
     }
-    auto r = clutch::spawn_sync(CLUTCH_BINARY, args, o);
+    auto r = clutch::spawn_sync(binary, args, o);
     return {r.status.code.value_or(-1), r.out, r.err};
   }
   json::value ls() {

@@ -412,6 +412,7 @@ int run_helper(int argc, char** argv) {
   if (name.starts_with("ipc-")) return run_ipc_helper(name, argc, argv);
   if (name.starts_with("cluster-")) return run_cluster_helper(name, argc, argv);
   if (name.starts_with("app-")) return run_app_helper(name, argc, argv);
+  if (name.starts_with("hostile-")) return run_hostile_helper(name, argc, argv);
 
   std::cerr << "unknown helper " << name << "\n";
   return 99;

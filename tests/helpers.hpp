@@ -27,6 +27,8 @@ int run_helper(int argc, char** argv);
 int run_cluster_helper(std::string_view name, int argc, char** argv);
 // app_helpers.cpp: the app-* helpers.
 int run_app_helper(std::string_view name, int argc, char** argv);
+// hardening_test.cpp: the hostile-* helpers (another uid squatting, flooding, sending garbage).
+int run_hostile_helper(std::string_view name, int argc, char** argv);
 
 // The descriptors open in this process right now.
 std::set<int> open_fds();

@@ -287,6 +287,18 @@ int call(const json::object& request, const std::function<bool(const json::objec
   return 0;
 }
 
+// One app of a start's answer: started (with its workers), or left alone as it runs already.
+void print_started(const json::object& a) {
+  const std::string name(clutch::detail::string_field(a, "name"));
+  const auto* started = a.if_contains("started");
+  if (started && started->is_bool() && !started->get_bool()) {
+    std::cout << "clutch: " << name << " is " << clutch::detail::string_field(a, "state") << " already; left alone"
+              << std::endl;
+    return;
+  }
+  std::cout << "clutch: started " << name << " (" << number_of(a.at("workers")) << " workers)" << std::endl;
+}
+
 // Prints {"ok": false} answers as errors; true while the answers are good.
 bool check(const json::object& answer, int& code) {
   const auto* ok = answer.if_contains("ok");
@@ -477,6 +489,19 @@ int main(int argc, char** argv) {
       std::cerr << "clutch start: a TOML file or --name … -- PROGRAM, not both" << std::endl;
       return 2;
     }
+    // `clutch start NAME` (PM2's `pm2 start web`): a known app, stopped or errored, starts again. A word that
+    // names no file and could be an app's name is taken as one.
+    if (!std::filesystem::exists(file) && file.find('/') == std::string::npos && !file.ends_with(".toml")) {
+      int code = 0;
+      const int rc = call({{"cmd", "start"}, {"name", file}},
+                          [&](const json::object& a) {
+                            if (!check(a, code)) return false;
+                            for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
+                            return true;
+                          },
+                          false, 0);
+      return rc ? rc : code;
+    }
     std::string why;
     auto cfg = sv::load_config(file, why);
     if (!cfg) {
@@ -486,12 +511,11 @@ int main(int argc, char** argv) {
     json::array apps;
     for (auto& a : cfg->apps) apps.push_back(a);
     int code = 0;
-    const int rc = call({{"cmd", "start"}, {"apps", std::move(apps)}},
+    // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
+    const int rc = call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}},
                         [&](const json::object& a) {
                           if (!check(a, code)) return false;
-                          for (const auto& s : a.at("apps").as_array())
-                            std::cout << "clutch: started " << s.at("name").as_string().c_str() << " ("
-                                      << number_of(s.at("workers")) << " workers)" << std::endl;
+                          for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
                           return true;
                         },
                         true, metrics_port ? metrics_port : cfg->metrics_port);
