@@ -24,8 +24,8 @@
 // A non-zero exit is not an error: it is in exit_status. Errors are clutch::timed_out, clutch::max_buffer_exceeded,
 // asio::error::operation_aborted (cancelled), or the spawn failure.
 //
-// Threads. A child and its callbacks belong to one io_context, which must run on one thread (DESIGN.md: one
-// io_context, one thread per process), and are not thread-safe; different io_contexts in different threads may
+// Threads. A child and its callbacks belong to one io_context, which must run on one thread (docs/ARCHITECTURE.md:
+// one io_context, one thread per process), and are not thread-safe; different io_contexts in different threads may
 // spawn concurrently. The synchronous functions may be called from any thread.
 //
 // Signals. Like Node, the child starts with every signal at its default disposition and an empty signal mask,
