@@ -3,17 +3,23 @@
 #   make demos  the earlier demos (exec, fork, cluster)
 #   make test   install what is missing, build (Debug, -Werror), run every test with ctest
 #   make asan   the same tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make clang  the same tests built by Clang (Release), so that nothing only GCC accepts lands
 #   make fuzz   build the libFuzzer targets with clang and run each for FUZZ_SECONDS (default 60)
 #   make bench  build Release and run bench/run (all benchmarks)
 JOBS  ?= 2
 DEBUG := build/debug
 ASAN  := build/asan
 FUZZ  := build/fuzz
+CLANG := build/clang
 FUZZ_SECONDS ?= 60
+
+# Builds of the same sources in other folders (a second clone, CI's) share ccache's results.
+export CCACHE_BASEDIR ?= $(CURDIR)
+export CCACHE_NOHASHDIR ?= 1
 
 CMAKE_COMMON := -DCLUTCH_WERROR=ON -DCLUTCH_BUILD_TESTS=ON -DCLUTCH_BUILD_EXAMPLES=ON
 
-.PHONY: deps demo demos test asan fuzz bench clean
+.PHONY: deps demo demos test asan clang fuzz bench clean
 
 deps:
 	@scripts/install-deps
@@ -54,6 +60,14 @@ test: deps $(DEBUG)/CMakeCache.txt
 asan: deps $(ASAN)/CMakeCache.txt
 	cmake --build $(ASAN) -j$(JOBS)
 	cd $(ASAN) && ctest -j$(JOBS) --output-on-failure
+
+# Debian 12's Clang (14) with GCC 12's libstdc++: the compilers this project is checked with.
+$(CLANG)/CMakeCache.txt: | deps
+	CXX=clang++ cmake -S . -B $(CLANG) -DCMAKE_BUILD_TYPE=Release $(CMAKE_COMMON)
+
+clang: deps $(CLANG)/CMakeCache.txt
+	cmake --build $(CLANG) -j$(JOBS)
+	cd $(CLANG) && ctest -j$(JOBS) --output-on-failure
 
 # The corpus grows in the build folder; fuzz/corpus holds the seeds.
 fuzz: deps

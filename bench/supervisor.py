@@ -9,8 +9,9 @@ rest both run side by side, each on its own port, and their samples alternate so
   daemon RSS       VmRSS of PM2's God daemon / clutch's daemon, 1 s after `start` has returned, at each cold start
   start -> port    from `start` with no daemon running until a GET on the port is answered (2 ms polls)
   SIGKILL -> new   SIGKILL to the worker that answered a GET, until a GET is answered by a pid not seen before
-  reload           wrk -t1 -c16 -d6s, `reload hello` 1.5 s in: failed requests (socket errors + non-2xx);
-                   with the app graceful on SIGINT/SIGTERM, then abrupt (HELLO_ABRUPT=1)
+  reload           wrk -t1 -cN -d6s, `reload hello` 1.5 s in: failed requests (socket errors + non-2xx);
+                   with the app graceful on SIGINT/SIGTERM (the stop handler of docs/pm2-migration.md, N = 64
+                   kept-alive connections), then abrupt (HELLO_ABRUPT=1, N = 16)
   ls               wall time of `pm2 ls` / `clutch ls` with the app running
 Progress goes to stderr, the report to stdout.
 """
@@ -45,6 +46,18 @@ SETTLE = 1.0          # s after `start` returns before the daemon's RSS is read
 UP = 1.2              # s a (re)started worker lives before the next kill: PM2 counts exits before its min_uptime
                       # (1 s) as unstable restarts and gives up after 16 of them
 WRK_SECONDS, RELOAD_AFTER = 6, 1.5
+CONNECTIONS = {'graceful': 64, 'abrupt': 16}
+DOC = ROOT / 'docs' / 'pm2-migration.md'
+
+
+def documented_handler_is_run():
+    """True when bench/hello.js's stop handler is, word for word, the one docs/pm2-migration.md gives."""
+    hello = HELLO.read_text()
+    begin, end = '// --- docs/pm2-migration.md: the stop handler ---\n', '// --- docs/pm2-migration.md: end ---'
+    if begin not in hello or end not in hello:
+        return False
+    block = hello[hello.index(begin) + len(begin):hello.index(end)]
+    return block.strip() and block in DOC.read_text()
 HELLO_PID = re.compile(rb'hello from (\d+)')
 
 
@@ -384,9 +397,10 @@ def kill_worker(sup):
 
 
 
-def reload_under_load(sup):
+def reload_under_load(sup, mode):
     """wrk's result, with the reload command's wall time in ms, for one `reload hello` under load."""
-    load = subprocess.Popen(['wrk', '-t1', '-c16', f'-d{WRK_SECONDS}s', f'http://127.0.0.1:{sup.port}/'],
+    load = subprocess.Popen(['wrk', '-t1', f'-c{CONNECTIONS[mode]}', f'-d{WRK_SECONDS}s',
+                             f'http://127.0.0.1:{sup.port}/'],
                             stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(RELOAD_AFTER)
@@ -452,8 +466,10 @@ def report(sides, res):
     print(f'(reload: failed requests of all, summed over {RELOADS} run(s); RSS and start over {SAMPLES} cold starts,'
           f' SIGKILL over {SAMPLES} kills)')
 
-    for mode, how in (('graceful', 'graceful on SIGINT/SIGTERM'), ('abrupt', 'HELLO_ABRUPT=1: exits at once')):
-        print(f'\nreload under load, app {how}: wrk -t1 -c16 -d{WRK_SECONDS}s, `reload hello` {RELOAD_AFTER} s in;'
+    for mode, how in (('graceful', 'graceful on SIGINT/SIGTERM with the stop handler of docs/pm2-migration.md'),
+                      ('abrupt', 'HELLO_ABRUPT=1: exits at once')):
+        print(f'\nreload under load, app {how}: wrk -t1 -c{CONNECTIONS[mode]} -d{WRK_SECONDS}s, `reload hello`'
+              f' {RELOAD_AFTER} s in;'
               ' took = the reload command\'s wall time')
         print(f'{"":28}{"run":>4}' + HEAD)
         for sup in sides:
@@ -489,6 +505,8 @@ def main():
     print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
           f' {WORKERS} instances of bench/hello.js each, Node {node_version}, 127.0.0.1; {os.cpu_count()} CPUs'
           ' shared with the load')
+    if not documented_handler_is_run():
+        sys.exit('bench/supervisor.py: the stop handler in bench/hello.js is not the one docs/pm2-migration.md gives')
     started = time.monotonic()
     try:
         log(f'cold starts, {SAMPLES} each, one supervisor at a time')
@@ -522,7 +540,7 @@ def main():
             log(f'reload under load, {mode}, {RELOADS} each')
             for i in range(RELOADS):
                 for sup in sides:
-                    if (r := attempt(sup, f'reload, {mode}', reload_under_load, sup, needs=[app])) is not None:
+                    if (r := attempt(sup, f'reload, {mode}', reload_under_load, sup, mode, needs=[app])) is not None:
                         res[sup.name][mode].append(r)
     finally:
         for sup in sides:

@@ -508,4 +508,63 @@ TEST(DaemonLogs, Usr1ReopensTheFilesAfterTheyWereMoved) {
   for (long i = 0; i < 300; ++i) EXPECT_EQ(all[i], i + 1);
 }
 
+// The variable's value in a live process's environment, or "" (PM2 users check their reloads by it).
+std::string env_of(int pid, const std::string& name) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/environ");
+  for (std::string kv; std::getline(in, kv, '\0');)
+    if (kv.rfind(name + "=", 0) == 0) return kv.substr(name.size() + 1);
+  return {};
+}
+
+TEST(Daemon, StartingAFileLeavesRunningAppsAloneAndReloadingItAppliesItsNewSettings) {
+  daemon_home h;
+  const auto file = h.dir.path + "/apps.toml";
+  std::ofstream(file) << "[[app]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"600\"]\nworkers = 1\n"
+                         "env = { LEVEL = \"1\" }\n";
+  auto r = h.cli({"start", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "a", 1); }));
+  const auto first = processes(h.ls(), "a");
+  EXPECT_EQ(env_of(first[0].first, "LEVEL"), "1");
+
+  // Again: nothing to start, and it says so per app.
+  r = h.cli({"start", file});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("a is running already; left alone"), std::string::npos) << r.out;
+  EXPECT_EQ(processes(h.ls(), "a"), first);
+
+  // Edited: a new setting and one more worker for a, and a new app b.
+  std::ofstream(file) << "[[app]]\nname = \"a\"\ncommand = \"sleep\"\nargs = [\"600\"]\nworkers = 2\n"
+                         "env = { LEVEL = \"2\" }\n"
+                         "[[app]]\nname = \"b\"\ncommand = \"sleep\"\nargs = [\"600\"]\nworkers = 1\n";
+  r = h.cli({"reload", file});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("reloaded a"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("started b"), std::string::npos) << r.out;
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "a", 2) && ready_count(h, "b", 1); })) << json::serialize(h.ls());
+  for (const auto& [pid, state] : processes(h.ls(), "a")) {
+    EXPECT_NE(pid, first[0].first) << "the old worker was replaced";
+    EXPECT_EQ(env_of(pid, "LEVEL"), "2");
+  }
+}
+
+TEST(Daemon, AnAddressHeldByAnotherAppOrProcessIsRefusedByName) {
+  daemon_home h;
+  const auto port = std::to_string(free_port());
+  ASSERT_EQ(h.cli(start_args({"--name", "first", "--listen", "127.0.0.1:" + port}, {"sleep", "600"})).code, 0);
+  // Without this check the second app's sockets would join the first's SO_REUSEPORT group and take its clients.
+  auto r = h.cli(start_args({"--name", "second", "--listen", port}, {"sleep", "600"}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find(port + " is already used by app 'first'"), std::string::npos) << r.err;
+  EXPECT_TRUE(processes(h.ls(), "second").empty());
+
+  asio::io_context io;
+  asio::ip::tcp::acceptor taken(io, {asio::ip::address_v4::loopback(), 0});  // someone else's, no SO_REUSEPORT
+  const auto other = std::to_string(taken.local_endpoint().port());
+  r = h.cli(start_args({"--name", "third", "--listen", "127.0.0.1:" + other}, {"sleep", "600"}));
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("127.0.0.1:" + other + ": Address already in use"), std::string::npos) << r.err;
+  EXPECT_TRUE(ready_count(h, "first", 1)) << "the first app runs on";
+}
+
 }  // namespace

@@ -331,6 +331,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       return s->end();
     }
     if (cmd == "start") return start(req, s);
+    if (cmd == "reload" && req.contains("apps")) return reload_file(req, s);
     if (cmd == "ping") {
       s->send({{"ok", true}, {"pid", ::getpid()}});
       return s->end();
@@ -503,6 +504,103 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (errors.empty()) s->send({{"ok", true}, {"apps", std::move(started)}});
     else s->send({{"ok", false}, {"error", errors}, {"apps", std::move(started)}});
     s->end();
+  }
+
+  // Does a running app with spec `was` need a restart (not a rolling reload) to take `now`? Its sockets, its agent
+  // and its log files are set up when it starts; everything else reaches the workers started by a reload.
+  static bool needs_restart(const app_spec& was, const app_spec& now) {
+    auto addresses = [](const app_spec& a) {
+      std::vector<std::string> out;
+      for (const auto& l : a.run.listen) out.push_back(l.name + "=" + address_text(l));
+      return out;
+    };
+    return addresses(was) != addresses(now) || was.run.steer != now.run.steer || was.run.agent != now.run.agent ||
+           was.out_file != now.out_file || was.err_file != now.err_file || was.log_max_size != now.log_max_size ||
+           was.log_keep != now.log_keep;
+  }
+
+  // {"cmd": "reload", "apps": [...]} (PM2's startOrReload): a file's apps with the settings it has now. A running
+  // app gets a rolling reload with them (or a restart, when its sockets, agent or log files changed); the
+  // others start.
+  void reload_file(const json::object& req, const session_ptr& s) {
+    const auto* list = req.if_contains("apps");
+    if (!list || !list->is_array() || list->as_array().empty()) return fail(s, "reload: no app given");
+    std::vector<std::pair<app_spec, json::object>> specs;
+    for (const auto& v : list->as_array()) {
+      std::string why;
+      if (!v.is_object()) return fail(s, "reload: an app must be a JSON object");
+      auto spec = app_from_json(v.as_object(), why);
+      if (!spec) return fail(s, why);
+      if (auto it = apps.find(spec->name); it != apps.end() && it->second->st == app::state::stopping)
+        return fail(s, "app '" + spec->name + "' is stopping; try again once it has stopped");
+      specs.emplace_back(std::move(*spec), v.as_object());
+    }
+    unsigned auto_apps = 0;
+    for (const auto& p : specs) auto_apps += p.first.workers_auto;
+    for (const auto& entry : apps) {
+      const bool in_file = std::any_of(specs.begin(), specs.end(),
+                                       [&entry](const auto& p) { return p.first.name == entry.first; });
+      if (!in_file && entry.second->spec.workers_auto && entry.second->st == app::state::running) ++auto_apps;
+    }
+    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    struct tally {
+      std::size_t left;
+      std::string errors;
+      json::array done;
+    };
+    auto t = std::make_shared<tally>(tally{specs.size(), {}, {}});
+    auto finish = [t, s](const std::string& name, const std::string& action, const std::string& error) {
+      if (!error.empty()) t->errors += (t->errors.empty() ? "" : "; ") + name + ": " + error;
+      else t->done.push_back(json::object{{"name", name}, {"action", action}});
+      if (--t->left > 0) return;
+      if (t->errors.empty()) s->send({{"ok", true}, {"apps", t->done}});
+      else s->send({{"ok", false}, {"error", t->errors}, {"apps", t->done}});
+      s->end();
+    };
+    for (auto& [spec, source] : specs) {
+      if (spec.workers_auto) spec.run.workers = auto_workers(cpus, auto_apps, !spec.run.agent.empty());
+      const std::string name = spec.name;
+      auto it = apps.find(name);
+      if (it == apps.end() || it->second->st != app::state::running) {
+        auto a = std::make_shared<app>();
+        a->spec = std::move(spec);
+        a->source = std::move(source);
+        if (it != apps.end()) a->events = it->second->events;
+        apps[name] = a;
+        std::string why;
+        if (launch(a, why)) {
+          apps.erase(name);
+          finish(name, "", why);
+          continue;
+        }
+        say(name + ": started, " + std::to_string(a->spec.run.workers) + " workers of " + a->spec.run.program);
+        finish(name, "started", "");
+        continue;
+      }
+      auto a = it->second;
+      if (needs_restart(a->spec, spec)) {
+        stop(a, [this, a, spec = std::move(spec), source = std::move(source), finish, name]() mutable {
+          a->spec = std::move(spec);
+          a->source = std::move(source);
+          a->out.reset();  // its log files may have moved
+          a->err.reset();
+          std::string why;
+          launch(a, why);
+          say(name + ": restarted with its new settings");
+          finish(name, "restarted", why);
+        });
+        continue;
+      }
+      const unsigned workers = spec.run.workers;
+      a->spec = std::move(spec);
+      a->source = std::move(source);
+      a->eng->set_settings(a->spec.run);
+      say(name + ": reload with its new settings");
+      a->eng->reload([a, workers, finish, name](error_code ec) {
+        if (!ec && a->eng && a->eng->workers() != workers) a->eng->scale(workers);
+        finish(name, "reloaded", ec ? ec.message() : "");
+      });
+    }
   }
 
   void shutdown() {

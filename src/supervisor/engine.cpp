@@ -77,7 +77,8 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::function<void(const process_tag&, int, std::string_view, bool)> output;
   std::function<void(const process_tag&, const exit_status&, bool)> exited;
   std::function<void(const process_tag&, const std::string&)> start_failed;
-  std::string last_error;  // the last start that failed or slot given up, in words
+  std::string last_error;    // the last start that failed or slot given up, in words
+  std::string last_failure;  // the last start that failed or worker that crashed: what a give-up names
   unsigned agent_restarts = 0;
   std::optional<asio::steady_timer> memory_timer;
   std::shared_ptr<worker> agent;
@@ -285,6 +286,7 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   if (w->pid > 0) {  // else it never started, and start_failed has told why
     e->live.erase(w->pid);
     e->say("clutch: " + who(*w) + " " + ::clutch::detail::describe(st));
+    if (!w->asked_to_stop && !st.ok()) e->last_failure = who(*w) + " " + ::clutch::detail::describe(st);
     if (e->exited) e->exited(tag_of(*w), st, w->asked_to_stop);
   }
   // What it left in its group goes too (nothing, for a worker that never started: it has no group).
@@ -331,7 +333,7 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
       } else {
         s.retired = s.errored = true;
         e->last_error = "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up" +
-                        (e->last_error.empty() ? std::string() : " (last: " + e->last_error + ")");
+                        (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
         e->say("clutch: " + e->last_error);
       }
     } else {
@@ -372,7 +374,7 @@ void start_failed(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
   const std::string what = (w->agent ? std::string("the agent") : "worker " + std::to_string(w->id)) +
                            " could not start: " + why;
   e->say("clutch: " + what);
-  e->last_error = what;
+  e->last_error = e->last_failure = what;
   if (e->start_failed) e->start_failed(tag_of(*w), what);
   asio::post(e->io, [e, w] { on_exit(e, w, exit_status{.code = 127}); });
 }
@@ -499,7 +501,7 @@ void check_memory(const std::shared_ptr<engine_state>& e) {
   e->memory_timer->expires_after(e->cfg.memory_check);
   e->memory_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
     auto e = we.lock();
-    if (ec || !e || e->stopping) return;
+    if (ec || !e || e->stopping || e->cfg.max_memory == 0) return;  // 0: the limit was taken away (set_settings)
     for (std::size_t i = 0; i < e->slots.size() && !e->reloading; ++i) {
       auto w = e->slots[i].current;
       if (!w || !w->ready || w->asked_to_stop || w->exited) continue;
@@ -621,6 +623,24 @@ void engine::reload(std::function<void(error_code)> done) {
   for (std::size_t i = e.slots.size(); i-- > 0;)  // reload_next takes from the back: slot 0 first
     e.reloading->todo.push_back(i);
   reload_next(state_);
+}
+
+void engine::set_settings(const run_settings& next) {
+  auto& e = *state_;
+  const auto listen = std::move(e.cfg.listen);
+  const auto agent = std::move(e.cfg.agent);
+  const bool steer = e.cfg.steer;
+  const unsigned workers = e.cfg.workers;
+  const bool had_memory_limit = e.cfg.max_memory > 0;
+  e.cfg = next;
+  e.cfg.listen = listen;
+  e.cfg.agent = agent;
+  e.cfg.steer = steer;
+  e.cfg.workers = workers;
+  if (!had_memory_limit && e.cfg.max_memory > 0 && !e.stopping) {
+    e.memory_timer.emplace(e.io);
+    check_memory(state_);
+  }
 }
 
 void engine::stop(std::function<void()> done) {

@@ -96,6 +96,10 @@ class engine {
   // reload_in_progress, timed_out (a new worker not ready in ready_timeout) or worker_failed (it exited first);
   // then the reload stops there and the old workers stay.
   void reload(std::function<void(error_code)> done);
+  // The settings the workers started from now on get (a reload's replacements, restarts): program, args, cwd,
+  // env, readiness, stop signal, timeouts, watchdog, memory limit, restart policy. The sockets, the agent and
+  // the number of workers stay as they are (scale() changes that).
+  void set_settings(const run_settings& next);
   // Every worker gets the stop signal (its whole group), SIGKILL at kill_timeout; done once every group is empty.
   void stop(std::function<void()> done);
 

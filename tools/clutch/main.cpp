@@ -426,8 +426,11 @@ int main(int argc, char** argv) {
   status_cmd->add_option("name", name, "the app")->required();
   status_cmd->add_flag("--json", as_json, "JSON instead of text");
   for (const char* verb : {"stop", "restart", "reload", "delete"}) {
-    auto* c = app.add_subcommand(verb, std::string(verb) + " an app, or all");
-    c->add_option("name", name, "the app, or all")->required();
+    const bool reload = std::string_view(verb) == "reload";
+    auto* c = app.add_subcommand(verb, reload ? "reload an app, or all, one worker at a time; or a TOML file's apps "
+                                                "with the settings it has now (starting new ones)"
+                                              : std::string(verb) + " an app, or all");
+    c->add_option("name", name, reload ? "the app, all, or a FILE.toml" : "the app, or all")->required();
   }
   auto* scale_cmd = app.add_subcommand("scale", "change an app's number of workers");
   long count = 0;
@@ -522,6 +525,29 @@ int main(int argc, char** argv) {
     return rc ? rc : code;
   }
   if (verb == "daemon") return run_daemon(metrics_port);
+  // `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
+  // none runs.
+  if (verb == "reload" && (name.ends_with(".toml") || name.find('/') != std::string::npos)) {
+    std::string why;
+    auto cfg = sv::load_config(name, why);
+    if (!cfg) {
+      std::cerr << "clutch reload: " << why << std::endl;
+      return 2;
+    }
+    json::array apps;
+    for (auto& a : cfg->apps) apps.push_back(a);
+    int code = 0;
+    const int rc = call({{"cmd", "reload"}, {"apps", std::move(apps)}},
+                        [&](const json::object& a) {
+                          if (!check(a, code)) return false;
+                          for (const auto& s : a.at("apps").as_array())
+                            std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
+                                      << clutch::detail::string_field(s.as_object(), "name") << std::endl;
+                          return true;
+                        },
+                        true, cfg->metrics_port);
+    return rc ? rc : code;
+  }
 
   int code = 0;
   json::object request{{"cmd", verb}};
