@@ -551,7 +551,8 @@ TEST(Daemon, StartingAFileLeavesRunningAppsAloneAndReloadingItAppliesItsNewSetti
 TEST(Daemon, AnAddressHeldByAnotherAppOrProcessIsRefusedByName) {
   daemon_home h;
   const auto port = std::to_string(free_port());
-  ASSERT_EQ(h.cli(start_args({"--name", "first", "--listen", "127.0.0.1:" + port}, {"sleep", "600"})).code, 0);
+  ASSERT_EQ(h.cli(start_args({"--name", "first", "--workers", "1", "--listen", "127.0.0.1:" + port}, {"sleep", "600"})).code,
+            0);
   // Without this check the second app's sockets would join the first's SO_REUSEPORT group and take its clients.
   auto r = h.cli(start_args({"--name", "second", "--listen", port}, {"sleep", "600"}));
   EXPECT_EQ(r.code, 1);
@@ -564,7 +565,7 @@ TEST(Daemon, AnAddressHeldByAnotherAppOrProcessIsRefusedByName) {
   r = h.cli(start_args({"--name", "third", "--listen", "127.0.0.1:" + other}, {"sleep", "600"}));
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("127.0.0.1:" + other + ": Address already in use"), std::string::npos) << r.err;
-  EXPECT_TRUE(ready_count(h, "first", 1)) << "the first app runs on";
+  EXPECT_TRUE(eventually([&] { return ready_count(h, "first", 1); })) << "the first app runs on";
 }
 
 }  // namespace

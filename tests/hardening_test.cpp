@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "helpers.hpp"
+#include "os/proc_stat.hpp"
 
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
@@ -31,6 +32,11 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr uid_t nobody = 65534;
+
+long long cpu_ticks(int pid) {
+  const auto st = clutch::os::read_proc_stat(pid);
+  return st ? static_cast<long long>(st->utime + st->stime) : 0;
+}
 
 template <typename Pred>
 bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
@@ -259,8 +265,26 @@ TEST(Hardening, AWorkerStartThatRunsOutOfDescriptorsFailsThatSlotOnly) {
   tight.rlim_cur = open > 8 ? open - 8 : 1;
   ASSERT_EQ(::prlimit(d.proc.pid(), RLIMIT_NOFILE, &tight, nullptr), 0);
   ::kill(victim, SIGKILL);  // a worker of the daemon this test started; its replacement cannot get its pipes
+  // Clients knock meanwhile, on the status port and the control socket: the daemon cannot accept them, and must
+  // wait for descriptors rather than spin on accept (a spin would burn a whole CPU for the rest of the test).
+  asio::io_context io;
+  asio::ip::tcp::socket knock(io);
+  knock.connect({asio::ip::address_v4::loopback(), d.metrics});
+  int control = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un sa{};
+  sa.sun_family = AF_UNIX;
+  const auto sock_path = d.home + "/clutch.sock";
+  std::memcpy(sa.sun_path, sock_path.c_str(), sock_path.size() + 1);
+  ASSERT_EQ(::connect(control, reinterpret_cast<sockaddr*>(&sa), sizeof sa), 0);
+  const auto cpu_before = cpu_ticks(d.proc.pid());
   // Its log, not a request: a request would need a descriptor in the daemon too.
   EXPECT_TRUE(d.logged("crashed too often in a row; given up")) << "the slot's back-off ran its course";
+  std::this_thread::sleep_for(2s);  // and the knocking goes on a little after
+  const auto cpu_used = cpu_ticks(d.proc.pid()) - cpu_before;
+  const long per_second = ::sysconf(_SC_CLK_TCK);
+  // Generous: a spin takes all of the ~9 s this waited; waiting for descriptors takes next to nothing.
+  EXPECT_LT(cpu_used, 3 * per_second) << "the daemon spun at EMFILE";
+  ::close(control);
   ASSERT_EQ(::prlimit(d.proc.pid(), RLIMIT_NOFILE, &old, nullptr), 0);
 
   EXPECT_TRUE(eventually([&] { return d.state("fd") == "errored"; }, 30s)) << json::serialize(d.status("fd"));
