@@ -203,6 +203,22 @@ TEST(AppStartup, FailingWorkerStopsTheMasterAndTheAgent) {
   EXPECT_TRUE(all_gone(f.pids));
 }
 
+TEST_F(AppFixture, AnAppWorkerThatCannotStartFailsTheStartAndSignalsNobody) {
+  // A process of the test's own group: a sweep of "group 0" after the failed spawn would reach it, and the test.
+  clutch::child sibling = clutch::spawn(io, "sleep", {"600"});
+  auto s = settings();
+  s.app_program = "/nonexistent/prog";
+  make(s);
+  master->start([this](clutch::error_code ec, app::ready_info) { started = ec; });
+  ASSERT_TRUE(run_until(io, [&] { return started.has_value(); }));
+  EXPECT_TRUE(*started);
+  EXPECT_NE(master->failure().find("spawn failed at exec: No such file or directory"), std::string::npos)
+      << master->failure();
+  EXPECT_TRUE(clutch_test::process_alive(sibling.pid()));
+  sibling.kill(SIGKILL);
+  run_until(io, [&] { return sibling.exit().has_value(); });
+}
+
 TEST_F(AppFixture, AgentNotReadyInTimeFailsStartUp) {
   auto s = settings("never-ready");
   s.agent_start_timeout = 300ms;

@@ -333,6 +333,30 @@ TEST_F(Cluster, AWorkerThatCrashesAfterAStableRunIsReplacedInItsSlot) {
   EXPECT_EQ(ask_once(r.listening_at[1].port()), std::to_string(now[0].process().pid()));
 }
 
+TEST_F(Cluster, AWorkerThatCannotStartIsAFailedStartOfItsSlotAndSignalsNobody) {
+  // A process of the test's own group: a sweep of "group 0" after a failed spawn would reach it, and the test.
+  clutch::child sibling = clutch::spawn(io, "sleep", {"600"});
+  auto s = worker_settings("serve");
+  s.program = "/nonexistent/prog";
+  s.restart = cl::restart_policy::always;
+  s.restart_delay = 20ms;
+  s.max_restarts = 3;
+  cl::primary& p = start(s);
+  cl::worker w = p.fork();
+  EXPECT_EQ(w.process().pid(), 0) << "it has no process";
+  ASSERT_TRUE(run_until(io, [&] {
+    return std::any_of(r.errors.begin(), r.errors.end(), [](auto& e) { return e.second == clutch::errc::crash_loop; });
+  }));
+  ASSERT_FALSE(r.errors.empty());
+  EXPECT_EQ(clutch::spawn_stage_of(r.errors.front().second), "exec") << r.errors.front().second.message();
+  EXPECT_NE(r.errors.front().second.message().find("spawn failed at exec: No such file or directory"),
+            std::string::npos);
+  EXPECT_TRUE(p.workers().empty());
+  EXPECT_TRUE(clutch_test::process_alive(sibling.pid()));
+  sibling.kill(SIGKILL);
+  run_until(io, [&] { return sibling.exit().has_value(); });
+}
+
 TEST_F(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
   auto s = worker_settings("crash-at-start");
   s.restart = cl::restart_policy::on_failure;
