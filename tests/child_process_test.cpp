@@ -587,14 +587,76 @@ TEST(Spawn, AnExitReapedBySomeoneElseIsAnErrorNotASuccess) {
   EXPECT_EQ(got, std::errc::no_child_process);
 }
 
-TEST(Exec, ALeaderThatExitedInTimeDidNotTimeOutEvenIfItsPipesStayOpen) {
+TEST(Exec, WithoutATimeoutEverythingABackgroundChildWritesIsRead) {
   // The shell exits at once; a background subshell keeps stdout open for a while. Like Node, exec waits for the
-  // pipes, and the timeout, which passes meanwhile, has nothing to kill: the result is a success.
-  auto o = exec_now("(sleep 3; echo late) &", {.timeout = 1500ms});
+  // pipes: what it writes later is part of the result.
+  auto o = exec_now("(sleep 1; echo late) &", {});
   ASSERT_TRUE(o.done);
   EXPECT_FALSE(o.ec) << o.ec.message();
   EXPECT_EQ(o.result.out, "late\n");
   EXPECT_EQ(o.result.status.code, 0);
+}
+
+TEST(Exec, ATimeoutEndsTheCallWhateverTheCommandLeftBehind) {
+  // Two background grandchildren hold stdout. exec's shell leads a group of its own by default, so the timeout
+  // ends them too, and the call completes then (Node's exec would wait 30 s here).
+  const auto start = std::chrono::steady_clock::now();
+  auto o = exec_now("sleep 30 & sleep 20 & wait", {.timeout = 1s});
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(o.done);
+  EXPECT_EQ(o.ec, clutch::errc::timed_out);
+  EXPECT_LT(took, 1500ms) << "a bound the issue sets, not a speed: the alternative is 20 s";
+}
+
+TEST(Exec, AfterATimeoutOrAKillWhatEscapedTheGroupDoesNotHoldTheCall) {
+  // setsid takes the sleep out of the shell's group, so no signal to the group reaches it; it holds stdout for
+  // 5 s. Once the shell has exited and the timeout has passed, the call completes within the grace period.
+  const auto start = std::chrono::steady_clock::now();
+  auto o = exec_now("echo before; setsid sleep 5 & sleep 30", {.timeout = 1s});
+  const auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_TRUE(o.done);
+  EXPECT_EQ(o.ec, clutch::errc::timed_out);
+  EXPECT_EQ(o.result.out, "before\n");
+  EXPECT_LT(took, 4s) << "it waited for the escaped sleep";
+
+  asio::io_context io;
+  exec_outcome k;
+  auto c = clutch::exec(io, "setsid sleep 5 & echo up; sleep 30", [&](clutch::error_code ec, clutch::exec_result r) {
+    k.done = true;
+    k.ec = ec;
+    k.result = std::move(r);
+  });
+  std::string seen;
+  c.on_data(clutch::child::out, [&](std::string_view d) { seen += d; });
+  ASSERT_TRUE(clutch_test::run_until(io, [&] { return seen.find("up") != std::string::npos; }));
+  const auto killed = std::chrono::steady_clock::now();
+  c.kill();
+  ASSERT_TRUE(clutch_test::run_until(io, [&] { return k.done; }, 4s)) << "it waited for the escaped sleep";
+  EXPECT_LT(std::chrono::steady_clock::now() - killed, 4s);
+  EXPECT_EQ(k.result.status.signal, SIGTERM);
+  EXPECT_EQ(k.result.out, "up\n");
+}
+
+TEST(Exec, CloseGraceBoundsTheWaitForABackgroundChildAfterANormalExit) {
+  auto o = exec_now("(sleep 5; echo late) & echo early", {.close_grace = 200ms});
+  ASSERT_TRUE(o.done);
+  EXPECT_FALSE(o.ec) << o.ec.message();
+  EXPECT_EQ(o.result.out, "early\n");
+  EXPECT_EQ(o.result.status.code, 0);
+}
+
+TEST(Spawn, TheStreamsOfAChildThatDidNotStartThrowItsSpawnError) {
+  asio::io_context io;
+  auto c = clutch::spawn(io, "/nonexistent/prog");
+  try {
+    c.std_in();
+    FAIL() << "no exception";
+  } catch (const std::system_error& e) {
+    EXPECT_EQ(e.code(), c.spawn_error());
+    EXPECT_NE(std::string(e.what()).find("spawn failed at exec: No such file or directory"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(c.std_out(), std::system_error);
 }
 
 TEST(Spawn, ADeathSignalEndsTheChildWhenItsParentIsKilled) {

@@ -139,8 +139,14 @@ struct options {
   // no controlling terminal. Downside: Ctrl-C in the parent's terminal no longer reaches it.
   bool detached = false;
   // The child leads its own process group, and kill(), timeouts and max_buffer signal the whole group, so that
-  // grandchildren die with it. Downside, as for detached: the terminal's Ctrl-C no longer reaches it.
-  bool kill_tree = false;
+  // grandchildren die with it. Downside, as for detached: the terminal's Ctrl-C no longer reaches it. Unset: yes
+  // for exec (what a shell command starts in the background ends with it), no for exec_file, spawn and fork.
+  std::optional<bool> kill_tree{};
+  // Once the process has exited, how long other processes still holding its stdout or stderr (something it left
+  // running in the background) may keep the call from completing; then it completes with what was read, and the
+  // pipes are closed. Unset: as long as they hold them (as Node does: everything written is read), except after
+  // a timeout, a kill() or a cancellation, when the wait is 100 ms.
+  std::optional<std::chrono::milliseconds> close_grace{};
   // Linux's PR_SET_PDEATHSIG: the child gets this signal when its parent dies, even by SIGKILL (0: none). It is
   // tied to the thread that spawned the child, so spawn from a thread that lives as long as the process (the
   // io_context's thread is one). A child whose parent is already gone when it starts fails to spawn (ESRCH).
@@ -204,7 +210,8 @@ class child {
   // Set once the exit has been observed.
   std::optional<exit_status> exit() const noexcept;
 
-  // The parent's ends of slots 0–2 when they are pipes. Throw std::logic_error for a slot that is not a pipe.
+  // The parent's ends of slots 0–2 when they are pipes. Throw std::system_error with the spawn's error when the
+  // process did not start, std::logic_error for a slot that is not a pipe.
   asio::writable_pipe& std_in();
   asio::readable_pipe& std_out();
   asio::readable_pipe& std_err();

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
 #include <tuple>
 
 #include "completion.hpp"
@@ -39,7 +40,8 @@ constexpr std::size_t read_chunk = 64 * 1024;
 }  // namespace
 
 void child_state::start(const options& opts) {
-  kill_tree = opts.kill_tree;
+  kill_tree = opts.kill_tree.value_or(false);
+  close_grace = opts.close_grace;
   max_buffer = opts.max_buffer;
   watch_exit();
   if (opts.timeout.count() > 0) {
@@ -87,6 +89,7 @@ void child_state::on_exit_ready() {
   status = st;
   on_process_exit.call();
   maybe_close();
+  arm_grace();
 }
 
 void child_state::maybe_close() {
@@ -152,7 +155,27 @@ error_code child_state::signal(int sig) {
 
 void child_state::fail(error_code ec) {
   if (!failure) failure = ec;
+  ended_by_us = true;
   signal(kill_signal);
+  arm_grace();
+}
+
+void child_state::arm_grace() {
+  if (closed || !status || grace_timer) return;
+  std::optional<std::chrono::milliseconds> wait = close_grace;
+  if (ended_by_us && !wait) wait = std::chrono::milliseconds(100);
+  if (!wait) return;  // Node's way: wait for every writer, however long
+  grace_timer.emplace(io, *wait);
+  grace_timer->async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec || self->closed) return;
+    // Whoever still holds the pipes is not the process we started (it has exited): stop reading. The reads
+    // complete with operation_aborted, which ends each stream, and then the call.
+    for (int slot : {1, 2}) {
+      if (!self->pipes[slot] || self->streams[slot].ended) continue;
+      boost::system::error_code ignored;
+      self->pipes[slot]->close(ignored);
+    }
+  });
 }
 
 void child_state::start_reading(int slot) {
@@ -368,19 +391,30 @@ error_code child::spawn_error() const noexcept {
 }
 std::optional<exit_status> child::exit() const noexcept { return state_ ? state_->status : std::nullopt; }
 
+namespace {
+// A stream of a child that never started: the spawn's own error, not a claim about how the slot was set up.
+void check_started(const std::shared_ptr<detail::child_state>& s) {
+  if (s && s->spawn_failure) throw std::system_error(s->spawn_failure, "clutch::child: the process did not start");
+}
+}  // namespace
+
 asio::writable_pipe& child::std_in() {
+  check_started(state_);
   if (!state_ || !state_->in) throw std::logic_error("clutch::child: stdin is not a pipe");
   return *state_->in;
 }
 asio::readable_pipe& child::std_out() {
+  check_started(state_);
   if (!state_ || !state_->pipes[1]) throw std::logic_error("clutch::child: stdout is not a pipe");
   return *state_->pipes[1];
 }
 asio::readable_pipe& child::std_err() {
+  check_started(state_);
   if (!state_ || !state_->pipes[2]) throw std::logic_error("clutch::child: stderr is not a pipe");
   return *state_->pipes[2];
 }
 asio::local::stream_protocol::socket& child::stdio_socket(int slot) {
+  check_started(state_);
   if (!state_ || slot < 3 || static_cast<std::size_t>(slot) >= state_->sockets.size() ||
       !state_->sockets[static_cast<std::size_t>(slot)]) {
     throw std::logic_error("clutch::child: that stdio slot is not a pipe");
@@ -420,7 +454,12 @@ error_code child::kill(signal_spec sig) {
   error_code ec;
   int n = sig.resolve(ec);
   if (ec) return ec;
-  return state_->signal(n);
+  ec = state_->signal(n);
+  if (n != 0 && n != SIGCONT) {  // meant to end it: once it has, what it left holding the pipes is not waited for
+    state_->ended_by_us = true;
+    state_->arm_grace();
+  }
+  return ec;
 }
 
 child spawn(asio::io_context& io, std::string_view file, const std::vector<std::string>& args, const options& opts) {
@@ -433,7 +472,10 @@ child exec_file(asio::io_context& io, std::string_view file, const std::vector<s
 }
 
 child exec(asio::io_context& io, std::string_view command, const options& opts) {
-  return exec_file(io, opts.shell, {"-c", std::string(command)}, opts);
+  if (opts.kill_tree) return exec_file(io, opts.shell, {"-c", std::string(command)}, opts);
+  options o = opts;
+  o.kill_tree = true;  // what the command starts in the background ends with it (on a timeout, kill, cancel)
+  return exec_file(io, o.shell, {"-c", std::string(command)}, o);
 }
 
 // The overloads without options exist because of GCC 12's co_await bug (see the header): a default argument would

@@ -44,6 +44,9 @@ struct child_state : std::enable_shared_from_this<child_state> {
   int kill_signal = SIGTERM;
   bool kill_tree = false;
   asio::steady_timer timer;
+  std::optional<std::chrono::milliseconds> close_grace;
+  bool ended_by_us = false;  // a timeout, a limit, a kill() or a cancellation: the output need not be waited for
+  std::optional<asio::steady_timer> grace_timer;
 
   std::optional<exit_status> status;
   bool reaped = false;
@@ -74,6 +77,7 @@ struct child_state : std::enable_shared_from_this<child_state> {
   bool leader_held();  // exited, not reaped, and still our zombie (checked through the pidfd)
   error_code signal(int sig);
   void fail(error_code ec);  // records the first failure and kills the child
+  void arm_grace();          // after the exit: bounds the wait for pipes that others still hold (close_grace)
   error_code result_error() const { return spawn_failure ? spawn_failure : failure; }
 };
 

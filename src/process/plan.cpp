@@ -119,7 +119,7 @@ error_code build_plan(const std::string& file, const std::vector<std::string>& a
   for (std::size_t i = cand_begin; i < cwd_index; ++i) plan.candidates.push_back(s[i].c_str());
   plan.cwd = opts.cwd.empty() ? nullptr : s[cwd_index].c_str();
   plan.new_session = opts.detached;
-  plan.new_process_group = opts.kill_tree;
+  plan.new_process_group = opts.kill_tree.value_or(false);
   plan.death_signal = death_signal;
   plan.uid = opts.uid;
   plan.gid = opts.gid;

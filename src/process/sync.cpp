@@ -38,7 +38,10 @@ sync_result exec_file_sync(std::string_view file, const std::vector<std::string>
 }
 
 sync_result exec_sync(std::string_view command, const options& opts) {
-  return spawn_sync(opts.shell, {"-c", std::string(command)}, opts);
+  if (opts.kill_tree) return spawn_sync(opts.shell, {"-c", std::string(command)}, opts);
+  options o = opts;
+  o.kill_tree = true;  // as exec: what the command starts in the background ends with it
+  return spawn_sync(o.shell, {"-c", std::string(command)}, o);
 }
 
 }  // namespace clutch
