@@ -20,7 +20,9 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using clock = std::chrono::steady_clock;
+using ::clutch::detail::json_text;
 using ::clutch::detail::number_of;
+using ::clutch::detail::number_text;
 
 usage usage_meter::look(pid_t pid) {
   usage u;
@@ -117,9 +119,9 @@ std::string prometheus_text(const json::object& snapshot) {
       for (const auto& proc : procs->get_array()) {
         const auto& p = proc.as_object();
         out << m.name << "{app=\"" << label(a.at("name").as_string()) << "\",role=\""
-            << label(p.at("role").as_string()) << "\",id=\"" << number_of(p.at("id")) << "\",pid=\""
-            << number_of(p.at("pid")) << "\"} ";
-        if (m.field) out << number_of(p.at(m.field));
+            << label(p.at("role").as_string()) << "\",id=\"" << number_text(p.at("id")) << "\",pid=\""
+            << number_text(p.at("pid")) << "\"} ";
+        if (m.field) out << number_text(p.at(m.field));
         else out << (p.at("state").as_string() == "ready" ? 1 : 0);
         out << '\n';
       }
@@ -128,7 +130,7 @@ std::string prometheus_text(const json::object& snapshot) {
   if (const auto* d = snapshot.if_contains("supervisor"); d && d->is_object()) {
     out << "# HELP clutch_supervisor_resident_memory_bytes the supervisor's own resident set size\n"
         << "# TYPE clutch_supervisor_resident_memory_bytes gauge\n"
-        << "clutch_supervisor_resident_memory_bytes " << number_of(d->as_object().at("memory")) << '\n';
+        << "clutch_supervisor_resident_memory_bytes " << number_text(d->as_object().at("memory")) << '\n';
   }
   return out.str();
 }
@@ -204,7 +206,7 @@ void status_server::accept() {
           res.body() = prometheus_text(snapshot_());
         } else if (target == "/api/status") {
           res.set(http::field::content_type, "application/json");
-          res.body() = json::serialize(snapshot_()) + "\n";
+          res.body() = json_text(snapshot_()) + "\n";
         } else if (target == "/ready") {
           const bool ready = all_ready(snapshot_());
           res.result(ready ? http::status::ok : http::status::service_unavailable);

@@ -510,10 +510,10 @@ int main(int argc, char** argv) {
   const int rc = call(request, [&](const json::object& a) {
     if (!check(a, code)) return false;
     if (verb == "ls") {
-      if (as_json) std::cout << json::serialize(a.at("apps")) << std::endl;
+      if (as_json) std::cout << clutch::detail::json_text(a.at("apps")) << std::endl;
       else print_table(a.at("apps").as_array());
     } else if (verb == "status") {
-      if (as_json) std::cout << json::serialize(a.at("app")) << std::endl;
+      if (as_json) std::cout << clutch::detail::json_text(a.at("app")) << std::endl;
       else print_status(a.at("app").as_object());
     } else if (verb == "logs") {
       if (const auto* line = a.if_contains("line")) {
