@@ -1,28 +1,104 @@
 #include "os/proc_stat.hpp"
 
-#include <fstream>
-#include <sstream>
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cerrno>
 #include <string>
+
+#include "os/fd.hpp"
 
 namespace clutch::os {
 
-std::optional<proc_stat> read_proc_stat(pid_t pid) {
-  std::ifstream file("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(file, text)) return std::nullopt;
+namespace {
+
+// The whole stat file in one read(2): a process's line is far shorter than the buffer, and one read keeps its
+// fields from one moment.
+std::optional<std::string> read_stat_text(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  unique_fd file(fd);
+  std::string text(1024, '\0');
+  ssize_t n;
+  do n = ::read(fd, text.data(), text.size());
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return std::nullopt;
+  text.resize(static_cast<std::size_t>(n));
+  return text;
+}
+
+}  // namespace
+
+std::optional<proc_stat> parse_proc_stat(pid_t pid, std::string_view text) {
   const auto close = text.rfind(')');
-  if (close == std::string::npos || close + 2 >= text.size()) return std::nullopt;
-  // From field 3 on (proc(5)): state 3, ppid 4, pgrp 5, utime 14, stime 15, starttime 22, rss 24.
-  std::istringstream fields(text.substr(close + 2));
+  if (close == std::string_view::npos || close + 2 >= text.size()) return std::nullopt;
+  // From field 3 on (proc(5)): state 3, ppid 4, pgrp 5, utime 14, stime 15, cutime 16, cstime 17, starttime 22,
+  // rss 24. Field k is fields[k - 3].
+  std::string_view rest = text.substr(close + 2);
+  std::string_view fields[22];
+  std::size_t count = 0;
+  while (count < 22 && !rest.empty()) {
+    const auto sp = rest.find(' ');
+    fields[count++] = rest.substr(0, sp);
+    rest = sp == std::string_view::npos ? std::string_view{} : rest.substr(sp + 1);
+  }
+  if (count < 22 || fields[0].size() != 1) return std::nullopt;
+  bool ok = true;
+  auto number = [&](std::string_view f, auto& out) {
+    const auto r = std::from_chars(f.data(), f.data() + f.size(), out);
+    ok = ok && r.ec == std::errc{};
+  };
   proc_stat st;
-  std::string skip;
-  fields >> st.state >> st.ppid >> st.pgrp;
-  for (int i = 6; i < 14; ++i) fields >> skip;
-  fields >> st.utime >> st.stime;
-  for (int i = 16; i < 22; ++i) fields >> skip;
-  fields >> st.starttime >> skip >> st.rss_pages;  // 23 is vsize
-  if (!fields) return std::nullopt;
+  st.pid = pid;
+  st.state = fields[0][0];
+  number(fields[1], st.ppid);
+  number(fields[2], st.pgrp);
+  number(fields[11], st.utime);
+  number(fields[12], st.stime);
+  std::int64_t cutime = 0, cstime = 0;  // signed in proc(5)
+  number(fields[13], cutime);
+  number(fields[14], cstime);
+  st.cutime = cutime > 0 ? static_cast<std::uint64_t>(cutime) : 0;
+  st.cstime = cstime > 0 ? static_cast<std::uint64_t>(cstime) : 0;
+  number(fields[19], st.starttime);
+  std::int64_t rss = 0;
+  number(fields[21], rss);
+  st.rss_pages = rss > 0 ? static_cast<std::uint64_t>(rss) : 0;
+  if (!ok) return std::nullopt;
   return st;
+}
+
+std::optional<proc_stat> read_proc_stat(pid_t pid) {
+  const auto text = read_stat_text(pid);
+  return text ? parse_proc_stat(pid, *text) : std::nullopt;
+}
+
+process_table process_table::scan() {
+  process_table t;
+  DIR* dir = ::opendir("/proc");
+  if (!dir) return t;
+  while (const dirent* e = ::readdir(dir)) {
+    pid_t pid = 0;
+    const std::string_view name(e->d_name);
+    const auto r = std::from_chars(name.data(), name.data() + name.size(), pid);
+    if (r.ec != std::errc{} || r.ptr != name.data() + name.size() || pid <= 0) continue;
+    const auto text = read_stat_text(pid);
+    if (!text) continue;  // gone since readdir
+    if (auto st = parse_proc_stat(pid, *text)) {
+      t.children_.emplace(st->ppid, pid);
+      t.procs_.emplace(pid, *st);
+    }
+  }
+  ::closedir(dir);
+  return t;
+}
+
+const proc_stat* process_table::find(pid_t pid) const {
+  const auto it = procs_.find(pid);
+  return it == procs_.end() ? nullptr : &it->second;
 }
 
 }  // namespace clutch::os

@@ -8,6 +8,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <deque>
 #include <filesystem>
@@ -40,6 +41,19 @@ std::string now_text() {
   ::gmtime_r(&t, &tm);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// ISO 8601 in UTC with milliseconds: 2024-05-01T12:34:56.789Z.
+std::string now_text_ms() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[40];
+  const auto n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(ms));
   return buf;
 }
 
@@ -95,6 +109,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   std::function<void()> done;
   bool shutting_down = false;
   std::vector<session_ptr> killers;  // `clutch kill`s waiting for the end
+  std::vector<session_ptr> all_followers;  // `clutch logs -f` of every app, those started later too
 
   void say(const std::string& line) { std::cerr << now_text() << ' ' << line << std::endl; }
 
@@ -130,11 +145,16 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     const int i = stream == child::err ? 1 : 0;
     auto& file = i ? *a->err : *a->out;
     const std::string prefix = tag.agent ? "[agent] " : "[" + std::to_string(tag.id) + "] ";
+    // When the daemon read them, for `logs --timestamps`: the lines of one chunk came in together.
+    const std::string read_at = a->followers.empty() && all_followers.empty() ? std::string() : now_text_ms();
     auto line = [&](std::string_view text) {
       file.append(prefix, text);
       o.recent->add(text);
-      for (auto& f : a->followers)
-        f->send({{"line", prefix + std::string(text)}, {"stream", i ? "err" : "out"}});
+      if (read_at.empty()) return;
+      const json::object msg{
+          {"app", a->spec.name}, {"line", prefix + std::string(text)}, {"stream", i ? "err" : "out"}, {"time", read_at}};
+      for (auto& f : a->followers) f->send(msg);
+      for (auto& f : all_followers) f->send(msg);
     };
     o.split[i].feed(data, line);
     if (end) o.split[i].finish(line);
@@ -340,8 +360,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       killers.push_back(s);
       return shutdown();
     }
+    if (cmd == "logs") return logs(req, s);
     if (cmd != "status" && cmd != "stop" && cmd != "restart" && cmd != "reload" && cmd != "scale" &&
-        cmd != "logs" && cmd != "delete")
+        cmd != "delete")
       return fail(s, "unknown request '" + cmd + "'");
     auto list = named(req, s);
     if (list.empty()) return;
@@ -406,17 +427,50 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       s->send({{"ok", true}, {"workers", n}});
       return s->end();
     }
-    // logs
-    if (list.size() != 1) return fail(s, "logs takes one app");
+  }
+
+  // logs {name (none or "all": every app), lines, follow}: {"ok"} (with "out_file", "err_file" for one app), the
+  // last lines of each file ({"app", "line", "stream"}, app by app, out before err), then with follow each new line
+  // as it is read ({"app", "line", "stream", "time"}). A line is as the file holds it: "[3] text".
+  void logs(const json::object& req, const session_ptr& s) {
+    const std::string name(string_field(req, "name"));
+    const bool every = name.empty() || name == "all";
+    const auto* f = req.if_contains("follow");
+    const bool follow = f && f->is_bool() && f->get_bool();
+    std::vector<std::shared_ptr<app>> list;
+    if (every) {
+      for (auto& [n, a] : apps) list.push_back(a);
+      // Following, an empty daemon is fine: the apps started next will be followed.
+      if (list.empty() && !follow) return fail(s, "no app is defined (clutch start first)");
+    } else {
+      list = named(req, s);
+      if (list.empty()) return;
+    }
+    for (auto& a : list)
+      if (!a->out && open_logs(*a)) return fail(s, "cannot open the log files of " + a->spec.name);
+    auto n = static_cast<std::size_t>(std::clamp<std::int64_t>(int_field(req, "lines", 15), 0, 100000));
+    // Each line is an answer in the session's queue: fewer lines of each file, rather than a session cut off.
+    if (!list.empty()) n = std::min(n, (control_session::max_queued - 16) / (2 * list.size()));
+    json::object head{{"ok", true}};
+    if (!every) {
+      head["out_file"] = list.front()->out->path();
+      head["err_file"] = list.front()->err->path();
+    }
+    s->send(head);
+    for (auto& a : list)
+      for (const auto* file : {a->out.get(), a->err.get()})
+        for (const auto& line : tail_file(file->path(), n))
+          s->send({{"app", a->spec.name}, {"line", line}, {"stream", file == a->out.get() ? "out" : "err"}});
+    if (!follow) return s->end();
+    if (every) {
+      all_followers.push_back(s);
+      s->on_close([self = weak_from_this(), ws = std::weak_ptr(s)] {
+        if (auto d = self.lock())
+          std::erase_if(d->all_followers, [&](const session_ptr& f) { return f == ws.lock() || !f->open(); });
+      });
+      return;
+    }
     auto a = list.front();
-    if (!a->out && open_logs(*a)) return fail(s, "cannot open the log files");
-    const auto n = static_cast<std::size_t>(std::clamp<std::int64_t>(int_field(req, "lines", 15), 0, 100000));
-    s->send({{"ok", true}, {"out_file", a->out->path()}, {"err_file", a->err->path()}});
-    for (const auto* f : {a->out.get(), a->err.get()})
-      for (const auto& line : tail_file(f->path(), n))
-        s->send({{"line", line}, {"stream", f == a->out.get() ? "out" : "err"}});
-    const auto* follow = req.if_contains("follow");
-    if (!follow || !follow->is_bool() || !follow->get_bool()) return s->end();
     a->followers.push_back(s);
     s->on_close([wa = std::weak_ptr(a), ws = std::weak_ptr(s)] {
       auto a = wa.lock();

@@ -20,27 +20,45 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace json = boost::json;
 using clock = std::chrono::steady_clock;
+using ::clutch::detail::json_text;
 using ::clutch::detail::number_of;
+using ::clutch::detail::number_text;
 
 usage usage_meter::look(pid_t pid) {
   usage u;
-  const auto st = os::read_proc_stat(pid);
-  if (!st) return u;
-  const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  const std::uint64_t ticks = st->utime + st->stime;
-  u.cpu_seconds = static_cast<double>(ticks) / hz;
-  u.rss = st->rss_pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const auto now = clock::now();
-  if (auto it = last_.find(pid); it != last_.end()) {
-    const double secs = std::chrono::duration<double>(now - it->second.at).count();
-    if (secs > 0) u.cpu_percent = 100.0 * static_cast<double>(ticks - it->second.ticks) / hz / secs;
+  if (table_.size() == 0 || now - taken_ >= table_life) {
+    table_ = os::process_table::scan();
+    taken_ = now;
+  }
+  const auto* root = table_.find(pid);
+  if (!root) return u;
+  std::uint64_t ticks = 0, pages = 0;
+  table_.for_each_in_tree(pid, [&](const os::proc_stat& p) {
+    ticks += p.utime + p.stime + p.cutime + p.cstime;
+    pages += p.rss_pages;
+  });
+  const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  u.cpu_seconds = static_cast<double>(ticks) / hz;
+  u.rss = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  const auto it = last_.find(pid);
+  if (it != last_.end() && it->second.starttime == root->starttime) {
+    auto& before = it->second;
+    const double secs = std::chrono::duration<double>(taken_ - before.at).count();
+    // The same table as the last look: the same answer. Fewer ticks than before (a child that a process outside
+    // the tree reaped took its time along) count as none, never as a negative use.
+    if (secs <= 0) {
+      u.cpu_percent = before.percent;
+      return u;
+    }
+    u.cpu_percent = ticks > before.ticks ? 100.0 * static_cast<double>(ticks - before.ticks) / hz / secs : 0;
   } else {
     double uptime = 0;
     std::ifstream("/proc/uptime") >> uptime;
-    const double ran = uptime - static_cast<double>(st->starttime) / hz;
+    const double ran = uptime - static_cast<double>(root->starttime) / hz;
     if (ran > 0) u.cpu_percent = 100.0 * u.cpu_seconds / ran;
   }
-  last_[pid] = {ticks, now};
+  last_[pid] = {root->starttime, ticks, taken_, u.cpu_percent};
   if (last_.size() > 4096) last_.clear();  // pids that are long gone
   return u;
 }
@@ -69,8 +87,10 @@ json::object app_status(const std::string& name, const engine& e, usage_meter& m
   return {{"name", name}, {"workers", e.workers()}, {"processes", std::move(procs)}};
 }
 
-json::object supervisor_status(usage_meter& meter) {
-  return {{"pid", ::getpid()}, {"memory", meter.look(::getpid()).rss}};
+json::object supervisor_status(usage_meter&) {
+  const auto own = os::read_proc_stat(::getpid());
+  const std::uint64_t rss = own ? own->rss_pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
+  return {{"pid", ::getpid()}, {"memory", rss}};
 }
 
 namespace {
@@ -117,9 +137,9 @@ std::string prometheus_text(const json::object& snapshot) {
       for (const auto& proc : procs->get_array()) {
         const auto& p = proc.as_object();
         out << m.name << "{app=\"" << label(a.at("name").as_string()) << "\",role=\""
-            << label(p.at("role").as_string()) << "\",id=\"" << number_of(p.at("id")) << "\",pid=\""
-            << number_of(p.at("pid")) << "\"} ";
-        if (m.field) out << number_of(p.at(m.field));
+            << label(p.at("role").as_string()) << "\",id=\"" << number_text(p.at("id")) << "\",pid=\""
+            << number_text(p.at("pid")) << "\"} ";
+        if (m.field) out << number_text(p.at(m.field));
         else out << (p.at("state").as_string() == "ready" ? 1 : 0);
         out << '\n';
       }
@@ -128,7 +148,7 @@ std::string prometheus_text(const json::object& snapshot) {
   if (const auto* d = snapshot.if_contains("supervisor"); d && d->is_object()) {
     out << "# HELP clutch_supervisor_resident_memory_bytes the supervisor's own resident set size\n"
         << "# TYPE clutch_supervisor_resident_memory_bytes gauge\n"
-        << "clutch_supervisor_resident_memory_bytes " << number_of(d->as_object().at("memory")) << '\n';
+        << "clutch_supervisor_resident_memory_bytes " << number_text(d->as_object().at("memory")) << '\n';
   }
   return out.str();
 }
@@ -221,7 +241,7 @@ void status_server::accept() {
               res.body() = prometheus_text(snapshot_());
             } else if (target == "/api/status") {
               res.set(http::field::content_type, "application/json");
-              res.body() = json::serialize(snapshot_()) + "\n";
+              res.body() = json_text(snapshot_()) + "\n";
             } else {
               const bool ready = all_ready(snapshot_());
               res.result(ready ? http::status::ok : http::status::service_unavailable);

@@ -23,6 +23,7 @@
 #include <map>
 #include <string>
 
+#include "os/proc_stat.hpp"
 #include "supervisor/connection_limit.hpp"
 #include "supervisor/engine.hpp"
 
@@ -34,26 +35,37 @@ struct usage {
   std::uint64_t rss = 0;   // bytes
 };
 
+// What a process and its whole tree use: a worker is often a wrapper (sh -c, a gunicorn master) whose children do
+// the work. RSS is summed over the live processes (pages they share count once for each, as in ps); CPU time is
+// theirs plus that of the descendants they have waited for, so that it does not drop when a child exits.
 class usage_meter {
  public:
   usage look(pid_t pid);
 
  private:
+  // One pass over /proc serves every look of a snapshot: the table is taken again only once it is this old.
+  static constexpr std::chrono::milliseconds table_life{100};
+  os::process_table table_;
+  std::chrono::steady_clock::time_point taken_{};
   struct seen {
+    std::uint64_t starttime;  // to tell a reused pid from the process we saw
     std::uint64_t ticks;
     std::chrono::steady_clock::time_point at;
+    double percent;
   };
   std::map<pid_t, seen> last_;
 };
 
 // {"name", "workers", "processes": [{"id", "role", "pid", "slot", "state", "cpu", "cpu_seconds", "memory",
-//  "restarts", "uptime"}]}: the engine's processes now (cpu: whole % of one CPU; memory: bytes; uptime: s).
+//  "restarts", "uptime"}]}: the engine's processes now, each with its tree (cpu: whole % of one CPU; cpu_seconds:
+//  a decimal; memory: bytes; uptime: whole seconds).
 boost::json::object app_status(const std::string& name, const engine& e, usage_meter& meter);
 
-// {"pid", "memory"} of this process, the supervisor.
+// {"pid", "memory"} of this process alone, the supervisor (its tree holds every app).
 boost::json::object supervisor_status(usage_meter& meter);
 
-// The snapshot's processes as Prometheus text. snapshot = {"apps": [app_status…], "supervisor": {"pid", "memory"}}.
+// The snapshot's processes as Prometheus text, numbers as json_text writes them (no exponent). snapshot =
+// {"apps": [app_status…], "supervisor": {"pid", "memory"}}.
 std::string prometheus_text(const boost::json::object& snapshot);
 
 // Every app's processes ready (state "ready"), at least one, none starting.

@@ -5,7 +5,7 @@
 //   clutch start FILE.toml | --name NAME [OPTIONS] -- PROGRAM [ARGS…]
 //                                                    the app(s) in the daemon, which starts if it is not running
 //   clutch ls [--json] | status NAME [--json] | stop|restart|reload|delete NAME|all | scale NAME N
-//   clutch logs NAME [-f] [-n LINES] | kill | daemon
+//   clutch logs [NAME] [-f] [-n LINES] [--timestamps] | kill | daemon
 //
 // `run`: SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop
 // signal); SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code,
@@ -370,6 +370,31 @@ void print_status(const json::object& a) {
   std::cout << std::flush;
 }
 
+// One line of `clutch logs`. For one app as its file holds it ("[3] text"), stderr's on stderr. For every app all
+// on stdout, so that a pipe to grep sees them, as "web[3] | text", stderr's as "web[3] err | text". With
+// timestamps, the time the daemon read a followed line first (lines from the files have none).
+void print_log_line(const json::object& a, bool every, bool timestamps, bool follow) {
+  const auto* line = a.if_contains("line");
+  if (!line || !line->is_string()) return;
+  const std::string_view text = line->get_string();
+  const bool err = clutch::detail::string_field(a, "stream") == "err";
+  std::string out;
+  if (const auto at = clutch::detail::string_field(a, "time"); timestamps && !at.empty()) out.append(at).append(" ");
+  if (every) {
+    std::string_view who, rest = text;  // the file's "[3] " becomes the app's "web[3]"
+    if (const auto close = text.find("] "); text.starts_with('[') && close != std::string_view::npos) {
+      who = text.substr(0, close + 1);
+      rest = text.substr(close + 2);
+    }
+    out.append(clutch::detail::string_field(a, "app")).append(who).append(err ? " err | " : " | ").append(rest);
+  } else {
+    out.append(text);
+  }
+  auto& stream = err && !every ? std::cerr : std::cout;
+  stream << out << '\n';
+  if (follow) stream << std::flush;
+}
+
 // The process exists and is not a zombie.
 bool running(pid_t pid) {
   const auto st = clutch::os::read_proc_stat(pid);
@@ -436,12 +461,15 @@ int main(int argc, char** argv) {
   long count = 0;
   scale_cmd->add_option("name", name, "the app")->required();
   scale_cmd->add_option("workers", count, "the new number")->required()->check(CLI::Range(1, 1024));
-  auto* logs_cmd = app.add_subcommand("logs", "an app's last log lines, and with -f the new ones as they come");
-  bool follow = false;
+  auto* logs_cmd = app.add_subcommand("logs", "the last log lines of an app or of every app, and with -f the new ones");
+  bool follow = false, timestamps = false;
   long lines = 15;
-  logs_cmd->add_option("name", name, "the app")->required();
+  logs_cmd->add_option("name", name, "the app (default: every app, each line prefixed with APP[ID])");
   logs_cmd->add_flag("-f,--follow", follow, "keep printing new lines");
-  logs_cmd->add_option("-n,--lines", lines, "how many of the last lines (default 15)")->check(CLI::Range(0, 100000));
+  logs_cmd->add_option("-n,--lines", lines, "how many of the last lines of each file (default 15)")
+      ->check(CLI::Range(0, 100000));
+  logs_cmd->add_flag("--timestamps,--timestamp", timestamps,
+                     "with -f: each new line after the time the daemon read it (ISO 8601, UTC, ms)");
   app.add_subcommand("kill", "stop every app and the daemon");
   auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
   daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
@@ -556,21 +584,18 @@ int main(int argc, char** argv) {
   if (verb == "logs") {
     request["lines"] = lines;
     request["follow"] = follow;
+    if (name.empty()) request["name"] = "all";
   }
   const int rc = call(request, [&](const json::object& a) {
     if (!check(a, code)) return false;
     if (verb == "ls") {
-      if (as_json) std::cout << json::serialize(a.at("apps")) << std::endl;
+      if (as_json) std::cout << clutch::detail::json_text(a.at("apps")) << std::endl;
       else print_table(a.at("apps").as_array());
     } else if (verb == "status") {
-      if (as_json) std::cout << json::serialize(a.at("app")) << std::endl;
+      if (as_json) std::cout << clutch::detail::json_text(a.at("app")) << std::endl;
       else print_status(a.at("app").as_object());
     } else if (verb == "logs") {
-      if (const auto* line = a.if_contains("line")) {
-        auto& out = clutch::detail::string_field(a, "stream") == "err" ? std::cerr : std::cout;
-        out << line->as_string().c_str() << '\n';
-        if (follow) out << std::flush;
-      }
+      print_log_line(a, request.at("name") == "all", timestamps, follow);
     } else if (verb == "kill") {
       // It answers just before it ends: return once it has (a script may start a new one right after).
       const auto pid = clutch::detail::int_field(a, "pid");
