@@ -3,6 +3,7 @@
 //   cluster-worker MODE PORT [MARKER]   a worker on 127.0.0.1:PORT through the cluster. It answers each line a client
 //                                       sends with its pid ("<pid>\n"); once asked to stop, it answers the next line
 //                                       with "<pid> bye\n" and closes. MODE: serve, exclusive (a port of its own),
+//                                       serve-two (two servers, each from its own listen() on PORT),
 //                                       crash-at-start (exit 1 once online), stuck-on-stop (never returns from the
 //                                       stop request). If MARKER names a file, the worker never listens (it never
 //                                       becomes ready), or exits 1 if the file says "crash".
@@ -20,6 +21,7 @@
 #include <clutch/cluster.hpp>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -93,13 +95,18 @@ int worker(int argc, char** argv) {
       for (;;) ::pause();
   });
   cl::listen_options lo{.exclusive = mode == "exclusive"};
-  cl::listen(io, {asio::ip::address_v4::loopback(), port}, lo, [&](clutch::error_code ec, cl::acceptor a) {
-    if (ec) {
-      primary.send(json::object{{"listen_error", ec.value()}});
-      return;
-    }
-    accept_loop(a);
-  });
+  // serve-two: the second listen() only once the first has its socket, so that the order of the calls is sure.
+  std::function<void(int)> listen_next = [&](int left) {
+    cl::listen(io, {asio::ip::address_v4::loopback(), port}, lo, [&, left](clutch::error_code ec, cl::acceptor a) {
+      if (ec) {
+        primary.send(json::object{{"listen_error", ec.value()}});
+        return;
+      }
+      accept_loop(a);
+      if (left > 1) listen_next(left - 1);
+    });
+  };
+  listen_next(mode == "serve-two" ? 2 : 1);
   io.run();
   return 0;
 }

@@ -221,6 +221,41 @@ TEST_P(Policies, PortZeroInFourWorkersIsOneRealPortThatEveryWorkerServes) {
   EXPECT_EQ(seen, pids);
 }
 
+TEST_P(Policies, TwoListensOnPortZeroInAWorkerAreTwoServersEachSharedByTheWorkers) {
+  // As Node's: the first listen(0) of every worker shares one port, the second another, so that an HTTP server
+  // and an admin server on port 0 never take each other's connections.
+  auto s = worker_settings("serve-two");
+  s.policy = GetParam();
+  cl::primary& p = start(s);
+  std::map<int, std::vector<unsigned short>> ports;  // by worker id, in the order of its calls
+  p.on_listening([&](cl::worker& w, const tcp::endpoint& at) { ports[w.id()].push_back(at.port()); });
+  std::set<std::string> pids;
+  for (int i = 0; i < 2; ++i) pids.insert(std::to_string(p.fork().process().pid()));
+  ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 4; }));
+  ASSERT_EQ(ports.size(), 2u);
+  const auto& a = ports.begin()->second;
+  const auto& b = ports.rbegin()->second;
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_NE(a[0], a[1]) << "two servers, two ports";
+  EXPECT_EQ(a, b) << "the Nth listen(0) of each worker shares the Nth port";
+  // Each port is served by both workers.
+  for (const auto port : a) {
+    std::set<std::string> seen;
+    std::atomic<bool> done = false;
+    std::thread client([&] {
+      for (int i = 0; i < 3000 && seen.size() < 2; ++i) {
+        std::string who = ask_once(port);
+        if (!who.empty()) seen.insert(who);
+      }
+      done = true;
+    });
+    run_until(io, [&] { return done.load(); }, 90s);
+    client.join();
+    EXPECT_EQ(seen, pids) << "port " << port;
+  }
+}
+
 TEST_P(Policies, AReloadUnderLoadReplacesEveryWorkerAndNoRequestFails) {
   std::set<std::string> old_pids;
   cl::primary& p = serve(GetParam(), 2, old_pids);

@@ -97,8 +97,8 @@ void accept_more(const std::shared_ptr<primary_state>& p, const std::shared_ptr<
 }
 
 std::shared_ptr<listener> find_or_bind(const std::shared_ptr<primary_state>& p, const tcp::endpoint& at,
-                                       int backlog, error_code& ec) {
-  const std::string key = key_of(at);
+                                       std::int64_t index, int backlog, error_code& ec) {
+  const std::string key = key_of(at, index);
   if (auto it = p->listeners.find(key); it != p->listeners.end()) return it->second;
   auto l = std::make_shared<listener>();
   l->key = key;
@@ -151,7 +151,9 @@ void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_pt
   if (p->stopping || w->asked_to_exit) return reply_error(*w, seq, asio::error::operation_aborted);
 
   error_code ec;
-  auto l = find_or_bind(p, at, backlog, ec);
+  const std::int64_t index = int_field(msg, "index");
+  if (index < 0) return reply_error(*w, seq, asio::error::invalid_argument);
+  auto l = find_or_bind(p, at, index, backlog, ec);
   if (!l) return reply_error(*w, seq, ec);
 
   json::object reply{{"cmd", "CLUTCH_listen_reply"}, {"seq", seq}};

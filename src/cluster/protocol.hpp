@@ -27,8 +27,13 @@ inline constexpr std::string_view worker_id_variable = "CLUTCH_WORKER_ID";
 // The listening sockets a worker inherits: [{key, fd, address, port}], key being the endpoint asked for.
 inline constexpr std::string_view listeners_variable = "CLUTCH_LISTENERS";
 
-inline std::string key_of(const boost::asio::ip::tcp::endpoint& asked) {
-  return asked.address().to_string() + ":" + std::to_string(asked.port());
+// What a listener is known by, as Node's primary keys a queryServer: the endpoint asked for and, for port 0, the
+// index of the call among this worker's listen()s on that endpoint. Two listen(0) calls of one worker are then
+// two servers on two ports, and the Nth call of every worker shares the Nth port.
+inline std::string key_of(const boost::asio::ip::tcp::endpoint& asked, std::int64_t index = 0) {
+  std::string key = asked.address().to_string() + ":" + std::to_string(asked.port());
+  if (asked.port() == 0) key += "#" + std::to_string(index);
+  return key;
 }
 
 using ::clutch::detail::command_of;

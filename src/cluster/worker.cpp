@@ -47,6 +47,7 @@ struct worker_side {
   std::int64_t next_seq = 1;
   std::map<std::int64_t, listen_handler> listens;
   std::map<std::string, std::weak_ptr<acceptor_state>> rr;
+  std::map<std::string, std::int64_t> listen_calls;  // by endpoint asked for: the index of the next listen() there
   std::vector<std::weak_ptr<acceptor_state>> acceptors;
   ::clutch::detail::handler_list<> stop_handlers;
   bool stopping = false;
@@ -243,8 +244,9 @@ void listen(asio::io_context& io, const tcp::endpoint& at, const listen_options&
   }
   auto& w = worker_for(io);
   if (w.stopping) return complete(io, std::move(h), error_code(asio::error::operation_aborted), acceptor{});
+  const std::int64_t index = w.listen_calls[key_of(at)]++;
   auto& inherited = self().inherited;
-  if (auto it = inherited.find(key_of(at)); it != inherited.end()) {
+  if (auto it = inherited.find(key_of(at, index)); it != inherited.end()) {
     auto a = std::make_shared<acceptor_state>(io);
     a->local = it->second.bound;
     a->native.emplace(io, at.protocol(), it->second.fd);
@@ -252,7 +254,7 @@ void listen(asio::io_context& io, const tcp::endpoint& at, const listen_options&
     return listening(&w, std::move(a), std::move(h));
   }
   const std::int64_t seq = w.next_seq++;
-  json::object req{{"cmd", "CLUTCH_listen"}, {"seq", seq}, {"backlog", o.backlog}};
+  json::object req{{"cmd", "CLUTCH_listen"}, {"seq", seq}, {"backlog", o.backlog}, {"index", index}};
   put_endpoint(req, at);
   w.listens.emplace(seq, std::move(h));
   if (!w.ch.send(req) && !w.ch.connected()) {
