@@ -21,7 +21,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -254,7 +256,10 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   if (auto ec = daemon.spawn_error()) return ec;
   for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
        std::chrono::steady_clock::now() < end;) {
-    const auto ec = sv::control_call(paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; });
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    const auto ec = sv::control_call(
+        paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; },
+        std::max(left, std::chrono::milliseconds(1)));
     if (!ec) return {};
     if (!no_daemon(ec)) return ec;
     if (::waitpid(daemon.pid(), nullptr, WNOHANG) == daemon.pid())  // it gave up: its reason is in daemon.log
@@ -264,38 +269,76 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   return make_error_code(std::errc::timed_out);
 }
 
-// Sends a request and prints what comes back; returns the exit code (no_daemon_code when none is running and
-// start_daemon is false). print gets each answer.
+// How long the daemon may stay silent before the CLI gives up on it (zero: no bound), or nullopt when
+// CLUTCH_TIMEOUT_MS is not a number. The commands it answers at once get 30 s. Those it answers once workers have
+// stopped or are ready can rightly take longer than any fixed bound (kill_timeout, ready_timeout are the app's), so
+// they wait as long as it takes, and a daemon that dies still ends the wait (its connection closes).
+// CLUTCH_TIMEOUT_MS sets one bound for all of them; never for logs -f, which waits for lines as long as its user.
+std::optional<std::chrono::milliseconds> answer_timeout(std::string_view verb, bool follow) {
+  if (verb == "logs" && follow) return std::chrono::milliseconds::zero();
+  if (const char* env = std::getenv("CLUTCH_TIMEOUT_MS"); env && *env) {
+    char* end = nullptr;
+    errno = 0;
+    const long long ms = std::strtoll(env, &end, 10);
+    if (*end != '\0' || ms < 0 || errno == ERANGE) return std::nullopt;
+    return std::chrono::milliseconds(ms);
+  }
+  for (const char* waits : {"stop", "restart", "reload", "delete", "kill"})
+    if (verb == waits) return std::chrono::milliseconds::zero();
+  return std::chrono::seconds(30);
+}
+
+// Sends a request and passes the answers to print (true: more may come); returns the exit code. 0 only when the
+// daemon answered, none of its answers was {"ok": false}, and print took them all; no_daemon_code when no daemon
+// is running (and start_daemon is false).
 constexpr int no_daemon_code = 3;
 int call(const json::object& request, const std::function<bool(const json::object&)>& print,
-         bool start_daemon = false, unsigned metrics_port = 0) {
+         std::chrono::milliseconds timeout, bool start_daemon = false, unsigned metrics_port = 0) {
   const auto paths = sv::daemon_paths::from_environment();
-  auto ec = sv::control_call(paths.socket, request, print);
-  if (ec && no_daemon(ec) && start_daemon) {
-    if (auto launch = launch_daemon(paths, metrics_port)) {
-      std::cerr << "clutch: could not start the daemon: " << launch.message() << " (see " << paths.daemon_log << ")"
-                << std::endl;
-      return 1;
+  int code = 0;
+  bool first = true;
+  auto take = [&](const json::object& a) {
+    const auto* ok = a.if_contains("ok");
+    const bool has_ok = ok && ok->is_bool();
+    if (has_ok && !ok->get_bool()) {
+      std::cerr << "clutch: " << clutch::detail::string_field(a, "error") << std::endl;
+      code = 1;
+      return false;
     }
-    ec = sv::control_call(paths.socket, request, print);
+    // Later answers (log lines) carry no "ok"; the first always does, so one without it is not the daemon's.
+    if (std::exchange(first, false) && !has_ok) {
+      std::cerr << "clutch: " << paths.socket << ": the answer is not the daemon's: " << json::serialize(a)
+                << std::endl;
+      code = 1;
+      return false;
+    }
+    return print(a);
+  };
+  clutch::error_code ec;
+  try {
+    ec = sv::control_call(paths.socket, request, take, timeout);
+    if (ec && no_daemon(ec) && start_daemon) {
+      if (auto launch = launch_daemon(paths, metrics_port)) {
+        std::cerr << "clutch: could not start the daemon: " << launch.message() << " (see " << paths.daemon_log
+                  << ")" << std::endl;
+        return 1;
+      }
+      ec = sv::control_call(paths.socket, request, take, timeout);
+    }
+  } catch (const std::exception& e) {  // an answer without the fields its command has (boost::json's at, as_…)
+    std::cerr << "clutch: " << paths.socket << ": an answer is not what this clutch expects: " << e.what()
+              << std::endl;
+    return 1;
   }
   if (ec && no_daemon(ec)) return no_daemon_code;
   if (ec) {
-    std::cerr << "clutch: " << paths.socket << ": " << ec.message() << std::endl;
+    std::cerr << "clutch: " << paths.socket << ": " << ec.message();
+    if (ec == sv::control_error::timed_out)
+      std::cerr << " (silent for " << timeout.count() << " ms; CLUTCH_TIMEOUT_MS sets how long to wait)";
+    std::cerr << std::endl;
     return 1;
   }
-  return 0;
-}
-
-// Prints {"ok": false} answers as errors; true while the answers are good.
-bool check(const json::object& answer, int& code) {
-  const auto* ok = answer.if_contains("ok");
-  if (ok && ok->is_bool() && !ok->get_bool()) {
-    std::cerr << "clutch: " << clutch::detail::string_field(answer, "error") << std::endl;
-    code = 1;
-    return false;
-  }
-  return true;
+  return code;
 }
 
 std::string human_bytes(double b) {
@@ -440,6 +483,11 @@ int main(int argc, char** argv) {
   }
   auto* sub = app.get_subcommands().front();
   const std::string verb = sub->get_name();
+  const auto timeout = answer_timeout(verb, follow);
+  if (!timeout && verb != "run" && verb != "daemon") {
+    std::cerr << "clutch: CLUTCH_TIMEOUT_MS must be a whole number of milliseconds (0: no bound)" << std::endl;
+    return 2;
+  }
 
   if (verb == "run" || (verb == "start" && file.empty())) {
     auto& opts = verb == "run" ? run_opts : start_opts;
@@ -466,11 +514,10 @@ int main(int argc, char** argv) {
       if (opts.workers.empty()) spec->run.workers = std::max(1u, std::thread::hardware_concurrency());
       return run(std::move(spec->run), spec->name, status_port);
     }
-    int code = 0;
-    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}},
-                        [&](const json::object& a) { return check(a, code); }, true, metrics_port);
-    if (rc == 0 && code == 0) std::cout << "clutch: started " << opts.name << std::endl;
-    return rc ? rc : code;
+    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}}, [](const json::object&) { return true; },
+                        *timeout, true, metrics_port);
+    if (rc == 0) std::cout << "clutch: started " << opts.name << std::endl;
+    return rc;
   }
   if (verb == "start") {
     if (!command.empty() || !start_opts.name.empty()) {
@@ -485,17 +532,14 @@ int main(int argc, char** argv) {
     }
     json::array apps;
     for (auto& a : cfg->apps) apps.push_back(a);
-    int code = 0;
-    const int rc = call({{"cmd", "start"}, {"apps", std::move(apps)}},
-                        [&](const json::object& a) {
-                          if (!check(a, code)) return false;
-                          for (const auto& s : a.at("apps").as_array())
-                            std::cout << "clutch: started " << s.at("name").as_string().c_str() << " ("
-                                      << number_of(s.at("workers")) << " workers)" << std::endl;
-                          return true;
-                        },
-                        true, metrics_port ? metrics_port : cfg->metrics_port);
-    return rc ? rc : code;
+    return call({{"cmd", "start"}, {"apps", std::move(apps)}},
+                [&](const json::object& a) {
+                  for (const auto& s : a.at("apps").as_array())
+                    std::cout << "clutch: started " << s.at("name").as_string().c_str() << " ("
+                              << number_of(s.at("workers")) << " workers)" << std::endl;
+                  return true;
+                },
+                *timeout, true, metrics_port ? metrics_port : cfg->metrics_port);
   }
   if (verb == "daemon") return run_daemon(metrics_port);
 
@@ -508,7 +552,6 @@ int main(int argc, char** argv) {
     request["follow"] = follow;
   }
   const int rc = call(request, [&](const json::object& a) {
-    if (!check(a, code)) return false;
     if (verb == "ls") {
       if (as_json) std::cout << json::serialize(a.at("apps")) << std::endl;
       else print_table(a.at("apps").as_array());
@@ -527,6 +570,11 @@ int main(int argc, char** argv) {
       for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
            pid > 0 && running(static_cast<pid_t>(pid)) && std::chrono::steady_clock::now() < end;)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (pid > 0 && running(static_cast<pid_t>(pid))) {
+        std::cerr << "clutch: the daemon (pid " << pid << ") said it stopped every app but has not ended" << std::endl;
+        code = 1;
+        return false;
+      }
       std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
     } else if (verb == "scale") {
       std::cout << "clutch: " << name << " now has " << count << " workers" << std::endl;
@@ -534,7 +582,7 @@ int main(int argc, char** argv) {
       std::cout << "clutch: " << verb << " " << name << ": done" << std::endl;
     }
     return true;
-  });
+  }, *timeout);
   if (rc == no_daemon_code) {
     if (verb == "kill") {
       std::cout << "clutch: no daemon was running" << std::endl;
