@@ -1,6 +1,6 @@
 // The clutch command's own truth: its exit code and messages, against a stand-in daemon that misbehaves in one way
-// per test (hangs up, says garbage, refuses, stays silent). The real binary, a real Unix socket in a CLUTCH_HOME of
-// the test's own.
+// per test (hangs up, says garbage, refuses, stays silent), and its usage (--version, --help, typos). The real
+// binary, a real Unix socket in a CLUTCH_HOME of the test's own.
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
@@ -193,6 +193,57 @@ TEST(Cli, ADaemonThatStaysSilentIsGivenUpOn) {
   auto r = d.cli({"ls"}, {{"CLUTCH_TIMEOUT_MS", "soon"}});
   EXPECT_EQ(r.code, 2);
   EXPECT_TRUE(contains(r.err, "CLUTCH_TIMEOUT_MS")) << r.err;
+  EXPECT_FALSE(d.launched());
+}
+
+// ---- usage ------------------------------------------------------------------------------------------------------
+
+const std::vector<std::string> command_names = {"run",  "start", "ls",   "status", "stop",   "restart",
+                                                "reload", "scale", "logs", "kill",   "delete", "daemon"};
+
+TEST(Cli, VersionIsTheProjectsVersion) {
+  fake_daemon d;
+  auto r = d.cli({"--version"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_EQ(r.out, "clutch " CLUTCH_VERSION "\n");
+}
+
+TEST(Cli, HelpAndNoArgumentsListTheCommands) {
+  fake_daemon d;
+  auto help = d.cli({"--help"});
+  EXPECT_EQ(help.code, 0);
+  auto bare = d.cli({});
+  EXPECT_EQ(bare.code, 1) << "nothing was done, as git";
+  for (const auto& c : command_names) {
+    EXPECT_TRUE(contains(help.out, "  " + c + " ")) << c << " in:\n" << help.out;
+    EXPECT_TRUE(contains(bare.out, "  " + c + " ")) << c << " in:\n" << bare.out;
+  }
+  EXPECT_TRUE(d.requests.empty());
+}
+
+TEST(Cli, ATypoIsAUsageErrorThatNamesWhatWasMeant) {
+  fake_daemon d;  // answers nothing: a CLI that went on would fail, but not with these words
+  struct typo {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const auto& t : std::vector<typo>{
+           {{"start", "--name", "a", "--workres", "2", "--", "sleep", "1"},
+            "clutch start: unknown option --workres; did you mean --workers?\n"},
+           {{"start", "--name", "a", "--kill-timout=5", "--", "sleep", "1"},
+            "clutch start: unknown option --kill-timout; did you mean --kill-timeout?\n"},
+           {{"ls", "--jsno"}, "clutch ls: unknown option --jsno; did you mean --json?\n"},
+           {{"run", "-workers", "2", "--", "sleep", "1"}, "clutch run: unknown option -workers; did you mean --workers?\n"},
+           {{"ls", "--frobnicate"}, "clutch ls: unknown option --frobnicate (clutch ls --help lists the options)\n"},
+           {{"--verison"}, "clutch: unknown option --verison; did you mean --version?\n"},
+           {{"stpo", "web"}, "clutch: unknown command stpo; did you mean stop?\n"},
+           {{"relaod", "web"}, "clutch: unknown command relaod; did you mean reload?\n"},
+       }) {
+    auto r = d.cli(t.args);
+    EXPECT_EQ(r.code, 2) << t.args[0] << ' ' << t.args[1];
+    EXPECT_EQ(r.err, t.says);
+  }
+  EXPECT_TRUE(d.requests.empty()) << "a usage error asks the daemon nothing";
   EXPECT_FALSE(d.launched());
 }
 

@@ -421,17 +421,78 @@ split_args split_at_dashes(int argc, char** argv) {
 const std::vector<std::string> commands{"run",    "start", "ls",     "status", "stop",   "restart",
                                         "reload", "scale", "logs",   "kill",   "delete", "daemon"};
 
+// The edits (insert, delete, replace a character, or swap two neighbours) that turn a into b.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The known word that typed most likely meant, dashes aside (-workers means --workers), or "" when none is close:
+// a third of the typed word may be wrong, and never all of it.
+std::string closest(std::string_view typed, const std::vector<std::string>& known) {
+  const auto bare = [](std::string_view w) { return w.substr(std::min(w.find_first_not_of('-'), w.size())); };
+  const auto word = bare(typed);
+  std::string best;
+  std::size_t best_distance = (word.size() + 2) / 3 + 1;
+  for (const auto& k : known) {
+    const auto dist = edit_distance(word, bare(k));
+    if (dist < best_distance && dist < word.size()) {
+      best = k;
+      best_distance = dist;
+    }
+  }
+  return best;
+}
+
+// CLI11 2.1 refuses an unknown option without naming what was meant: names the first unknown option of cmd among
+// args, and the known one closest to it. False when every option was known (the extra was a positional).
+bool explain_unknown_option(const CLI::App& cmd, const std::string& who, const std::vector<std::string>& args) {
+  std::vector<std::string> known;
+  for (const CLI::Option* o : cmd.get_options()) {
+    for (const auto& l : o->get_lnames()) known.push_back("--" + l);
+    for (const auto& n : o->get_snames()) known.push_back("-" + n);
+  }
+  const auto is_known = [&](std::string_view w) { return std::find(known.begin(), known.end(), w) != known.end(); };
+  for (const auto& arg : args) {
+    if (arg.size() < 2 || arg[0] != '-' || std::isdigit(static_cast<unsigned char>(arg[1]))) continue;
+    const std::string option = arg.substr(0, arg.find('='));
+    // -n10 and -fn 5: a known short option with its value or more flags after it.
+    if (is_known(option) || (arg[1] != '-' && is_known(arg.substr(0, 2)))) continue;
+    const auto guess = closest(option, known);
+    std::cerr << who << ": unknown option " << option;
+    if (!guess.empty()) std::cerr << "; did you mean " << guess << "?";
+    else std::cerr << " (" << who << " --help lists the options)";
+    std::cerr << std::endl;
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && argv[1][0] != '-' && std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
-    std::string known;
-    for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
-    std::cerr << "clutch: unknown command '" << argv[1] << "' (known: " << known << ")" << std::endl;
+    std::cerr << "clutch: unknown command " << argv[1];
+    if (const auto guess = closest(argv[1], commands); !guess.empty()) {
+      std::cerr << "; did you mean " << guess << "?" << std::endl;
+    } else {
+      std::string known;
+      for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
+      std::cerr << " (the commands: " << known << ")" << std::endl;
+    }
     return 2;
   }
-  CLI::App app{"clutch: any program as a cluster"};
+  CLI::App app{"clutch: any program as a cluster", "clutch"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "clutch " CLUTCH_VERSION);
 
   auto* run_cmd = app.add_subcommand("run", "run PROGRAM as N workers in the foreground (also as a container's PID 1)");
   app_options run_opts;
@@ -474,11 +535,24 @@ int main(int argc, char** argv) {
   auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
   daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
 
+  if (argc == 1) {  // as git: what there is to do, and a failure, since nothing was done
+    std::cout << app.help() << std::flush;
+    return 1;
+  }
   auto [ours, command] = split_at_dashes(argc, argv);
   try {
     app.parse(ours, argv);
   } catch (const CLI::ParseError& e) {
-    // --help is not an error; every real one is a usage error: 2, whatever CLI11's own code for it.
+    // An unknown option explains the failure best, whatever CLI11 met first (at the top, a missing command).
+    if (e.get_exit_code() != 0) {
+      // argv[1] is a command here (or an option of clutch's own): the one whose options were mistyped.
+      const bool top = argv[1][0] == '-';
+      const CLI::App& cmd = top ? app : *app.get_subcommand(argv[1]);
+      if (explain_unknown_option(cmd, top ? "clutch" : "clutch " + std::string(argv[1]),
+                                 std::vector<std::string>(argv + (top ? 1 : 2), argv + ours)))
+        return 2;
+    }
+    // --help and --version are not errors; every real one is a usage error: 2, whatever CLI11's own code for it.
     return app.exit(e) == 0 ? 0 : 2;
   }
   auto* sub = app.get_subcommands().front();
