@@ -247,4 +247,14 @@ TEST(Cli, ATypoIsAUsageErrorThatNamesWhatWasMeant) {
   EXPECT_FALSE(d.launched());
 }
 
+TEST(Cli, AMissingConfigFileIsNamedWithItsReason) {
+  fake_daemon d;
+  const auto path = d.home.path + "/none.toml";
+  auto r = d.cli({"start", path});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "clutch start: cannot open " + path + ": No such file or directory\n");
+  EXPECT_TRUE(d.requests.empty());
+  EXPECT_FALSE(d.launched());
+}
+
 }  // namespace
