@@ -138,8 +138,47 @@ TEST(Config, AFileOfAppsIsReadAndABrokenOneSaysWhereAndWhy) {
     EXPECT_FALSE(sv::load_config(write(b.text), why)) << b.text;
     EXPECT_NE(why.find(b.says), std::string::npos) << why;
   }
+  why.clear();
   EXPECT_FALSE(sv::load_config(d.path + "/none.toml", why));
-  EXPECT_NE(why.find("none.toml"), std::string::npos) << why;
+  EXPECT_EQ(why, "cannot open " + d.path + "/none.toml: No such file or directory");
+}
+
+// The line of the key at fault, not of its [[app]]: in a long file, the table's line says little.
+TEST(Config, AnErrorInAnAppPointsAtTheLineOfItsKey) {
+  temp_dir d;
+  const auto path = d.path + "/apps.toml";
+  const std::string head =
+      "metrics_port = 9100\n"          // 1
+      "\n"                             // 2
+      "[[app]]\n"                      // 3
+      "name = \"web\"\n"               // 4
+      "command = \"./server\"\n"       // 5
+      "\n"                             // 6
+      "[[app]]\n"                      // 7
+      "name = \"jobs\"\n"              // 8
+      "command = \"node\"\n"           // 9
+      "args = [\"jobs.js\"]\n";        // 10
+  struct bad {
+    std::string tail;  // from line 11
+    int line;
+    std::string says;
+  };
+  for (const auto& b : std::vector<bad>{
+           {"workers = 2\nmax_memory = \"lots\"\n", 12, "max_memory"},
+           {"workers = 2\nmax_memroy = \"1G\"\n", 12, "max_memroy"},
+           {"workers = 2\n\nkill_timeout = -1\n", 13, "kill_timeout"},
+           {"listen = [\n  \"8080\",\n  \"nope\",\n]\n", 13, "nope"},
+           {"args2 = 1\n", 11, "args2"},
+           {"workers = 2\n[app.env]\nA = \"1\"\nB = 1.5\n", 14, "env"},
+           {"[[app]]\nname = \"web\"\ncommand = \"x\"\n", 12, "twice"},
+           {"[[app]]\ncommand = \"x\"\n", 11, "name is missing"},  // no key to point at: its table
+       }) {
+    std::ofstream(path) << head << b.tail;
+    std::string why;
+    EXPECT_FALSE(sv::load_config(path, why)) << b.tail;
+    EXPECT_EQ(why.rfind(path + ":" + std::to_string(b.line) + ": ", 0), 0u) << b.tail << why;
+    EXPECT_NE(why.find(b.says), std::string::npos) << why;
+  }
 }
 
 TEST(Config, AutoWorkersShareTheCpusOneFewerForAnAgent) {

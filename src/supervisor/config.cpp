@@ -1,8 +1,13 @@
 #include "supervisor/config.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/json.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -46,8 +51,11 @@ struct reader {
   std::string& why;
   field_names names;
   std::string app;
+  std::vector<std::string> at;  // the key refused, and its entry at fault
 
-  bool fail(std::string_view key, std::string_view what) {
+  bool fail(std::string_view key, std::string_view what, std::string entry = {}) {
+    at = {std::string(key)};
+    if (!entry.empty()) at.push_back(std::move(entry));
     if (names == field_names::options) {
       std::string option(key);
       std::replace(option.begin(), option.end(), '_', '-');
@@ -92,7 +100,7 @@ struct reader {
     if (!v) return true;
     if (!v->is_array()) return fail(key, "must be a list of strings");
     for (const auto& item : v->get_array()) {
-      if (!item.is_string()) return fail(key, "must be a list of strings");
+      if (!item.is_string()) return fail(key, "must be a list of strings", std::to_string(out.size()));
       out.emplace_back(item.get_string());
     }
     return true;
@@ -131,10 +139,59 @@ std::string where(const std::string& path, const toml::source_region& r) {
   return path + ":" + std::to_string(r.begin.line);
 }
 
-}  // namespace
+std::string where(const std::string& path, toml::source_index line) { return path + ":" + std::to_string(line); }
 
-std::optional<app_spec> app_from_json(const json::object& o, std::string& why, field_names names) {
-  reader r{o, why, names, {}};
+// The line of the value at field (a key, then an entry in it) in an app's table; a key's own line, not its
+// table's. What is not in the file (a missing key, the cwd load_config adds) is the table's line.
+toml::source_index line_of(const toml::table& app, const std::vector<std::string>& field) {
+  const toml::node* at = &app;
+  toml::source_index line = app.source().begin.line;
+  const auto better = [&](toml::source_index l) {
+    if (l > 0) line = l;
+  };
+  for (const auto& step : field) {
+    if (const auto* t = at->as_table()) {
+      const auto it = t->find(step);
+      if (it == t->end()) break;
+      better(it->second.source().begin.line);
+      better(it->first.source().begin.line);  // a value can start lines below its key (a list)
+      at = &it->second;
+    } else if (const auto* a = at->as_array()) {
+      std::size_t i = 0;
+      const auto [end, err] = std::from_chars(step.data(), step.data() + step.size(), i);
+      if (err != std::errc{} || end != step.data() + step.size() || i >= a->size()) break;
+      at = a->get(i);
+      better(at->source().begin.line);
+    } else {
+      break;
+    }
+  }
+  return line;
+}
+
+// The file's text; nullopt, with why, when it cannot be read.
+std::optional<std::string> read_text(const std::string& path, std::string& why) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    why = "cannot open " + path + ": " + std::strerror(errno);
+    return std::nullopt;
+  }
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    const auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) why = "cannot read " + path + ": " + std::strerror(errno);  // a folder: EISDIR
+    if (n <= 0) break;
+    text.append(buf, static_cast<std::size_t>(n));
+  }
+  ::close(fd);
+  if (!why.empty()) return std::nullopt;
+  return text;
+}
+
+std::optional<app_spec> read_app(reader& r) {
+  const json::object& o = r.o;
   app_spec a;
   if (!r.text("name", a.name)) return std::nullopt;
   r.app = a.name;
@@ -154,7 +211,7 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why, f
     for (const auto& [k, v] : env->get_object()) {
       if (v.is_string()) s.env[std::string(k)] = std::string(v.get_string());
       else if (v.is_int64()) s.env[std::string(k)] = std::to_string(v.get_int64());
-      else return r.fail("env", "must be a table of strings"), std::nullopt;
+      else return r.fail("env", "must be a table of strings", std::string(k)), std::nullopt;
     }
   }
   if (const auto* w = o.if_contains("workers")) {
@@ -177,7 +234,7 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why, f
   for (const auto& text : listen) {
     std::string bad;
     auto spec = parse_listen(text, bad);
-    if (!spec) return r.fail("listen", bad), std::nullopt;
+    if (!spec) return r.fail("listen", bad, std::to_string(s.listen.size())), std::nullopt;
     s.listen.push_back(*spec);
   }
   std::string ready = "none", restart = "always", stop_signal = "SIGTERM";
@@ -211,10 +268,22 @@ std::optional<app_spec> app_from_json(const json::object& o, std::string& why, f
   return a;
 }
 
+}  // namespace
+
+std::optional<app_spec> app_from_json(const json::object& o, std::string& why, field_names names,
+                                      std::vector<std::string>* field) {
+  reader r{o, why, names, {}, {}};
+  auto a = read_app(r);
+  if (field) *field = a ? std::vector<std::string>{} : std::move(r.at);
+  return a;
+}
+
 std::optional<config_file> load_config(const std::string& path, std::string& why) {
+  const auto text = read_text(path, why);
+  if (!text) return std::nullopt;
   toml::table doc;
   try {
-    doc = toml::parse_file(path);
+    doc = toml::parse(*text, path);
   } catch (const toml::parse_error& e) {
     why = where(path, e.source()) + ": " + std::string(e.description());
     return std::nullopt;
@@ -233,14 +302,14 @@ std::optional<config_file> load_config(const std::string& path, std::string& why
     if (key.str() == "metrics_port") {
       auto port = node.value<std::int64_t>();
       if (!port || *port < 1 || *port > 65535) {
-        why = where(path, node.source()) + ": metrics_port must be a port number (1-65535)";
+        why = where(path, key.source()) + ": metrics_port must be a port number (1-65535)";
         return std::nullopt;
       }
       out.metrics_port = static_cast<unsigned>(*port);
     } else if (key.str() == "app") {
       auto* apps = node.as_array();
       if (!apps || !apps->is_array_of_tables()) {
-        why = where(path, node.source()) + ": apps are written [[app]] (an array of tables)";
+        why = where(path, key.source()) + ": apps are written [[app]] (an array of tables)";
         return std::nullopt;
       }
       for (auto&& item : *apps) {
@@ -251,19 +320,21 @@ std::optional<config_file> load_config(const std::string& path, std::string& why
         resolve(o, "out_file");
         resolve(o, "err_file");
         std::string bad;
-        auto app = app_from_json(o, bad);
+        std::vector<std::string> field;
+        auto app = app_from_json(o, bad, field_names::config, &field);
+        const auto& table = *item.as_table();
         if (!app) {
-          why = where(path, item.source()) + ": " + bad;
+          why = where(path, line_of(table, field)) + ": " + bad;
           return std::nullopt;
         }
         if (!names.insert(app->name).second) {
-          why = where(path, item.source()) + ": app '" + app->name + "' is defined twice";
+          why = where(path, line_of(table, {"name"})) + ": app '" + app->name + "' is defined twice";
           return std::nullopt;
         }
         out.apps.push_back(std::move(o));
       }
     } else {
-      why = where(path, node.source()) + ": '" + std::string(key.str()) +
+      why = where(path, key.source()) + ": '" + std::string(key.str()) +
             "' is not a setting clutch knows (apps go in [[app]] tables)";
       return std::nullopt;
     }

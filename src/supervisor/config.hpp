@@ -3,7 +3,8 @@
 // function checks.
 //
 //   std::string why;
-//   auto file = supervisor::load_config("apps.toml", why);      // nullopt: why says "apps.toml:7: …"
+//   auto file = supervisor::load_config("apps.toml", why);      // nullopt: why says "apps.toml:7: …", the line
+//                                                                //   of the key at fault
 //   for (auto& o : file->apps) {
 //     auto app = supervisor::app_from_json(o, why);              // nullopt: why names the app and the field
 //   }
@@ -47,8 +48,12 @@ std::optional<config_file> load_config(const std::string& path, std::string& why
 // ("--max-memory …"), for an app that came from `clutch run` or `clutch start --name`.
 enum class field_names { config, options };
 
+// field, when given, says where the value refused is, so that a file can point at its line: the key, and for a
+// table or list (env, listen, args) the entry at fault in it, a key or an index written in digits. Empty when
+// nothing is refused, or no key is at fault.
 std::optional<app_spec> app_from_json(const boost::json::object& o, std::string& why,
-                                      field_names names = field_names::config);
+                                      field_names names = field_names::config,
+                                      std::vector<std::string>* field = nullptr);
 
 // An app's name: letters, digits, '-', '_', '.', at most 64, not "all" (the CLI's word for every app).
 bool valid_app_name(std::string_view name);

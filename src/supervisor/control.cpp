@@ -1,14 +1,17 @@
 #include "supervisor/control.hpp"
 
+#include <poll.h>
 #include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -192,37 +195,102 @@ void control_server::accept() {
   });
 }
 
+namespace {
+
+class control_category_impl final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "clutch.control"; }
+  std::string message(int ev) const override {
+    switch (static_cast<control_error>(ev)) {
+      case control_error::no_answer: return "the daemon closed the connection without answering";
+      case control_error::cut_short: return "the daemon closed the connection in the middle of an answer";
+      case control_error::not_json: return "the daemon's answer is not a JSON object";
+      case control_error::timed_out: return "the daemon did not answer in time";
+    }
+    return "unknown control error";
+  }
+  boost::system::error_condition default_error_condition(int ev) const noexcept override {
+    if (static_cast<control_error>(ev) == control_error::timed_out) return boost::system::errc::timed_out;
+    return {ev, *this};
+  }
+};
+
+error_code last_error() { return error_code(errno, boost::system::system_category()); }
+
+// Waits until fd has something to read (or its end), at most timeout (zero: no bound).
+error_code wait_readable(int fd, std::chrono::milliseconds timeout) {
+  if (timeout <= std::chrono::milliseconds::zero()) return {};
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count();
+    if (left <= 0) return control_error::timed_out;
+    pollfd p{fd, POLLIN, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 1 << 30)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return last_error();
+    if (n == 0) return control_error::timed_out;
+    return {};
+  }
+}
+
+}  // namespace
+
+const boost::system::error_category& control_category() noexcept {
+  static const control_category_impl category;
+  return category;
+}
+
 error_code control_call(const std::string& path, const json::object& request,
-                        const std::function<bool(const json::object&)>& on_answer) {
+                        const std::function<bool(const json::object&)>& on_answer,
+                        std::chrono::milliseconds timeout) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) return make_error_code(std::errc::filename_too_long);
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   os::unique_fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return error_code(errno, boost::system::system_category());
+  if (!fd) return last_error();
+  if (timeout > std::chrono::milliseconds::zero()) {
+    // connect waits while a stuck daemon's backlog is full, and send while its socket buffer is: bounded too (the
+    // call then fails with EAGAIN).
+    timeval tv{};
+    tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+    tv.tv_usec = static_cast<suseconds_t>(timeout.count() % 1000 * 1000);
+    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
   if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-    return error_code(errno, boost::system::system_category());
+    return errno == EAGAIN ? make_error_code(control_error::timed_out) : last_error();
   const std::string line = json::serialize(request) + "\n";
   for (std::size_t done = 0; done < line.size();) {
     const auto n = ::send(fd.get(), line.data() + done, line.size() - done, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EPIPE) break;  // it hung up at once: what it said before that is still to be read
-    if (n < 0) return error_code(errno, boost::system::system_category());
+    if (n < 0 && errno == EAGAIN) return control_error::timed_out;
+    if (n < 0) return last_error();
     done += static_cast<std::size_t>(n);
   }
   std::string in;
+  bool answered = false;
   char buf[16 * 1024];
   for (;;) {
-    const auto n = ::read(fd.get(), buf, sizeof buf);
+    if (auto ec = wait_readable(fd.get(), timeout)) return ec;
+    auto n = ::read(fd.get(), buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return error_code(errno, boost::system::system_category());
-    if (n == 0) return {};
+    // A daemon that closes without reading all we sent resets the connection instead of ending it; what it wrote
+    // before that has been read by now, so it is an end like any other.
+    if (n < 0 && errno == ECONNRESET) n = 0;
+    if (n < 0) return last_error();
+    if (n == 0) {
+      if (!in.empty()) return control_error::cut_short;
+      return answered ? error_code() : make_error_code(control_error::no_answer);
+    }
     in.append(buf, static_cast<std::size_t>(n));
     for (auto nl = in.find('\n'); nl != std::string::npos; nl = in.find('\n')) {
       error_code ec;
       auto v = json::parse(std::string_view(in).substr(0, nl), ec);
       in.erase(0, nl + 1);
-      if (ec || !v.is_object()) return make_error_code(std::errc::bad_message);
+      if (ec || !v.is_object()) return control_error::not_json;
+      answered = true;
       if (!on_answer(v.as_object())) return {};
     }
   }

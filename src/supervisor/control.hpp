@@ -8,7 +8,7 @@
 //     s->end();  // closes once everything is written
 //   });
 //   // in the CLI:
-//   int rc = supervisor::control_call(paths.socket, {{"cmd", "ls"}}, [](const json::object& answer) { ...; });
+//   auto ec = supervisor::control_call(paths.socket, {{"cmd", "ls"}}, [](const json::object& answer) { ...; }, 30s);
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -16,6 +16,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <boost/json/object.hpp>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -84,9 +85,25 @@ class control_server {
   std::unique_ptr<boost::asio::steady_timer> pause_;
 };
 
+// What control_call finds wrong with the daemon's side of the exchange, as opposed to the connection's own errors.
+enum class control_error {
+  no_answer = 1,  // the daemon closed the connection before its first answer
+  cut_short,      // it closed the connection in the middle of an answer line
+  not_json,       // an answer line is not a JSON object
+  timed_out,      // it stayed silent for longer than the call's timeout (compares equal to std::errc::timed_out)
+};
+const boost::system::error_category& control_category() noexcept;
+inline error_code make_error_code(control_error e) noexcept { return {static_cast<int>(e), control_category()}; }
+
 // Sends one request and passes each answer to on_answer until the daemon closes the connection or on_answer
-// returns false. The error is the connection's (no daemon: ENOENT or ECONNREFUSED).
+// returns false. The error is the connection's (no daemon: ENOENT or ECONNREFUSED) or a control_error: a call
+// succeeds only if at least one answer came. timeout bounds each silence of the daemon (before its first answer,
+// and between answers); zero waits as long as it takes.
 error_code control_call(const std::string& path, const boost::json::object& request,
-                        const std::function<bool(const boost::json::object&)>& on_answer);
+                        const std::function<bool(const boost::json::object&)>& on_answer,
+                        std::chrono::milliseconds timeout = std::chrono::milliseconds::zero());
 
 }  // namespace clutch::supervisor
+
+template <>
+struct boost::system::is_error_code_enum<clutch::supervisor::control_error> : std::true_type {};

@@ -21,7 +21,9 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <optional>
@@ -254,7 +256,10 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   if (auto ec = daemon.spawn_error()) return ec;
   for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
        std::chrono::steady_clock::now() < end;) {
-    const auto ec = sv::control_call(paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; });
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+    const auto ec = sv::control_call(
+        paths.socket, {{"cmd", "ping"}}, [](const json::object&) { return false; },
+        std::max(left, std::chrono::milliseconds(1)));
     if (!ec) return {};
     if (!no_daemon(ec)) return ec;
     if (::waitpid(daemon.pid(), nullptr, WNOHANG) == daemon.pid())  // it gave up: its reason is in daemon.log
@@ -264,27 +269,76 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
   return make_error_code(std::errc::timed_out);
 }
 
-// Sends a request and prints what comes back; returns the exit code (no_daemon_code when none is running and
-// start_daemon is false). print gets each answer.
+// How long the daemon may stay silent before the CLI gives up on it (zero: no bound), or nullopt when
+// CLUTCH_TIMEOUT_MS is not a number. The commands it answers at once get 30 s. Those it answers once workers have
+// stopped or are ready can rightly take longer than any fixed bound (kill_timeout, ready_timeout are the app's), so
+// they wait as long as it takes, and a daemon that dies still ends the wait (its connection closes).
+// CLUTCH_TIMEOUT_MS sets one bound for all of them; never for logs -f, which waits for lines as long as its user.
+std::optional<std::chrono::milliseconds> answer_timeout(std::string_view verb, bool follow) {
+  if (verb == "logs" && follow) return std::chrono::milliseconds::zero();
+  if (const char* env = std::getenv("CLUTCH_TIMEOUT_MS"); env && *env) {
+    char* end = nullptr;
+    errno = 0;
+    const long long ms = std::strtoll(env, &end, 10);
+    if (*end != '\0' || ms < 0 || errno == ERANGE) return std::nullopt;
+    return std::chrono::milliseconds(ms);
+  }
+  for (const char* waits : {"stop", "restart", "reload", "delete", "kill"})
+    if (verb == waits) return std::chrono::milliseconds::zero();
+  return std::chrono::seconds(30);
+}
+
+// Sends a request and passes the answers to print (true: more may come); returns the exit code. 0 only when the
+// daemon answered, none of its answers was {"ok": false}, and print took them all; no_daemon_code when no daemon
+// is running (and start_daemon is false).
 constexpr int no_daemon_code = 3;
 int call(const json::object& request, const std::function<bool(const json::object&)>& print,
-         bool start_daemon = false, unsigned metrics_port = 0) {
+         std::chrono::milliseconds timeout, bool start_daemon = false, unsigned metrics_port = 0) {
   const auto paths = sv::daemon_paths::from_environment();
-  auto ec = sv::control_call(paths.socket, request, print);
-  if (ec && no_daemon(ec) && start_daemon) {
-    if (auto launch = launch_daemon(paths, metrics_port)) {
-      std::cerr << "clutch: could not start the daemon: " << launch.message() << " (see " << paths.daemon_log << ")"
-                << std::endl;
-      return 1;
+  int code = 0;
+  bool first = true;
+  auto take = [&](const json::object& a) {
+    const auto* ok = a.if_contains("ok");
+    const bool has_ok = ok && ok->is_bool();
+    if (has_ok && !ok->get_bool()) {
+      std::cerr << "clutch: " << clutch::detail::string_field(a, "error") << std::endl;
+      code = 1;
+      return false;
     }
-    ec = sv::control_call(paths.socket, request, print);
+    // Later answers (log lines) carry no "ok"; the first always does, so one without it is not the daemon's.
+    if (std::exchange(first, false) && !has_ok) {
+      std::cerr << "clutch: " << paths.socket << ": the answer is not the daemon's: " << json::serialize(a)
+                << std::endl;
+      code = 1;
+      return false;
+    }
+    return print(a);
+  };
+  clutch::error_code ec;
+  try {
+    ec = sv::control_call(paths.socket, request, take, timeout);
+    if (ec && no_daemon(ec) && start_daemon) {
+      if (auto launch = launch_daemon(paths, metrics_port)) {
+        std::cerr << "clutch: could not start the daemon: " << launch.message() << " (see " << paths.daemon_log
+                  << ")" << std::endl;
+        return 1;
+      }
+      ec = sv::control_call(paths.socket, request, take, timeout);
+    }
+  } catch (const std::exception& e) {  // an answer without the fields its command has (boost::json's at, as_…)
+    std::cerr << "clutch: " << paths.socket << ": an answer is not what this clutch expects: " << e.what()
+              << std::endl;
+    return 1;
   }
   if (ec && no_daemon(ec)) return no_daemon_code;
   if (ec) {
-    std::cerr << "clutch: " << paths.socket << ": " << ec.message() << std::endl;
+    std::cerr << "clutch: " << paths.socket << ": " << ec.message();
+    if (ec == sv::control_error::timed_out)
+      std::cerr << " (silent for " << timeout.count() << " ms; CLUTCH_TIMEOUT_MS sets how long to wait)";
+    std::cerr << std::endl;
     return 1;
   }
-  return 0;
+  return code;
 }
 
 // One app of a start's answer: started (with its workers), or left alone as it runs already.
@@ -298,16 +352,6 @@ void print_started(const json::object& a) {
   }
   std::cout << "clutch: started " << name << " (" << number_of(a.at("workers")) << " workers)" << std::endl;
 }
-
-// Prints {"ok": false} answers as errors; true while the answers are good.
-bool check(const json::object& answer, int& code) {
-  const auto* ok = answer.if_contains("ok");
-  if (ok && ok->is_bool() && !ok->get_bool()) {
-    std::cerr << "clutch: " << clutch::detail::string_field(answer, "error") << std::endl;
-    code = 1;
-    return false;
-  }
-  return true;
 }
 
 std::string human_bytes(double b) {
@@ -415,17 +459,78 @@ split_args split_at_dashes(int argc, char** argv) {
 const std::vector<std::string> commands{"run",    "start", "ls",     "status", "stop",   "restart",
                                         "reload", "scale", "logs",   "kill",   "delete", "daemon"};
 
+// The edits (insert, delete, replace a character, or swap two neighbours) that turn a into b.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
+  for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i)
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return d[a.size()][b.size()];
+}
+
+// The known word that typed most likely meant, dashes aside (-workers means --workers), or "" when none is close:
+// a third of the typed word may be wrong, and never all of it.
+std::string closest(std::string_view typed, const std::vector<std::string>& known) {
+  const auto bare = [](std::string_view w) { return w.substr(std::min(w.find_first_not_of('-'), w.size())); };
+  const auto word = bare(typed);
+  std::string best;
+  std::size_t best_distance = (word.size() + 2) / 3 + 1;
+  for (const auto& k : known) {
+    const auto dist = edit_distance(word, bare(k));
+    if (dist < best_distance && dist < word.size()) {
+      best = k;
+      best_distance = dist;
+    }
+  }
+  return best;
+}
+
+// CLI11 2.1 refuses an unknown option without naming what was meant: names the first unknown option of cmd among
+// args, and the known one closest to it. False when every option was known (the extra was a positional).
+bool explain_unknown_option(const CLI::App& cmd, const std::string& who, const std::vector<std::string>& args) {
+  std::vector<std::string> known;
+  for (const CLI::Option* o : cmd.get_options()) {
+    for (const auto& l : o->get_lnames()) known.push_back("--" + l);
+    for (const auto& n : o->get_snames()) known.push_back("-" + n);
+  }
+  const auto is_known = [&](std::string_view w) { return std::find(known.begin(), known.end(), w) != known.end(); };
+  for (const auto& arg : args) {
+    if (arg.size() < 2 || arg[0] != '-' || std::isdigit(static_cast<unsigned char>(arg[1]))) continue;
+    const std::string option = arg.substr(0, arg.find('='));
+    // -n10 and -fn 5: a known short option with its value or more flags after it.
+    if (is_known(option) || (arg[1] != '-' && is_known(arg.substr(0, 2)))) continue;
+    const auto guess = closest(option, known);
+    std::cerr << who << ": unknown option " << option;
+    if (!guess.empty()) std::cerr << "; did you mean " << guess << "?";
+    else std::cerr << " (" << who << " --help lists the options)";
+    std::cerr << std::endl;
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc > 1 && argv[1][0] != '-' && std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
-    std::string known;
-    for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
-    std::cerr << "clutch: unknown command '" << argv[1] << "' (known: " << known << ")" << std::endl;
+    std::cerr << "clutch: unknown command " << argv[1];
+    if (const auto guess = closest(argv[1], commands); !guess.empty()) {
+      std::cerr << "; did you mean " << guess << "?" << std::endl;
+    } else {
+      std::string known;
+      for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
+      std::cerr << " (the commands: " << known << ")" << std::endl;
+    }
     return 2;
   }
-  CLI::App app{"clutch: any program as a cluster"};
+  CLI::App app{"clutch: any program as a cluster", "clutch"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", "clutch " CLUTCH_VERSION);
 
   auto* run_cmd = app.add_subcommand("run", "run PROGRAM as N workers in the foreground (also as a container's PID 1)");
   app_options run_opts;
@@ -474,15 +579,33 @@ int main(int argc, char** argv) {
   auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
   daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
 
+  if (argc == 1) {  // as git: what there is to do, and a failure, since nothing was done
+    std::cout << app.help() << std::flush;
+    return 1;
+  }
   auto [ours, command] = split_at_dashes(argc, argv);
   try {
     app.parse(ours, argv);
   } catch (const CLI::ParseError& e) {
-    // --help is not an error; every real one is a usage error: 2, whatever CLI11's own code for it.
+    // An unknown option explains the failure best, whatever CLI11 met first (at the top, a missing command).
+    if (e.get_exit_code() != 0) {
+      // argv[1] is a command here (or an option of clutch's own): the one whose options were mistyped.
+      const bool top = argv[1][0] == '-';
+      const CLI::App& cmd = top ? app : *app.get_subcommand(argv[1]);
+      if (explain_unknown_option(cmd, top ? "clutch" : "clutch " + std::string(argv[1]),
+                                 std::vector<std::string>(argv + (top ? 1 : 2), argv + ours)))
+        return 2;
+    }
+    // --help and --version are not errors; every real one is a usage error: 2, whatever CLI11's own code for it.
     return app.exit(e) == 0 ? 0 : 2;
   }
   auto* sub = app.get_subcommands().front();
   const std::string verb = sub->get_name();
+  const auto timeout = answer_timeout(verb, follow);
+  if (!timeout && verb != "run" && verb != "daemon") {
+    std::cerr << "clutch: CLUTCH_TIMEOUT_MS must be a whole number of milliseconds (0: no bound)" << std::endl;
+    return 2;
+  }
 
   if (verb == "run" || (verb == "start" && file.empty())) {
     auto& opts = verb == "run" ? run_opts : start_opts;
@@ -509,11 +632,10 @@ int main(int argc, char** argv) {
       if (opts.workers.empty()) spec->run.workers = std::max(1u, std::thread::hardware_concurrency());
       return run(std::move(spec->run), spec->name, status_port);
     }
-    int code = 0;
-    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}},
-                        [&](const json::object& a) { return check(a, code); }, true, metrics_port);
-    if (rc == 0 && code == 0) std::cout << "clutch: started " << opts.name << std::endl;
-    return rc ? rc : code;
+    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}}, [](const json::object&) { return true; },
+                        *timeout, true, metrics_port);
+    if (rc == 0) std::cout << "clutch: started " << opts.name << std::endl;
+    return rc;
   }
   if (verb == "start") {
     if (!command.empty() || !start_opts.name.empty()) {
@@ -523,15 +645,14 @@ int main(int argc, char** argv) {
     // `clutch start NAME` (PM2's `pm2 start web`): a known app, stopped or errored, starts again. A word that
     // names no file and could be an app's name is taken as one.
     if (!std::filesystem::exists(file) && file.find('/') == std::string::npos && !file.ends_with(".toml")) {
-      int code = 0;
       const int rc = call({{"cmd", "start"}, {"name", file}},
                           [&](const json::object& a) {
-                            if (!check(a, code)) return false;
                             for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
                             return true;
                           },
-                          false, 0);
-      return rc ? rc : code;
+                          *timeout);
+      if (rc == no_daemon_code) std::cerr << "clutch: no daemon is running, so no app is known by name" << std::endl;
+      return rc;
     }
     std::string why;
     auto cfg = sv::load_config(file, why);
@@ -541,16 +662,13 @@ int main(int argc, char** argv) {
     }
     json::array apps;
     for (auto& a : cfg->apps) apps.push_back(a);
-    int code = 0;
     // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
-    const int rc = call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}},
-                        [&](const json::object& a) {
-                          if (!check(a, code)) return false;
-                          for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
-                          return true;
-                        },
-                        true, metrics_port ? metrics_port : cfg->metrics_port);
-    return rc ? rc : code;
+    return call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}},
+                [&](const json::object& a) {
+                  for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
+                  return true;
+                },
+                *timeout, true, metrics_port ? metrics_port : cfg->metrics_port);
   }
   if (verb == "daemon") return run_daemon(metrics_port);
   // `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
@@ -564,17 +682,14 @@ int main(int argc, char** argv) {
     }
     json::array apps;
     for (auto& a : cfg->apps) apps.push_back(a);
-    int code = 0;
-    const int rc = call({{"cmd", "reload"}, {"apps", std::move(apps)}},
-                        [&](const json::object& a) {
-                          if (!check(a, code)) return false;
-                          for (const auto& s : a.at("apps").as_array())
-                            std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
-                                      << clutch::detail::string_field(s.as_object(), "name") << std::endl;
-                          return true;
-                        },
-                        true, cfg->metrics_port);
-    return rc ? rc : code;
+    return call({{"cmd", "reload"}, {"apps", std::move(apps)}},
+                [&](const json::object& a) {
+                  for (const auto& s : a.at("apps").as_array())
+                    std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
+                              << clutch::detail::string_field(s.as_object(), "name") << std::endl;
+                  return true;
+                },
+                *timeout, true, cfg->metrics_port);
   }
 
   int code = 0;
@@ -587,7 +702,6 @@ int main(int argc, char** argv) {
     if (name.empty()) request["name"] = "all";
   }
   const int rc = call(request, [&](const json::object& a) {
-    if (!check(a, code)) return false;
     if (verb == "ls") {
       if (as_json) std::cout << clutch::detail::json_text(a.at("apps")) << std::endl;
       else print_table(a.at("apps").as_array());
@@ -602,6 +716,11 @@ int main(int argc, char** argv) {
       for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
            pid > 0 && running(static_cast<pid_t>(pid)) && std::chrono::steady_clock::now() < end;)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      if (pid > 0 && running(static_cast<pid_t>(pid))) {
+        std::cerr << "clutch: the daemon (pid " << pid << ") said it stopped every app but has not ended" << std::endl;
+        code = 1;
+        return false;
+      }
       std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
     } else if (verb == "scale") {
       std::cout << "clutch: " << name << " now has " << count << " workers" << std::endl;
@@ -609,7 +728,7 @@ int main(int argc, char** argv) {
       std::cout << "clutch: " << verb << " " << name << ": done" << std::endl;
     }
     return true;
-  });
+  }, *timeout);
   if (rc == no_daemon_code) {
     if (verb == "kill") {
       std::cout << "clutch: no daemon was running" << std::endl;
