@@ -3,7 +3,8 @@
 //   cluster-worker MODE PORT [MARKER]   a worker on 127.0.0.1:PORT through the cluster. It answers each line a client
 //                                       sends with its pid ("<pid>\n"); once asked to stop, it answers the next line
 //                                       with "<pid> bye\n" and closes. MODE: serve, exclusive (a port of its own),
-//                                       serve-two (two servers, each from its own listen() on PORT),
+//                                       serve-two (two servers, each from its own listen() on PORT), leave
+//                                       (serves, and leaves by itself on the message "leave"),
 //                                       crash-at-start (exit 1 once online), stuck-on-stop (never returns from the
 //                                       stop request). If MARKER names a file, the worker never listens (it never
 //                                       becomes ready), or exits 1 if the file says "crash".
@@ -76,10 +77,11 @@ int worker(int argc, char** argv) {
   const auto port = static_cast<unsigned short>(std::atoi(argv[2]));
   asio::io_context io;
   clutch::channel& primary = cl::to_primary(io);
-  primary.on_message([&primary](const json::value& m, clutch::handle) {
+  primary.on_message([&primary, &io](const json::value& m, clutch::handle) {
     if (!m.is_string()) return;
     if (m.get_string() == "crash") std::_Exit(3);
     if (m.get_string() == "ping") primary.send(json::string("pong " + std::to_string(cl::worker_id())));
+    if (m.get_string() == "leave") cl::disconnect_self(io);
   });
   if (mode == "crash-at-start") std::_Exit(1);  // the online message is already written
   if (argc > 3 && ::access(argv[3], F_OK) == 0) {

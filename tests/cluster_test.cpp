@@ -392,6 +392,31 @@ TEST_F(Cluster, AWorkerThatCannotStartIsAFailedStartOfItsSlotAndSignalsNobody) {
   run_until(io, [&] { return sibling.exit().has_value(); });
 }
 
+TEST_F(Cluster, AWorkerThatLeavesByItselfExitsZeroAndIsNotACrash) {
+  auto s = worker_settings("serve");
+  s.restart = cl::restart_policy::always;
+  cl::primary& p = start(s);
+  cl::worker w = p.fork();
+  ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
+  w.send(json::string("leave"));  // the worker calls cluster::disconnect_self()
+  ASSERT_TRUE(run_until(io, [&] { return r.exits.size() == 1; }));
+  EXPECT_EQ(r.exits[0].second.code, 0);
+  EXPECT_TRUE(w.exited_after_disconnect());
+  io.run_for(300ms);
+  EXPECT_TRUE(p.workers().empty()) << "no restart: it was no crash";
+  EXPECT_TRUE(r.errors.empty());
+}
+
+TEST_F(Cluster, AWorkerWhoseChannelThePrimaryClosedExitsZeroInsteadOfBeingKilled) {
+  cl::primary& p = start(worker_settings("serve"));
+  cl::worker w = p.fork();
+  ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 1; }));
+  w.process().channel().disconnect();
+  ASSERT_TRUE(run_until(io, [&] { return r.exits.size() == 1; }));
+  EXPECT_EQ(r.exits[0].second.code, 0) << "signal " << r.exits[0].second.signal.value_or(0);
+  EXPECT_FALSE(r.exits[0].second.signal.has_value());
+}
+
 TEST_F(Cluster, CrashesInARowBackOffAndEndInTheCrashLoopLimit) {
   auto s = worker_settings("crash-at-start");
   s.restart = cl::restart_policy::on_failure;

@@ -147,6 +147,9 @@ class primary {
   // Workers that have not exited, in id order.
   std::vector<worker> workers() const;
   const settings& config() const noexcept;
+  // The restart policy from now on (egg's master holds restarts back while its start is under way: a worker that
+  // dies then fails the start, and is not forked again).
+  void set_restart(restart_policy r) noexcept;
 
   void on_fork(std::function<void(worker&)> h);
   void on_online(std::function<void(worker&)> h);
@@ -253,5 +256,10 @@ void ready(asio::io_context& io);
 // Runs when the primary asks this worker to stop, after the listeners have been closed; the channel closes after
 // the handlers return. The process should then finish its open work and let io.run() return.
 void on_disconnect(asio::io_context& io, std::function<void()> h);
+// Node's worker.disconnect() in the worker: leaves the cluster gracefully. The listeners close, the primary is
+// told (its worker::exited_after_disconnect() is true, and the slot is not restarted: this is no crash), the
+// on_disconnect handlers run, and the channel closes. The process finishes its open connections and exits 0 once
+// io.run() returns.
+void disconnect_self(asio::io_context& io);
 
 }  // namespace clutch::cluster

@@ -230,6 +230,10 @@ void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<
     if (!p->cfg.wait_ready) mark_ready(p, w);
   } else if (cmd == "CLUTCH_ready") {
     mark_ready(p, w);
+  } else if (cmd == "CLUTCH_leaving") {
+    // It leaves by itself (disconnect_self): its exit was asked for, and its slot is retired, not restarted.
+    w->asked_to_exit = true;
+    stop_routing(p, w);
   } else if (cmd == "CLUTCH_accepted" || cmd == "CLUTCH_refused") {
     handle_handoff_answer(p, w, msg, cmd == "CLUTCH_accepted");
   }
@@ -392,6 +396,8 @@ worker primary::fork(const environment::map& vars) {
   p.slots[slot].current = detail::start_worker(state_, slot);
   return worker(p.slots[slot].current);
 }
+
+void primary::set_restart(restart_policy r) noexcept { state_->cfg.restart = r; }
 
 std::vector<worker> primary::workers() const {
   std::vector<worker> out;

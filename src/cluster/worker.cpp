@@ -14,6 +14,7 @@
 #include "clutch/cluster.hpp"
 #include "cluster/listen_socket.hpp"
 #include "cluster/protocol.hpp"
+#include "os/proc_stat.hpp"
 #include "os/signals.hpp"
 #include "completion.hpp"
 #include "handler_list.hpp"
@@ -184,10 +185,13 @@ void on_connection(worker_side& w, const json::value& msg, handle h) {
   complete(w.io, std::move(handler), error_code{}, std::move(sock));
 }
 
-void on_stop_request(worker_side& w) {
+// The primary asked us to stop, or we leave by ourselves (leaving: the primary is told first, so that it does not
+// take the exit that follows for a crash).
+void on_stop_request(worker_side& w, bool leaving = false) {
   if (std::exchange(w.stopping, true)) return;
   for (auto& weak : w.acceptors)
     if (auto a = weak.lock()) close_acceptor(*a);
+  if (leaving) w.ch.send(json::object{{"cmd", "CLUTCH_leaving"}});
   w.stop_handlers.call();
   w.ch.disconnect();
 }
@@ -209,11 +213,18 @@ worker_side& worker_for(asio::io_context& io) {
     else if (cmd == "CLUTCH_conn") on_connection(w, msg, std::move(h));
     else if (cmd == "CLUTCH_disconnect") on_stop_request(w);
   });
-  w.ch.on_disconnect([&w](error_code) {
-    // The primary is gone (or closed the channel): a worker never outlives it, nor do its own children, which
-    // share its process group. (Node's workers exit 0 here; a worker that leads no group still does.)
+  w.ch.on_disconnect([&w, primary = ::getppid()](error_code) {
     if (w.stopping) return;
-    os::end_group_and_exit();
+    // The primary is gone, or going (its descriptors close, and so our channel, once it has begun to exit): a
+    // worker never outlives it, nor do its own children, which share its process group.
+    const auto parent = os::read_proc_stat(primary);
+    if (::getppid() != primary || primary <= 1 || !parent || parent->state == 'Z' || parent->state == 'X' ||
+        (parent->flags & os::pf_exiting) != 0)
+      os::end_group_and_exit();
+    // The primary closed the channel while it lives (we are still its child): as Node's workers, exit 0, with
+    // the listeners closed first so that nothing more is queued for us.
+    on_stop_request(w);
+    std::exit(0);
   });
   w.ch.send(json::object{{"cmd", "CLUTCH_online"}});
   return w;
@@ -276,6 +287,7 @@ void ready(asio::io_context& io) {
 void on_disconnect(asio::io_context& io, std::function<void()> h) {
   detail::worker_for(io).stop_handlers.add(std::move(h));
 }
+void disconnect_self(asio::io_context& io) { detail::on_stop_request(detail::worker_for(io), /*leaving=*/true); }
 
 asio::ip::tcp::endpoint acceptor::local_endpoint() const { return state_ ? state_->local : asio::ip::tcp::endpoint{}; }
 bool acceptor::is_open() const noexcept { return state_ && state_->open; }

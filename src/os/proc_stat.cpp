@@ -35,7 +35,7 @@ std::optional<std::string> read_stat_text(pid_t pid) {
 std::optional<proc_stat> parse_proc_stat(pid_t pid, std::string_view text) {
   const auto close = text.rfind(')');
   if (close == std::string_view::npos || close + 2 >= text.size()) return std::nullopt;
-  // From field 3 on (proc(5)): state 3, ppid 4, pgrp 5, utime 14, stime 15, cutime 16, cstime 17, starttime 22,
+  // From field 3 on (proc(5)): state 3, ppid 4, pgrp 5, flags 9, utime 14, stime 15, cutime 16, cstime 17, starttime 22,
   // rss 24. Field k is fields[k - 3].
   std::string_view rest = text.substr(close + 2);
   std::string_view fields[22];
@@ -56,6 +56,7 @@ std::optional<proc_stat> parse_proc_stat(pid_t pid, std::string_view text) {
   st.state = fields[0][0];
   number(fields[1], st.ppid);
   number(fields[2], st.pgrp);
+  number(fields[6], st.flags);
   number(fields[11], st.utime);
   number(fields[12], st.stime);
   std::int64_t cutime = 0, cstime = 0;  // signed in proc(5)

@@ -21,11 +21,14 @@ struct proc_stat {
   pid_t pid = 0;
   char state = '?';              // R, S, D, Z, T…
   pid_t ppid = 0, pgrp = 0;
+  std::uint32_t flags = 0;               // the kernel's PF_* flags: PF_EXITING (0x4) once it has begun to exit
   std::uint64_t utime = 0, stime = 0;    // clock ticks
   std::uint64_t cutime = 0, cstime = 0;  // clock ticks of the children it has waited for
   std::uint64_t starttime = 0;           // clock ticks after boot
   std::uint64_t rss_pages = 0;
 };
+
+inline constexpr std::uint32_t pf_exiting = 0x4;
 
 // nullopt when the process does not exist (any more) or its line cannot be read.
 std::optional<proc_stat> read_proc_stat(pid_t pid);
