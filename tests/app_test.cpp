@@ -219,6 +219,18 @@ TEST_F(AppFixture, AnAppWorkerThatCannotStartFailsTheStartAndSignalsNobody) {
   run_until(io, [&] { return sibling.exit().has_value(); });
 }
 
+TEST_F(AppFixture, AnAppWorkerThatDiesDuringStartFailsItAndIsNotForkedAgain) {
+  auto s = settings("ok", "exit-at-start", 2);
+  s.cluster.restart = clutch::cluster::restart_policy::always;
+  make(s);
+  master->start([this](clutch::error_code ec, app::ready_info) { started = ec; });
+  ASSERT_TRUE(run_until(io, [&] { return started.has_value(); }));
+  EXPECT_TRUE(*started);
+  EXPECT_NE(master->failure().find("during start-up"), std::string::npos) << master->failure();
+  io.run_for(500ms);  // a re-fork would come at once
+  EXPECT_EQ(std::count(events.begin(), events.end(), "start app"), 2) << "the two of the start, no replacement";
+}
+
 TEST_F(AppFixture, AgentNotReadyInTimeFailsStartUp) {
   auto s = settings("never-ready");
   s.agent_start_timeout = 300ms;

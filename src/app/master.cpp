@@ -63,6 +63,7 @@ struct master_state : std::enable_shared_from_this<master_state> {
   std::map<int, std::shared_ptr<proc>> procs;  // by pid, until they exit
   queue agent_queue, random_queue;
   std::map<std::size_t, queue> slot_queues;
+  cluster::restart_policy restart = cluster::restart_policy::always;  // the apps' own, once started
   std::size_t slots = 0;              // app worker slots: settings::workers, more if app_workers().fork() adds some
   std::set<std::size_t> given_up;     // slots the cluster gave up (crash loop): nobody will read their messages
   struct tracker {
@@ -445,6 +446,7 @@ void role_ready(const std::shared_ptr<master_state>& m, const std::shared_ptr<pr
   for (auto& [pid, w] : m->procs) ready += w->r == role::app && w->ready;
   if (ready >= m->workers) {
     m->ph = phase::running;
+    m->apps->set_restart(m->restart);
     finish_start(m, {});
   }
 }
@@ -605,6 +607,10 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
   cs.wait_ready = true;
   cs.kill_timeout = m.cfg.kill_timeout;
   cs.death_signal = detail::death_signal();
+  // No restart while the start is under way: a worker that dies then is the start's failure (egg-cluster's
+  // way), reported once. The configured policy takes over once every worker is ready.
+  m.restart = cs.restart;
+  cs.restart = cluster::restart_policy::never;
   m.apps = std::make_unique<cluster::primary>(io, std::move(cs));
   detail::watch_apps(state_);
 
