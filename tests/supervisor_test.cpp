@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <set>
 #include <thread>
@@ -380,6 +381,31 @@ TEST(ClutchRunStop, SigtermEndsEveryTreeEvenAGrandchildThatIgnoresIt) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   EXPECT_EQ(c.exit->code, 0) << c.err;  // the workers stopped cleanly on SIGTERM
   for (int pid : pids) EXPECT_FALSE(clutch_test::process_alive(pid)) << pid;
+}
+
+TEST(ClutchRunStop, TheUnixSocketFileItMadeIsRemovedAndOnlyThatOne) {
+  char tmpl[] = "/tmp/clutch-u-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/app.sock";
+  {
+    clutch_run c({"run", "--workers", "1", "--listen", "unix:" + path, "--", "sleep", "600"});
+    ASSERT_TRUE(c.wait_for(") started")) << c.err;
+    EXPECT_TRUE(std::filesystem::exists(path));
+    ::kill(c.proc.pid(), SIGTERM);
+    ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+    EXPECT_FALSE(std::filesystem::exists(path)) << "clutch run leaves its socket file behind";
+  }
+  {
+    clutch_run c({"run", "--workers", "1", "--listen", "unix:" + path, "--", "sleep", "600"});
+    ASSERT_TRUE(c.wait_for(") started")) << c.err;
+    // Someone else's file at that path now: not clutch's to remove.
+    std::filesystem::remove(path);
+    std::ofstream(path) << "not a socket of clutch's\n";
+    ::kill(c.proc.pid(), SIGTERM);
+    ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+    EXPECT_TRUE(std::filesystem::exists(path)) << "clutch removed a file it did not make";
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ClutchRunStop, TheExitCodeSaysHowTheWorkersEnded) {

@@ -543,6 +543,7 @@ engine::~engine() {
   auto& e = *state_;
   e.stopping = true;
   for (auto& [pid, w] : e.live) w->proc.kill(SIGKILL);  // kill_tree: the group, and only while it is ours
+  for (const auto& l : e.listeners) remove_socket_file(l);  // the Unix socket files it made, if still those
 }
 
 void engine::adopt(std::vector<listener> ls) {

@@ -78,6 +78,14 @@ std::string address_text(const listener& l) {
   return l.spec.unix_socket ? "unix:" + l.spec.path : address_text(l.bound);
 }
 
+void remove_socket_file(const listener& l) {
+  if (!l.spec.unix_socket || !l.created) return;
+  struct stat st {};
+  if (::lstat(l.spec.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_dev == l.created->first &&
+      st.st_ino == l.created->second)
+    ::unlink(l.spec.path.c_str());
+}
+
 listener open_listener(const listen_spec& spec, error_code& ec) {
   listener l;
   l.spec = spec;
@@ -87,7 +95,12 @@ listener open_listener(const listen_spec& spec, error_code& ec) {
     // A socket file left by an earlier run would make bind fail; anything else at that path is not ours to remove.
     if (::lstat(spec.path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(spec.path.c_str());
     asio::local::stream_protocol::acceptor a(scratch);
-    if (a.open(asio::local::stream_protocol(), ec) || a.bind({spec.path}, ec) || a.listen(511, ec)) return l;
+    if (a.open(asio::local::stream_protocol(), ec) || a.bind({spec.path}, ec)) return l;
+    if (::lstat(spec.path.c_str(), &st) == 0) l.created = std::make_pair(st.st_dev, st.st_ino);
+    if (a.listen(511, ec)) {
+      remove_socket_file(l);
+      return l;
+    }
     l.fd.reset(a.release());
   } else {
     asio::ip::tcp::acceptor a(scratch);

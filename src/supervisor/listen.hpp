@@ -8,6 +8,8 @@
 //   supervisor::pass_listeners(opts, listeners);                   // fds 3…, LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/asio/ip/tcp.hpp>
 #include <optional>
 #include <string>
@@ -34,7 +36,13 @@ struct listener {
   listen_spec spec;
   os::unique_fd fd;
   boost::asio::ip::tcp::endpoint bound;  // TCP: the real address and port
+  // A Unix socket file that open_listener created: its identity, so that only that file is removed at the end,
+  // never one that someone else put at the same path since.
+  std::optional<std::pair<dev_t, ino_t>> created;
 };
+
+// Removes the socket file of a Unix listener clutch created, if the file at its path is still that one.
+void remove_socket_file(const listener& l);
 
 // "HOST:PORT" of a bound TCP socket, or "unix:PATH": how clutch names a socket in its lines and its status.
 std::string address_text(const boost::asio::ip::tcp::endpoint& bound);
