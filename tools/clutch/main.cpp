@@ -352,7 +352,6 @@ void print_started(const json::object& a) {
   }
   std::cout << "clutch: started " << name << " (" << number_of(a.at("workers")) << " workers)" << std::endl;
 }
-}
 
 std::string human_bytes(double b) {
   char buf[32];
