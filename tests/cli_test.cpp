@@ -21,17 +21,8 @@ using local = asio::local::stream_protocol;
 
 namespace {
 
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/clutch-c-XXXXXX";  // short: a Unix socket's path has 107 bytes at most
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using clutch_test::temp_dir;
+
 
 struct result {
   std::optional<int> code;  // nullopt: killed by a signal (a crash is not an exit code)

@@ -30,19 +30,12 @@ namespace sv = clutch::supervisor;
 
 namespace {
 
+using clutch_test::temp_dir;
+using clutch_test::eventually;
+using clutch_test::free_port;
+
 // ---- the pieces ------------------------------------------------------------------------------------------------
 
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/clutch-t-XXXXXX";  // short: a Unix socket's path has 107 bytes at most
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -259,14 +252,6 @@ bool ready_count(daemon_home& h, const std::string& app, std::size_t n) {
   return ps.size() == n && std::all_of(ps.begin(), ps.end(), [](auto& p) { return p.second == "ready"; });
 }
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 using clutch_test::http_request;
 
@@ -277,11 +262,6 @@ unsigned short port_of(const json::object& status) {
   return static_cast<unsigned short>(std::stoi(at.substr(at.rfind(':') + 1)));
 }
 
-unsigned short free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::address_v4::loopback(), 0});
-  return a.local_endpoint().port();
-}
 
 const std::vector<std::string> node_app = {"node", CLUTCH_FIXTURES "/listen_fds.js"};
 

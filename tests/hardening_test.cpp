@@ -31,6 +31,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using clutch_test::eventually;
+using clutch_test::free_port;
+
 constexpr uid_t nobody = 65534;
 
 long long cpu_ticks(int pid) {
@@ -38,20 +41,7 @@ long long cpu_ticks(int pid) {
   return st ? static_cast<long long>(st->utime + st->stime) : 0;
 }
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
-unsigned short free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::address_v4::loopback(), 0});
-  return a.local_endpoint().port();
-}
 
 // A daemon in the foreground, started by the test itself and so in the test's own process group: a signal sent
 // to "clutch's own group" would reach the test, and any sibling the test starts.

@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -416,6 +417,21 @@ int run_helper(int argc, char** argv) {
 
   std::cerr << "unknown helper " << name << "\n";
   return 99;
+}
+
+temp_dir::temp_dir() {
+  char tmpl[] = "/tmp/clutch-t-XXXXXX";
+  path = ::mkdtemp(tmpl);
+}
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+unsigned short free_port() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::address_v4::loopback(), 0});
+  return a.local_endpoint().port();
 }
 
 std::pair<int, std::string> http_request(unsigned short port, const std::string& path) {

@@ -10,6 +10,7 @@
 
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,28 @@ std::pair<int, std::string> http_request(unsigned short port, const std::string&
 // A field of a JSON message, or "" / 0 when it is missing or of another type.
 std::string str(const boost::json::object& o, std::string_view name);
 std::int64_t num(const boost::json::object& o, std::string_view name);
+
+// A folder of its own under /tmp (short: a Unix socket's path has 107 bytes at most), removed with everything in it.
+struct temp_dir {
+  std::string path;
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+
+// A port on 127.0.0.1 that was free a moment ago.
+unsigned short free_port();
+
+// Polls pred() every 20 ms until it holds, at most limit; returns pred(). For state another process changes.
+template <typename Pred>
+bool eventually(Pred pred, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
 
 // Runs io until pred() holds, at most limit; returns pred(). The bound turns a hang into a failed assertion.
 template <typename Pred>

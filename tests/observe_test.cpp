@@ -26,17 +26,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/clutch-o-XXXXXX";  // short: a Unix socket's path has 107 bytes at most
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using clutch_test::temp_dir;
+using clutch_test::eventually;
+using clutch_test::free_port;
+
 
 struct result {
   int code = -1;
@@ -108,14 +101,6 @@ struct daemon_home {
   }
 };
 
-template <typename Pred>
-bool eventually(Pred pred, std::chrono::seconds limit = 30s) {
-  for (auto end = std::chrono::steady_clock::now() + limit; std::chrono::steady_clock::now() < end;) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
 
 bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
@@ -126,11 +111,6 @@ std::vector<std::string> lines_of(const std::string& text) {
   return out;
 }
 
-unsigned short free_port() {
-  asio::io_context io;
-  asio::ip::tcp::acceptor a(io, {asio::ip::address_v4::loopback(), 0});
-  return a.local_endpoint().port();
-}
 
 // JSON text with its strings taken out, so that only numbers (and punctuation, true, false, null) are left.
 std::string without_strings(const std::string& json_text) {

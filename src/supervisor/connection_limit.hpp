@@ -3,13 +3,14 @@
 //
 //   connection_limit limit(64);
 //   acceptor.async_accept([&](error_code ec, socket s) {
-//     if (auto pause = accept_pause(ec); pause.count() > 0) return accept_after(pause);  // EMFILE: no spin
+//     if (paused(ec, pause_timer, executor, [&] { accept(); })) return;  // EMFILE: wait, do not spin
 //     auto slot = limit.admit();      // empty when 64 are open: the new one is closed at once
 //     if (!slot) return close(s), accept();
 //     serve(std::move(s), slot);      // the slot is given back when the connection lets go of it
 //   });
 #pragma once
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <cstddef>
@@ -46,6 +47,20 @@ inline std::chrono::milliseconds accept_pause(const boost::system::error_code& e
       ec == errc::no_buffer_space || ec == errc::not_enough_memory)
     return std::chrono::milliseconds(100);
   return std::chrono::milliseconds(0);
+}
+
+// After an accept that failed with ec: when accept_pause says to wait, arms timer to call resume() then and
+// returns true (the caller stops there); else false.
+template <typename Executor, typename Resume>
+bool paused(const boost::system::error_code& ec, std::unique_ptr<boost::asio::steady_timer>& timer,
+            const Executor& ex, Resume resume) {
+  const auto wait = accept_pause(ec);
+  if (wait.count() == 0) return false;
+  timer = std::make_unique<boost::asio::steady_timer>(ex, wait);
+  timer->async_wait([resume = std::move(resume)](const boost::system::error_code& e) {
+    if (!e) resume();
+  });
+  return true;
 }
 
 }  // namespace clutch::supervisor

@@ -201,13 +201,7 @@ void status_server::close() {
 void status_server::accept() {
   acceptor_.async_accept([this](error_code ec, asio::ip::tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
-    if (const auto pause = accept_pause(ec); pause.count() > 0) {  // out of descriptors: wait, do not spin
-      pause_ = std::make_unique<asio::steady_timer>(acceptor_.get_executor(), pause);
-      pause_->async_wait([this](error_code ec) {
-        if (!ec) accept();
-      });
-      return;
-    }
+    if (paused(ec, pause_, acceptor_.get_executor(), [this] { accept(); })) return;  // out of descriptors
     auto slot = ec ? nullptr : limit_.admit();
     if (!ec && !slot) {
       error_code ignored;
