@@ -587,4 +587,20 @@ TEST(Daemon, AnAddressHeldByAnotherAppOrProcessIsRefusedByName) {
   EXPECT_TRUE(eventually([&] { return ready_count(h, "first", 1); })) << "the first app runs on";
 }
 
+TEST(Daemon, AnAppRunsAsTheUserItNames) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to start processes as another user";
+  daemon_home h;
+  ASSERT_EQ(h.cli(start_args({"--name", "n", "--workers", "1", "--uid", "nobody", "--cwd", "/"}, {"sleep", "600"})).code,
+            0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "n", 1); }));
+  const int pid = processes(h.ls(), "n").front().first;
+  struct stat st {};
+  ASSERT_EQ(::stat(("/proc/" + std::to_string(pid)).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_gid, 65534u) << "the user's own group";
+  auto bad = h.cli(start_args({"--name", "m", "--uid", "no-such-user-here"}, {"sleep", "600"}));
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--uid"), std::string::npos) << bad.err;
+}
+
 }  // namespace

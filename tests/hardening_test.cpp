@@ -205,6 +205,9 @@ TEST(Hardening, AppsThatCannotStartEndErroredAndNothingElseNotices) {
       {"nocwd", start_args({"--name", "nocwd", "--cwd", "/nonexistent/dir"}, {"sleep", "600"}),
        "spawn failed at chdir: No such file or directory"},
       {"noexec", start_args({"--name", "noexec"}, {dir + "/not-exec"}), "spawn failed at exec: Permission denied"},
+      // (uid_t)-1 is no user: setuid refuses it (and a daemon that is not root may not take another uid at all).
+      {"nocreds", start_args({"--name", "nocreds", "--uid", "4294967295", "--cwd", "/"}, {"sleep", "600"}),
+       "spawn failed at credentials: "},
   };
   for (const auto& b : bads) {
     auto r = d.cli(b.start);

@@ -1,6 +1,8 @@
 #include "supervisor/config.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <boost/json.hpp>
@@ -110,7 +112,45 @@ struct reader {
 const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
-    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout"};
+    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid"};
+
+// A user or a group as PM2's ecosystem gives it: a number, or a name looked up now. A user's name also gives its
+// own group, for when no gid is given.
+bool id_of(const json::value& v, bool user, std::uint32_t& id, std::optional<std::uint32_t>& group) {
+  std::string text;
+  if (v.is_int64()) {
+    if (v.get_int64() < 0 || v.get_int64() > 0xffffffffLL) return false;
+    id = static_cast<std::uint32_t>(v.get_int64());
+  } else if (v.is_string() && !v.get_string().empty()) {
+    text = std::string(v.get_string());
+    std::uint32_t n = 0;
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (err == std::errc{} && end == text.data() + text.size()) {
+      id = n;
+    } else {
+      std::vector<char> buf(16384);
+      if (user) {
+        passwd pw{}, *found = nullptr;
+        if (::getpwnam_r(text.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) return false;
+        id = found->pw_uid;
+        group = found->pw_gid;
+        return true;
+      }
+      ::group gr{}, *found = nullptr;
+      if (::getgrnam_r(text.c_str(), &gr, buf.data(), buf.size(), &found) != 0 || !found) return false;
+      id = found->gr_gid;
+      return true;
+    }
+  } else {
+    return false;
+  }
+  if (user) {  // a number: its own group, if the system knows the user
+    std::vector<char> buf(16384);
+    passwd pw{}, *found = nullptr;
+    if (::getpwuid_r(id, &pw, buf.data(), buf.size(), &found) == 0 && found) group = found->pw_gid;
+  }
+  return true;
+}
 
 // TOML → JSON, keeping what JSON can say (dates and times become their text).
 json::value to_json(const toml::node& n) {
@@ -261,6 +301,20 @@ std::optional<app_spec> read_app(reader& r) {
       !r.number("log_keep", 0, 1000, keep) || !r.size("max_memory", s.max_memory) ||
       !r.size("log_max_size", a.log_max_size))
     return std::nullopt;
+  std::optional<std::uint32_t> users_group;
+  if (const auto* u = o.if_contains("uid")) {
+    std::uint32_t id = 0;
+    if (!id_of(*u, true, id, users_group)) return r.fail("uid", "must be a user's name or a number"), std::nullopt;
+    s.uid = id;
+  }
+  if (const auto* g = o.if_contains("gid")) {
+    std::uint32_t id = 0;
+    std::optional<std::uint32_t> ignored;
+    if (!id_of(*g, false, id, ignored)) return r.fail("gid", "must be a group's name or a number"), std::nullopt;
+    s.gid = id;
+  } else if (users_group) {
+    s.gid = *users_group;  // a user's own group, not clutch's (root's) with another uid
+  }
   s.kill_timeout = std::chrono::milliseconds(kill_timeout);
   s.watchdog = std::chrono::milliseconds(watchdog);
   s.ready_timeout = std::chrono::milliseconds(ready_timeout);

@@ -386,6 +386,8 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   if (e->cfg.watchdog.count() > 0) vars["WATCHDOG_USEC"] = std::to_string(e->cfg.watchdog.count() * 1000);
   o.env = o.env.plus(e->cfg.env).plus(vars);
   o.cwd = e->cfg.cwd;
+  o.uid = e->cfg.uid;
+  o.gid = e->cfg.gid;
   if (e->output) {  // stdout and stderr through pipes of ours
     while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
     o.stdio[1] = o.stdio[2] = stdio::pipe;

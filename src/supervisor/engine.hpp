@@ -20,6 +20,7 @@
 #include <csignal>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,6 +39,8 @@ struct run_settings {
   std::vector<std::string> args;
   std::string cwd;               // empty: clutch's own
   environment::map env;          // added to clutch's environment (the agent gets them too)
+  std::optional<uid_t> uid;      // the user the workers and the agent run as (PM2's uid); unset: clutch's
+  std::optional<gid_t> gid;
   unsigned workers = 1;
   std::vector<listen_spec> listen;
   // TCP listen specs: a socket per worker in one SO_REUSEPORT group, with clutch steering new connections away

@@ -53,7 +53,7 @@ struct app_options {
   std::string name;
   std::string workers;
   std::vector<std::string> listen, env;
-  std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size;
+  std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
   bool shared_socket = false;
 
@@ -71,6 +71,8 @@ struct app_options {
     cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
     cmd->add_option("--restart", restart, "when an exited worker is replaced: always (default), on-failure, never");
     cmd->add_option("--cwd", cwd, "the workers' working folder");
+    cmd->add_option("--uid", uid, "the user the workers run as: a name or a number (PM2's uid)");
+    cmd->add_option("--gid", gid, "their group: a name or a number (default: the user's own group)");
     cmd->add_option("--env", env, "KEY=VALUE added to the workers' environment (repeatable)");
     cmd->add_flag("--shared-socket", shared_socket,
                   "one TCP socket per --listen that every worker accepts from (default: a socket per worker, with "
@@ -116,6 +118,8 @@ struct app_options {
     if (!agent.empty()) o["agent"] = agent;
     if (!max_memory.empty()) o["max_memory"] = max_memory;
     if (!log_max_size.empty()) o["log_max_size"] = log_max_size;
+    if (!uid.empty()) o["uid"] = uid;
+    if (!gid.empty()) o["gid"] = gid;
     o["cwd"] = cwd.empty() ? std::filesystem::current_path().string() : std::filesystem::absolute(cwd).string();
     if (kill_timeout_ms >= 0) o["kill_timeout"] = kill_timeout_ms;
     if (watchdog_ms >= 0) o["watchdog"] = watchdog_ms;
