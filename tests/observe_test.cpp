@@ -148,6 +148,13 @@ TEST(Observe, LogsWithoutANameShowEveryAppsLinesWithTheirPrefixesStderrToo) {
   for (const auto& line : lines_of(r.out))
     EXPECT_TRUE(std::regex_match(line, std::regex(R"((alpha|beta)\[[12]\]( err)? \| .*)"))) << line;
 
+  // With --timestamps, the files' lines carry the time this daemon read them.
+  r = h.cli({"logs", "-n", "10", "--timestamps"});
+  EXPECT_EQ(r.code, 0);
+  for (const auto& line : lines_of(r.out))
+    EXPECT_TRUE(std::regex_match(line, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (alpha|beta)\[[12]\]( err)? \| .*)")))
+        << line;
+
   // One app: as before, the file's lines, stderr's on stderr.
   r = h.cli({"logs", "alpha"});
   EXPECT_EQ(r.code, 0);

@@ -84,6 +84,11 @@ struct app {
   std::deque<exit_event> events;    // the last few exits
   std::vector<session_ptr> followers;
   std::vector<std::function<void()>> stopped_waiters;
+  // The lines this daemon wrote last to each file ([0] out, [1] err), as written, with the time it read them:
+  // what `logs --timestamps` stamps the files' last lines with (older ones, and those of an earlier daemon,
+  // have none).
+  static constexpr std::size_t timed_lines = 1000;
+  std::deque<std::pair<std::string, std::string>> written[2];  // {time, line}
 };
 
 const char* state_name(app::state s) {
@@ -146,11 +151,14 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     auto& file = i ? *a->err : *a->out;
     const std::string prefix = tag.agent ? "[agent] " : "[" + std::to_string(tag.id) + "] ";
     // When the daemon read them, for `logs --timestamps`: the lines of one chunk came in together.
-    const std::string read_at = a->followers.empty() && all_followers.empty() ? std::string() : now_text_ms();
+    const std::string read_at = now_text_ms();
     auto line = [&](std::string_view text) {
       file.append(prefix, text);
       o.recent->add(text);
-      if (read_at.empty()) return;
+      auto& written = a->written[i];
+      written.emplace_back(read_at, prefix + std::string(text));
+      if (written.size() > app::timed_lines) written.pop_front();
+      if (a->followers.empty() && all_followers.empty()) return;
       const json::object msg{
           {"app", a->spec.name}, {"line", prefix + std::string(text)}, {"stream", i ? "err" : "out"}, {"time", read_at}};
       for (auto& f : a->followers) f->send(msg);
@@ -458,9 +466,22 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
     s->send(head);
     for (auto& a : list)
-      for (const auto* file : {a->out.get(), a->err.get()})
-        for (const auto& line : tail_file(file->path(), n))
-          s->send({{"app", a->spec.name}, {"line", line}, {"stream", file == a->out.get() ? "out" : "err"}});
+      for (int i : {0, 1}) {
+        const auto* file = i ? a->err.get() : a->out.get();
+        const auto lines = tail_file(file->path(), n);
+        // The file's last lines are the last this daemon wrote, as long as they read the same: those get the
+        // time it read them.
+        const auto& written = a->written[i];
+        std::vector<std::string> times(lines.size());
+        auto w = written.rbegin();
+        for (auto l = lines.rbegin(); l != lines.rend() && w != written.rend() && *l == w->second; ++l, ++w)
+          times[static_cast<std::size_t>(lines.rend() - l - 1)] = w->first;
+        for (std::size_t k = 0; k < lines.size(); ++k) {
+          json::object answer{{"app", a->spec.name}, {"line", lines[k]}, {"stream", i ? "err" : "out"}};
+          if (!times[k].empty()) answer["time"] = times[k];
+          s->send(answer);
+        }
+      }
     if (!follow) return s->end();
     if (every) {
       all_followers.push_back(s);

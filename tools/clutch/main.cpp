@@ -419,14 +419,18 @@ void print_status(const json::object& a) {
 
 // One line of `clutch logs`. For one app as its file holds it ("[3] text"), stderr's on stderr. For every app all
 // on stdout, so that a pipe to grep sees them, as "web[3] | text", stderr's as "web[3] err | text". With
-// timestamps, the time the daemon read a followed line first (lines from the files have none).
+// timestamps, the time the daemon read the line first (blank for lines an earlier daemon wrote to the files).
 void print_log_line(const json::object& a, bool every, bool timestamps, bool follow) {
   const auto* line = a.if_contains("line");
   if (!line || !line->is_string()) return;
   const std::string_view text = line->get_string();
   const bool err = clutch::detail::string_field(a, "stream") == "err";
   std::string out;
-  if (const auto at = clutch::detail::string_field(a, "time"); timestamps && !at.empty()) out.append(at).append(" ");
+  // A line read back from a file that an earlier daemon wrote has no time: blanks keep the columns.
+  if (timestamps) {
+    const auto at = clutch::detail::string_field(a, "time");
+    out.append(at.empty() ? std::string(24, ' ') : std::string(at)).append(" ");
+  }
   if (every) {
     std::string_view who, rest = text;  // the file's "[3] " becomes the app's "web[3]"
     if (const auto close = text.find("] "); text.starts_with('[') && close != std::string_view::npos) {
@@ -577,7 +581,8 @@ int main(int argc, char** argv) {
   logs_cmd->add_option("-n,--lines", lines, "how many of the last lines of each file (default 15)")
       ->check(CLI::Range(0, 100000));
   logs_cmd->add_flag("--timestamps,--timestamp", timestamps,
-                     "with -f: each new line after the time the daemon read it (ISO 8601, UTC, ms)");
+                     "each line after the time the daemon read it (ISO 8601, UTC, ms); blank for lines in the files "
+                     "from before this daemon");
   app.add_subcommand("kill", "stop every app and the daemon");
   auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
   daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
