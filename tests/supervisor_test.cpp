@@ -12,6 +12,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <optional>
 #include <set>
 #include <thread>
@@ -406,6 +407,20 @@ TEST(ClutchRunStop, TheUnixSocketFileItMadeIsRemovedAndOnlyThatOne) {
     EXPECT_TRUE(std::filesystem::exists(path)) << "clutch removed a file it did not make";
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(ClutchRunCluster, AClusterProgramRunByClutchIsAPrimaryOfItsOwn) {
+  // clutch run numbers its workers with CLUTCH_WORKER_ID, the cluster's own variable; without a channel to a
+  // primary, the program is a primary and forks its own workers.
+  clutch_run c({"run", "--workers", "1", "--", self(), "--helper", "cluster-primary", "2"});
+  ASSERT_TRUE(run_until(c.io, [&] {
+    int pids = 0;
+    std::istringstream words(c.out);
+    for (int p; words >> p;) ++pids;
+    return pids == 2;
+  })) << c.out << c.err;
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
 }
 
 TEST(ClutchRunStop, TheExitCodeSaysHowTheWorkersEnded) {

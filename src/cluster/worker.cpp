@@ -89,7 +89,11 @@ std::map<std::string, identity::socket> inherited_listeners() {
 identity& self() {
   static identity me = [] {
     identity i;
-    if (const char* v = std::getenv(std::string(worker_id_variable).c_str())) {
+    // A worker is forked with both its id and a channel to its primary. The id alone is not enough: the clutch
+    // supervisor also numbers the workers it runs (CLUTCH_WORKER_ID) without a channel, and a cluster program run
+    // that way is a primary of its own.
+    const char* v = std::getenv(std::string(worker_id_variable).c_str());
+    if (v && std::getenv("NODE_CHANNEL_FD")) {
       i.worker = true;
       i.id = std::atoi(v);
       i.inherited = inherited_listeners();
