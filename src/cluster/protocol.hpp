@@ -31,8 +31,9 @@ inline constexpr std::string_view listeners_variable = "CLUTCH_LISTENERS";
 // index of the call among this worker's listen()s on that endpoint. Two listen(0) calls of one worker are then
 // two servers on two ports, and the Nth call of every worker shares the Nth port.
 inline std::string key_of(const boost::asio::ip::tcp::endpoint& asked, std::int64_t index = 0) {
-  std::string key = asked.address().to_string() + ":" + std::to_string(asked.port());
-  if (asked.port() == 0) key += "#" + std::to_string(index);
+  std::string key = asked.address().to_string();
+  key.append(":").append(std::to_string(asked.port()));
+  if (asked.port() == 0) key.append("#").append(std::to_string(index));
   return key;
 }
 

@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "json_fields.hpp"
@@ -27,25 +28,43 @@ using ::clutch::detail::number_text;
 usage usage_meter::look(pid_t pid) {
   usage u;
   const auto now = clock::now();
-  if (table_.size() == 0 || now - taken_ >= table_life) {
-    table_ = os::process_table::scan();
-    taken_ = now;
+  // A tree's members are found by one pass over /proc (this kernel may not list a process's children), which
+  // costs milliseconds on a busy machine. A process that had no descendants at the last pass is read alone until
+  // the next pass is due: a child it starts meanwhile is counted from then on (tree_life).
+  std::optional<os::proc_stat> alone;
+  if (now - full_at_ < tree_life && alone_.contains(pid)) alone = os::read_proc_stat(pid);
+  std::uint64_t ticks = 0, pages = 0, starttime = 0;
+  auto at = now;
+  if (alone) {
+    ticks = alone->utime + alone->stime + alone->cutime + alone->cstime;
+    pages = alone->rss_pages;
+    starttime = alone->starttime;
+  } else {
+    if (table_.size() == 0 || now - taken_ >= table_life) {
+      table_ = os::process_table::scan();
+      taken_ = full_at_ = now;
+      alone_.clear();
+    }
+    at = taken_;
+    const auto* root = table_.find(pid);
+    if (!root) return u;
+    std::size_t members = 0;
+    table_.for_each_in_tree(pid, [&](const os::proc_stat& p) {
+      ticks += p.utime + p.stime + p.cutime + p.cstime;
+      pages += p.rss_pages;
+      ++members;
+    });
+    if (members == 1) alone_.insert(pid);
+    starttime = root->starttime;
   }
-  const auto* root = table_.find(pid);
-  if (!root) return u;
-  std::uint64_t ticks = 0, pages = 0;
-  table_.for_each_in_tree(pid, [&](const os::proc_stat& p) {
-    ticks += p.utime + p.stime + p.cutime + p.cstime;
-    pages += p.rss_pages;
-  });
   const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
   u.cpu_seconds = static_cast<double>(ticks) / hz;
   u.rss = pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
   const auto it = last_.find(pid);
-  if (it != last_.end() && it->second.starttime == root->starttime) {
+  if (it != last_.end() && it->second.starttime == starttime) {
     auto& before = it->second;
-    const double secs = std::chrono::duration<double>(taken_ - before.at).count();
-    // The same table as the last look: the same answer. Fewer ticks than before (a child that a process outside
+    const double secs = std::chrono::duration<double>(at - before.at).count();
+    // The same reading as the last look: the same answer. Fewer ticks than before (a child that a process outside
     // the tree reaped took its time along) count as none, never as a negative use.
     if (secs <= 0) {
       u.cpu_percent = before.percent;
@@ -55,10 +74,10 @@ usage usage_meter::look(pid_t pid) {
   } else {
     double uptime = 0;
     std::ifstream("/proc/uptime") >> uptime;
-    const double ran = uptime - static_cast<double>(root->starttime) / hz;
+    const double ran = uptime - static_cast<double>(starttime) / hz;
     if (ran > 0) u.cpu_percent = 100.0 * u.cpu_seconds / ran;
   }
-  last_[pid] = {root->starttime, ticks, taken_, u.cpu_percent};
+  last_[pid] = {starttime, ticks, at, u.cpu_percent};
   if (last_.size() > 4096) last_.clear();  // pids that are long gone
   return u;
 }

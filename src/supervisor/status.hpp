@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 
 #include "os/proc_stat.hpp"
@@ -45,8 +46,11 @@ class usage_meter {
  private:
   // One pass over /proc serves every look of a snapshot: the table is taken again only once it is this old.
   static constexpr std::chrono::milliseconds table_life{100};
+  // How long a process found without descendants is read alone, without a pass over /proc.
+  static constexpr std::chrono::seconds tree_life{5};
   os::process_table table_;
-  std::chrono::steady_clock::time_point taken_{};
+  std::chrono::steady_clock::time_point taken_{}, full_at_{};
+  std::set<pid_t> alone_;  // without descendants at the last pass
   struct seen {
     std::uint64_t starttime;  // to tell a reused pid from the process we saw
     std::uint64_t ticks;
