@@ -529,7 +529,6 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     const auto* list = req.if_contains("apps");
     if (!list || !list->is_array() || list->as_array().empty()) return fail(s, "start: no app given");
     std::vector<std::pair<app_spec, json::object>> specs;
-    unsigned auto_apps = 0;
     for (const auto& v : list->as_array()) {
       std::string why;
       if (!v.is_object()) return fail(s, "start: an app must be a JSON object");
@@ -545,22 +544,12 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
         return fail(s, "app '" + spec->name + "' is already " + state_name(it->second->st) +
                            " (clutch restart " + spec->name + ", or clutch stop " + spec->name + " first)");
       }
-      auto_apps += spec->workers_auto;
       specs.emplace_back(std::move(*spec), v.as_object());
     }
-    // Not a structured binding: Clang before 16 cannot capture one in a lambda.
-    for (const auto& entry : apps) {
-      const auto& a = entry.second;
-      const bool restarted = std::any_of(specs.begin(), specs.end(),
-                                         [&entry](const auto& p) { return p.first.name == entry.first; });
-      if (a->spec.workers_auto && (a->st == app::state::running || a->st == app::state::stopping) && !restarted)
-        ++auto_apps;
-    }
-    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    assign_auto_workers(specs);
     json::array started;
     std::string errors;
     for (auto& [spec, source] : specs) {
-      if (spec.workers_auto) spec.run.workers = auto_workers(cpus, auto_apps, !spec.run.agent.empty());
       auto a = std::make_shared<app>();
       a->spec = std::move(spec);
       a->source = std::move(source);
@@ -579,6 +568,23 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (errors.empty()) s->send({{"ok", true}, {"apps", std::move(started)}});
     else s->send({{"ok", false}, {"error", errors}, {"apps", std::move(started)}});
     s->end();
+  }
+
+  // workers = "auto": the CPUs shared between these apps and the daemon's other running auto apps.
+  void assign_auto_workers(std::vector<std::pair<app_spec, json::object>>& specs) const {
+    unsigned auto_apps = 0;
+    for (const auto& p : specs) auto_apps += p.first.workers_auto;
+    // Not a structured binding: Clang before 16 cannot capture one in a lambda.
+    for (const auto& entry : apps) {
+      const auto& a = entry.second;
+      const bool given = std::any_of(specs.begin(), specs.end(),
+                                     [&entry](const auto& p) { return p.first.name == entry.first; });
+      if (a->spec.workers_auto && (a->st == app::state::running || a->st == app::state::stopping) && !given)
+        ++auto_apps;
+    }
+    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    for (auto& p : specs)
+      if (p.first.workers_auto) p.first.run.workers = auto_workers(cpus, auto_apps, !p.first.run.agent.empty());
   }
 
   // Does a running app with spec `was` need a restart (not a rolling reload) to take `now`? Its sockets, its agent
@@ -610,14 +616,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
         return fail(s, "app '" + spec->name + "' is stopping; try again once it has stopped");
       specs.emplace_back(std::move(*spec), v.as_object());
     }
-    unsigned auto_apps = 0;
-    for (const auto& p : specs) auto_apps += p.first.workers_auto;
-    for (const auto& entry : apps) {
-      const bool in_file = std::any_of(specs.begin(), specs.end(),
-                                       [&entry](const auto& p) { return p.first.name == entry.first; });
-      if (!in_file && entry.second->spec.workers_auto && entry.second->st == app::state::running) ++auto_apps;
-    }
-    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    assign_auto_workers(specs);
     struct tally {
       std::size_t left;
       std::string errors;
@@ -633,7 +632,6 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       s->end();
     };
     for (auto& [spec, source] : specs) {
-      if (spec.workers_auto) spec.run.workers = auto_workers(cpus, auto_apps, !spec.run.agent.empty());
       const std::string name = spec.name;
       auto it = apps.find(name);
       if (it == apps.end() || it->second->st != app::state::running) {
