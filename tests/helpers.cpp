@@ -281,10 +281,16 @@ int run_helper(int argc, char** argv) {
     struct sigaction sa {};
     sa.sa_handler = [](int) { got = got + 1; };
     ::sigaction(SIGUSR1, &sa, nullptr);
+    // Blocked except inside sigsuspend: a SIGUSR1 that comes between the check and the wait is not lost (with
+    // pause() it was, whenever the signal came right after "waiting").
+    sigset_t usr1, outside;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    ::sigprocmask(SIG_BLOCK, &usr1, &outside);
     std::printf("waiting %d\n", ::getpid());
     std::fflush(stdout);
     for (int seen = 0;;) {
-      ::pause();
+      ::sigsuspend(&outside);
       for (; seen < got; ++seen) std::printf("usr1 %d\n", ::getpid());
       std::fflush(stdout);
     }
