@@ -679,3 +679,52 @@ TEST(Spawn, AnUnknownDeathSignalIsAnError) {
   asio::io_context io;
   EXPECT_EQ(clutch::spawn(io, "true", {}, {.death_signal = "SIGNOPE"}).spawn_error(), std::errc::invalid_argument);
 }
+
+// What a shell left running in its own group after it exited: its pid, once the shell has exited (with kill_tree,
+// so it leads the group; the background child holds stdout, so the exited shell stays unreaped).
+using clutch_test::run_until;
+
+pid_t left_behind(asio::io_context& io, clutch::child& c, const std::string& script) {
+  c = clutch::spawn(io, "sh", {"-c", script + " & echo $!"}, {.kill_tree = true});
+  auto out = std::make_shared<std::string>();
+  c.on_data(clutch::child::out, [out](std::string_view d) { *out += d; });
+  if (!run_until(io, [&] { return c.exit().has_value() && out->find('\n') != std::string::npos; })) return 0;
+  return std::stoi(*out);
+}
+
+TEST(SweepGroup, EndsWhatTheLeaderLeftAndIsDoneOnceOnlyTheExitedLeaderRemains) {
+  asio::io_context io;
+  clutch::child c;
+  const pid_t left = left_behind(io, c, "sleep 600");
+  ASSERT_GT(left, 1);
+  ASSERT_TRUE(clutch_test::process_alive(left));
+  bool done = false;
+  // A kill deadline far past the test's own limit: done has to come from the group being empty. The exited
+  // leader, held unreaped during the sweep so that its group id stays ours, is not "something left".
+  ASSERT_TRUE(c.sweep_group(std::chrono::minutes(10), [&] { done = true; }));
+  EXPECT_FALSE(done) << "done is posted, never called from inside sweep_group";
+  ASSERT_TRUE(run_until(io, [&] { return done; }, 20s)) << "the sweep waited for its kill deadline";
+  EXPECT_FALSE(clutch_test::process_alive(left));
+  EXPECT_FALSE(c.sweep_group(1s, [] {})) << "nothing of ours is left to sweep";
+}
+
+TEST(SweepGroup, WhatIgnoresSigtermIsKilledAtTheDeadline) {
+  asio::io_context io;
+  clutch::child c;
+  const pid_t left = left_behind(io, c, "trap '' TERM; sleep 600");
+  ASSERT_GT(left, 1);
+  bool done = false;
+  ASSERT_TRUE(c.sweep_group(300ms, [&] { done = true; }));
+  ASSERT_TRUE(run_until(io, [&] { return done; }, 20s));
+  EXPECT_FALSE(clutch_test::process_alive(left));
+}
+
+TEST(SweepGroup, AChildWithoutItsOwnGroupOrNotStartedIsNeverSwept) {
+  asio::io_context io;
+  auto plain = clutch::spawn(io, "true", {});
+  ASSERT_TRUE(run_until(io, [&] { return plain.exit().has_value(); }));
+  EXPECT_FALSE(plain.sweep_group(1s, [] { ADD_FAILURE() << "swept a group that is not the child's"; }));
+  auto failed = clutch::spawn(io, "/nonexistent/prog", {}, {.kill_tree = true});
+  EXPECT_FALSE(failed.sweep_group(1s, [] { ADD_FAILURE() << "swept for a child that never started"; }));
+  io.run_for(100ms);
+}

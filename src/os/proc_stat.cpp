@@ -77,10 +77,13 @@ std::optional<proc_stat> read_proc_stat(pid_t pid) {
   return text ? parse_proc_stat(pid, *text) : std::nullopt;
 }
 
-process_table process_table::scan() {
-  process_table t;
+namespace {
+
+// f(pid, stat) for every process /proc lists, until f returns false. False when /proc cannot be read.
+template <typename F>
+bool for_each_process(F&& f) {
   DIR* dir = ::opendir("/proc");
-  if (!dir) return t;
+  if (!dir) return false;
   while (const dirent* e = ::readdir(dir)) {
     pid_t pid = 0;
     const std::string_view name(e->d_name);
@@ -88,13 +91,32 @@ process_table process_table::scan() {
     if (r.ec != std::errc{} || r.ptr != name.data() + name.size() || pid <= 0) continue;
     const auto text = read_stat_text(pid);
     if (!text) continue;  // gone since readdir
-    if (auto st = parse_proc_stat(pid, *text)) {
-      t.children_.emplace(st->ppid, pid);
-      t.procs_.emplace(pid, *st);
-    }
+    if (auto st = parse_proc_stat(pid, *text); st && !f(*st)) break;
   }
   ::closedir(dir);
+  return true;
+}
+
+}  // namespace
+
+process_table process_table::scan() {
+  process_table t;
+  for_each_process([&t](const proc_stat& st) {
+    t.children_.emplace(st.ppid, st.pid);
+    t.procs_.emplace(st.pid, st);
+    return true;
+  });
   return t;
+}
+
+std::optional<bool> group_has_others(pid_t pgid, pid_t except) {
+  bool found = false;
+  if (!for_each_process([&](const proc_stat& st) {
+        found = st.pgrp == pgid && st.pid != except;
+        return !found;
+      }))
+    return std::nullopt;
+  return found;
 }
 
 const proc_stat* process_table::find(pid_t pid) const {

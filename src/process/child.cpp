@@ -11,6 +11,7 @@
 #include "completion.hpp"
 #include "error_detail.hpp"
 #include "os/pidfd.hpp"
+#include "os/proc_stat.hpp"
 #include "os/signals.hpp"
 #include "process/child_state.hpp"
 #include "process/plan.hpp"
@@ -282,14 +283,20 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
   void poll() {
     const auto now = std::chrono::steady_clock::now();
     const bool ours = leader_->leader_held();
-    const bool left = ours && ::kill(-leader_->pid, 0) == 0;
+    // The exited leader we hold is a member itself, so kill(-pgid, 0) alone would always find someone left.
+    const bool left = ours && ::kill(-leader_->pid, 0) == 0 &&
+                      os::group_has_others(leader_->pid, leader_->pid).value_or(true);
     if (left && !killed_ && now >= kill_at_) {
       ::kill(-leader_->pid, SIGKILL);
       killed_ = true;
     }
     // A second after the SIGKILL, what is left can only be zombies that nobody reaps (under a PID 1 that does not).
     if (!left || now >= kill_at_ + std::chrono::seconds(1)) return finish();
-    timer_.expires_after(std::chrono::milliseconds(10));
+    // Each look is a pass over /proc: often at first (most members go at the SIGTERM), then less.
+    auto next = now + interval_;
+    if (!killed_) next = std::min(next, kill_at_);  // the SIGKILL on time
+    timer_.expires_at(next);
+    interval_ = std::min(interval_ * 2, std::chrono::milliseconds(160));
     timer_.async_wait([self = shared_from_this()](boost::system::error_code) { self->poll(); });
   }
 
@@ -304,6 +311,7 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
   asio::steady_timer timer_;
   std::chrono::steady_clock::time_point kill_at_;
   bool killed_ = false;
+  std::chrono::milliseconds interval_{10};
   std::function<void()> done_;
 };
 
