@@ -12,10 +12,10 @@
 //                                value is reported as {kind: "value", value}), call {name} (follower).
 //       requests               "echo" → its data; "never" → never answered
 //       app: a new agent       → reports {kind: "agent", agent}
-//     agent MODEs: ok; exit-at-start (exit 3 before ready); never-ready; die-after:N:MARKER (the first agent to
+//     agent MODEs: ok; exit-at-start (13 lines on stderr, exit 3 before ready); never-ready; die-after:N:MARKER (the first agent to
 //       find MARKER absent creates it and dies by _exit(9) on its Nth "item"); every agent reports each "item"
 //       as {kind: "item", i}, except in quiet mode, where it only counts them (request "count").
-//     app MODEs: ok (listens on 127.0.0.1:0, then ready); exit-at-start (exit 4 before ready).
+//     app MODEs: ok (listens on 127.0.0.1:0, then ready); exit-at-start (13 lines on stderr, exit 4 before ready).
 //   app-master AGENT_MODE APP_MODE   a master with 2 app workers; prints "start ROLE PID" for each role started,
 //       and sends {ready: {agent, apps}} to its parent when ready. Its exit code is master::run()'s.
 #include <unistd.h>
@@ -159,6 +159,10 @@ int run_role(const std::string& mode) {
   role_helper h{io, m, mode};
   h.setup();
   if (mode == "exit-at-start") {
+    // More lines than the master keeps, the last one unfinished: its report shows the last ten.
+    const char* who = r == app::role::agent ? "agent" : "app";
+    for (int k = 1; k <= 12; ++k) std::fprintf(stderr, "%s start-up line %d\n", who, k);
+    std::fprintf(stderr, "fatal: cannot read config.json");
     std::fflush(nullptr);
     ::_exit(r == app::role::agent ? 3 : 4);
   }

@@ -185,11 +185,27 @@ startup_failure run_failing_master(const std::string& agent_mode, const std::str
   return out.value_or(startup_failure{});
 }
 
+// The failure is reported once, with the last ten lines the role wrote to stderr; all of them also came through.
+void expect_reported_with_last_lines(const std::string& err, const std::string& who) {
+  const auto at = err.find("start-up failed: ");
+  ASSERT_NE(at, std::string::npos) << err;
+  EXPECT_EQ(err.find("start-up failed: ", at + 1), std::string::npos) << "reported once: " << err;
+  const std::string report = err.substr(at);
+  EXPECT_NE(report.find("; the last lines of its stderr:\n  | " + who + " start-up line 4\n"), std::string::npos)
+      << report;
+  EXPECT_NE(report.find("  | " + who + " start-up line 12\n  | fatal: cannot read config.json\n"), std::string::npos)
+      << report;
+  EXPECT_EQ(report.find(who + " start-up line 3\n"), std::string::npos) << "ten lines, not more: " << report;
+  for (int k = 1; k <= 12; ++k)  // passed on as written, before the report
+    EXPECT_NE(err.substr(0, at).find(who + " start-up line " + std::to_string(k) + "\n"), std::string::npos) << err;
+}
+
 TEST(AppStartup, FailingAgentStopsTheMasterWithCodeOne) {
   auto f = run_failing_master("exit-at-start", "ok");
   EXPECT_EQ(f.code, 1);
   EXPECT_NE(f.err.find("start-up failed: agent (pid "), std::string::npos) << f.err;
   EXPECT_NE(f.err.find("exited with code 3 during start-up"), std::string::npos) << f.err;
+  expect_reported_with_last_lines(f.err, "agent");
   ASSERT_EQ(f.pids.size(), 1u);  // no app worker was started
   EXPECT_TRUE(all_gone(f.pids));
 }
@@ -199,6 +215,7 @@ TEST(AppStartup, FailingWorkerStopsTheMasterAndTheAgent) {
   EXPECT_EQ(f.code, 1);
   EXPECT_NE(f.err.find("start-up failed: app worker "), std::string::npos) << f.err;
   EXPECT_NE(f.err.find("exited with code 4 during start-up"), std::string::npos) << f.err;
+  expect_reported_with_last_lines(f.err, "app");
   EXPECT_GE(f.pids.size(), 2u);  // the agent and at least one worker
   EXPECT_TRUE(all_gone(f.pids));
 }
@@ -226,7 +243,9 @@ TEST_F(AppFixture, AnAppWorkerThatDiesDuringStartFailsItAndIsNotForkedAgain) {
   master->start([this](clutch::error_code ec, app::ready_info) { started = ec; });
   ASSERT_TRUE(run_until(io, [&] { return started.has_value(); }));
   EXPECT_TRUE(*started);
-  EXPECT_NE(master->failure().find("during start-up"), std::string::npos) << master->failure();
+  EXPECT_NE(master->failure().find("during start-up; the last lines of its stderr:"), std::string::npos)
+      << master->failure();
+  EXPECT_NE(master->failure().find("  | fatal: cannot read config.json"), std::string::npos) << master->failure();
   io.run_for(500ms);  // a re-fork would come at once
   EXPECT_EQ(std::count(events.begin(), events.end(), "start app"), 2) << "the two of the start, no replacement";
 }

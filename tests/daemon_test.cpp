@@ -356,6 +356,26 @@ TEST(Daemon, ScaleRestartAndDeleteWorkOnTheRunningApp) {
   EXPECT_TRUE(h.ls().as_array().empty());
 }
 
+TEST(Daemon, TheUnixSocketFileOfAnAppGoesWithItAndOnlyThatOne) {
+  daemon_home h;
+  const std::string path = h.dir.path + "/u.sock";
+  ASSERT_EQ(h.cli(start_args({"--name", "u", "--workers", "1", "--listen", "unix:" + path}, {"sleep", "600"})).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "u", 1); })) << json::serialize(h.ls());
+  EXPECT_TRUE(fs::exists(path));
+  ASSERT_EQ(h.cli({"delete", "u"}).code, 0);
+  EXPECT_FALSE(fs::exists(path)) << "the daemon leaves the socket file of a deleted app behind";
+
+  // Again, and now someone else's file stands at that path when the daemon ends: not the daemon's to remove.
+  ASSERT_EQ(h.cli(start_args({"--name", "u", "--workers", "1", "--listen", "unix:" + path}, {"sleep", "600"})).code, 0);
+  ASSERT_TRUE(eventually([&] { return ready_count(h, "u", 1); })) << json::serialize(h.ls());
+  fs::remove(path);
+  std::ofstream(path) << "not a socket of clutch's\n";
+  const int daemon = h.daemon_pid();
+  ASSERT_EQ(h.cli({"kill"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return !clutch_test::process_alive(daemon); }));
+  EXPECT_TRUE(fs::exists(path)) << "the daemon removed a file it did not make";
+}
+
 TEST(Daemon, BadRequestsGetAClearMessageAndChangeNothing) {
   daemon_home h;
   ASSERT_EQ(h.cli(start_args({"--name", "a", "--workers", "1"}, {"sleep", "600"})).code, 0);

@@ -232,7 +232,10 @@ struct settings {
   unsigned workers = 0;  // 0: CPUs minus one for the agent, at least one
   environment env{};
   std::string cwd{};
-  bool silent = false;  // roles' stdout/stderr come to the master as pipes instead of being inherited
+  // Roles' stdout/stderr come to the master as pipes instead of being inherited. When false, stdout is inherited
+  // and stderr passes through the master, which keeps each role's last ten lines: a role that dies during start-up
+  // is reported (failure()) with its exit and those lines.
+  bool silent = false;
   std::chrono::milliseconds agent_start_timeout{30000};
   std::chrono::milliseconds app_start_timeout{30000};
   std::chrono::milliseconds agent_restart_delay{1000};

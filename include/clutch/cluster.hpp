@@ -69,6 +69,9 @@ struct settings {
   environment env{};                             // fork(vars) adds vars on top
   std::string cwd{};
   bool silent = false;  // workers' stdout/stderr come to the primary as pipes instead of being inherited
+  // Workers' stderr alone comes as a pipe (worker.process().on_data(child::err, …)), for a primary that passes it
+  // on and keeps its last lines. The pipe is read at most a second past the worker's exit (options::close_grace).
+  bool pipe_stderr = false;
   scheduling policy = scheduling::reuseport;
   restart_policy restart = restart_policy::always;
   // Back-off between restarts after crashes in a row: restart_delay, ×restart_backoff each time, capped at

@@ -29,6 +29,37 @@ namespace detail {
 using ::clutch::detail::complete;
 using queue = std::deque<json::object>;
 
+// What a role writes to stderr comes through the master (unless settings::silent gives the pipes to the user):
+// it is passed on to the master's own stderr as it comes, and its last lines are kept, so that a role that dies
+// during start-up is reported with them instead of leaving the user to find them among everyone's output.
+struct err_tail {
+  static constexpr std::size_t max_lines = 10, max_line = 512;
+  std::deque<std::string> lines;  // the last one may be unfinished (no newline yet)
+  bool open_line = false;
+
+  void add(std::string_view chunk) {
+    while (!chunk.empty()) {
+      if (!open_line) {
+        if (lines.size() == max_lines) lines.pop_front();
+        lines.emplace_back();
+        open_line = true;
+      }
+      const auto nl = chunk.find('\n');
+      auto& line = lines.back();
+      const auto part = chunk.substr(0, nl);
+      line.append(part.substr(0, max_line - std::min(max_line, line.size())));
+      if (nl == std::string_view::npos) break;
+      open_line = false;
+      chunk.remove_prefix(nl + 1);
+    }
+  }
+  std::string text() const {
+    std::string out;
+    for (const auto& l : lines) out += "\n  | " + l;
+    return out;
+  }
+};
+
 // One agent or app worker process, from the master's side.
 struct proc {
   role r = role::app;
@@ -42,7 +73,11 @@ struct proc {
   queue held;                // messages for this pid, until it is ready
   forked_child agent_child;  // the agent's process
   child process;             // its process, whatever its role: what sweep_group ends its group through
+  std::shared_ptr<err_tail> tail;  // when its stderr comes through us
 };
+
+// How long a role's stderr is still read after it exits, while something it left behind holds the pipe.
+constexpr std::chrono::milliseconds stderr_grace{1000};
 
 enum class phase { idle, agent, apps, running, stopping, stopped, failed };
 
@@ -79,6 +114,9 @@ struct master_state : std::enable_shared_from_this<master_state> {
   asio::steady_timer start_timer, agent_timer;
   std::vector<done_handler> stop_waiters;
   int sweeping = 0;  // process groups of exited roles still being emptied
+  int reading = 0;   // roles' stderr pipes not yet at their end: a failed start waits for their last lines
+  bool stderr_mid_line = false;  // what was last passed on to our stderr did not end a line
+  std::shared_ptr<err_tail> failed_tail;  // the last lines of the role whose death failed the start
   std::minstd_rand rng;
   std::vector<asio::ip::tcp::endpoint> listening;
 
@@ -299,6 +337,7 @@ void fail_start(const std::shared_ptr<master_state>& m, std::string why);
 void role_ready(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p);
 void start_agent(const std::shared_ptr<master_state>& m);
 void check_stopped(const std::shared_ptr<master_state>& m);
+void pass_on_stderr(const std::shared_ptr<master_state>& m, proc& p);
 
 void on_role_control(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p,
                      const json::object& msg) {
@@ -322,8 +361,10 @@ void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p
   sweep_group(m, p->process);
   m->on_exit.call(p->r, p->pid, st);
 
-  if (m->ph == phase::agent || m->ph == phase::apps)
+  if (m->ph == phase::agent || m->ph == phase::apps) {
+    m->failed_tail = p->tail;
     return fail_start(m, describe(*p) + " " + describe(st) + " during start-up");
+  }
   if (p->r == role::agent && m->agent == p) {
     m->agent.reset();
     if (m->ph != phase::running) return check_stopped(m);
@@ -343,6 +384,10 @@ void start_agent(const std::shared_ptr<master_state>& m) {
   options o;
   o.cwd = m->cfg.cwd;
   o.silent = m->cfg.silent;
+  if (!m->cfg.silent) {
+    o.stdio = {stdio::inherit, stdio::inherit, stdio::pipe, stdio::ipc};
+    o.close_grace = stderr_grace;
+  }
   o.env = m->cfg.env.plus({{std::string(role_variable), "agent"}});
   o.kill_tree = true;
   o.death_signal = death_signal();
@@ -371,6 +416,7 @@ void start_agent(const std::shared_ptr<master_state>& m) {
   }
   p->pid = p->agent_child.pid();
   p->process = p->agent_child;
+  if (!m->cfg.silent) pass_on_stderr(m, *p);
   if (m->ph == phase::running) ++m->stats.agent_restarts;
   m->agent = p;
   m->procs[p->pid] = p;
@@ -461,6 +507,7 @@ void watch_apps(const std::shared_ptr<master_state>& m) {
     p->r = role::app;
     p->pid = w.process().pid();
     p->process = w.process();
+    if (!m->cfg.silent) pass_on_stderr(m, *p);
     p->id = w.id();
     p->slot = w.slot();
     m->slots = std::max(m->slots, p->slot + 1);
@@ -507,7 +554,28 @@ void fail_queues(const std::shared_ptr<master_state>& m) {
   for (auto& [s, q] : m->slot_queues) fail_all(q);
 }
 
-bool everything_gone(const master_state& m) { return m.procs.empty() && m.sweeping == 0; }
+bool everything_gone(const master_state& m) { return m.procs.empty() && m.sweeping == 0 && m.reading == 0; }
+
+// Passes a role's stderr on to ours, keeping its last lines. The pipe ends when every process holding it has
+// exited, or a second after the role's own exit (close_grace) if something it left behind keeps it open.
+void pass_on_stderr(const std::shared_ptr<master_state>& m, proc& p) {
+  p.tail = std::make_shared<err_tail>();
+  ++m->reading;
+  p.process.on_data(child::err, [wm = std::weak_ptr(m), tail = p.tail](std::string_view chunk) {
+    tail->add(chunk);
+    if (auto m = wm.lock(); m && !chunk.empty()) m->stderr_mid_line = chunk.back() != '\n';
+    while (!chunk.empty()) {
+      const auto n = ::write(STDERR_FILENO, chunk.data(), chunk.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // our stderr is gone or full: the lines are still kept
+      chunk.remove_prefix(static_cast<std::size_t>(n));
+    }
+  });
+  p.process.on_end(child::err, [wm = std::weak_ptr(m)] {
+    auto m = wm.lock();
+    if (m && --m->reading == 0) check_stopped(m);
+  });
+}
 
 // Stops the agent once every app worker is gone: the workers may still need it while they finish.
 void check_stopped(const std::shared_ptr<master_state>& m) {
@@ -528,6 +596,8 @@ void check_stopped(const std::shared_ptr<master_state>& m) {
     return;
   }
   if (!everything_gone(*m)) return;
+  if (m->ph == phase::failed && m->failed_tail && !m->failed_tail->lines.empty())
+    m->why += "; the last lines of its stderr:" + std::exchange(m->failed_tail, {})->text();
   if (m->ph == phase::failed) finish_start(m, make_error_code(errc::worker_failed));
   m->ph = phase::stopped;
   for (auto& h : std::exchange(m->stop_waiters, {})) complete(m->io, std::move(h), error_code{});
@@ -604,6 +674,7 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
   cs.env = m.cfg.env.plus({{std::string(detail::role_variable), "app"}});
   cs.cwd = m.cfg.cwd;
   cs.silent = m.cfg.silent;
+  cs.pipe_stderr = !m.cfg.silent;  // passed on by the master, which keeps the last lines (pass_on_stderr)
   cs.wait_ready = true;
   cs.kill_timeout = m.cfg.kill_timeout;
   cs.death_signal = detail::death_signal();
@@ -663,7 +734,8 @@ int master::run(std::function<void(const ready_info&)> on_ready) {
   });
   start([&, this](error_code ec, const ready_info& info) {
     if (ec) {
-      std::fprintf(stderr, "clutch::app: start-up failed: %s\n", failure().c_str());
+      std::fprintf(stderr, "%sclutch::app: start-up failed: %s\n", state_->stderr_mid_line ? "\n" : "",
+                   failure().c_str());
       code = 1;
       return finish(1);
     }

@@ -257,7 +257,8 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
   // The listeners its slot's earlier workers used come with it, above the channel at fd 3: a replacement then
   // serves without waiting for a reply from us.
   const auto std_slot = cfg.silent ? stdio::pipe : stdio::inherit;
-  o.stdio = {std_slot, std_slot, std_slot, stdio::ipc};
+  o.stdio = {std_slot, std_slot, cfg.pipe_stderr ? stdio::pipe : std_slot, stdio::ipc};
+  if (cfg.pipe_stderr && !cfg.silent) o.close_grace = std::chrono::seconds(1);
   json::array inherited;
   for (auto& l : listeners_for(p, slot, 4)) {
     o.stdio.push_back(stdio::fd(l.fd));
