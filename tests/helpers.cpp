@@ -1,6 +1,6 @@
 #include "helpers.hpp"
 
-#include "json_fields.hpp"
+#include "common/json_fields.hpp"
 #include "os/proc_stat.hpp"
 #include "supervisor/notify.hpp"
 

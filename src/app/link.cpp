@@ -6,7 +6,7 @@
 #include <boost/json/serializer.hpp>
 
 #include "app/protocol.hpp"
-#include "ipc/channel_state.hpp"
+#include "ipc/text_frame.hpp"
 
 namespace clutch::app::detail {
 
@@ -107,7 +107,7 @@ void link::send(frame f) {
     if (on_lost) on_lost(std::move(one));
     return;
   }
-  ::clutch::detail::channel_send_text(ch_.state(), f.text);
+  ::clutch::detail::send_text(ch_, f.text);
   unacked_.push_back(std::move(f));
 }
 

@@ -15,8 +15,8 @@
 
 #include "app/messenger_state.hpp"
 #include "app/protocol.hpp"
-#include "completion.hpp"
-#include "exit_text.hpp"
+#include "common/completion.hpp"
+#include "common/exit_text.hpp"
 #include "os/fd.hpp"
 #include "os/self.hpp"
 

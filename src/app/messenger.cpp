@@ -9,7 +9,7 @@
 
 #include "app/messenger_state.hpp"
 #include "app/protocol.hpp"
-#include "completion.hpp"
+#include "common/completion.hpp"
 #include "os/signals.hpp"
 
 namespace clutch::app {

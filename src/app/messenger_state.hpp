@@ -16,7 +16,7 @@
 
 #include "app/link.hpp"
 #include "clutch/app.hpp"
-#include "handler_list.hpp"
+#include "common/handler_list.hpp"
 
 namespace clutch::app::detail {
 

@@ -21,7 +21,7 @@
 #include <string_view>
 
 #include "clutch/app.hpp"
-#include "json_fields.hpp"
+#include "common/json_fields.hpp"
 
 namespace clutch::app::detail {
 

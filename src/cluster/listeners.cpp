@@ -5,11 +5,13 @@
 #include <boost/json/object.hpp>
 #include <string>
 
-#include "cluster/listen_socket.hpp"
+#include "common/listen_socket.hpp"
 #include "cluster/primary_state.hpp"
 #include "cluster/protocol.hpp"
 
 namespace clutch::cluster::detail {
+
+using ::clutch::detail::open_listener;
 
 namespace {
 

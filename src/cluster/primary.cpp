@@ -9,7 +9,7 @@
 
 #include "cluster/primary_state.hpp"
 #include "cluster/protocol.hpp"
-#include "completion.hpp"
+#include "common/completion.hpp"
 #include "os/self.hpp"
 
 namespace clutch::cluster {

@@ -21,8 +21,8 @@
 #include <boost/json/object.hpp>
 
 #include "clutch/cluster.hpp"
-#include "backoff.hpp"
-#include "handler_list.hpp"
+#include "common/backoff.hpp"
+#include "common/handler_list.hpp"
 #include "os/fd.hpp"
 
 namespace clutch::cluster::detail {

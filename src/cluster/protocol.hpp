@@ -19,7 +19,7 @@
 #include <string>
 #include <string_view>
 
-#include "json_fields.hpp"
+#include "common/json_fields.hpp"
 
 namespace clutch::cluster::detail {
 

@@ -12,12 +12,12 @@
 #include <string>
 
 #include "clutch/cluster.hpp"
-#include "cluster/listen_socket.hpp"
+#include "common/listen_socket.hpp"
 #include "cluster/protocol.hpp"
 #include "os/proc_stat.hpp"
 #include "os/signals.hpp"
-#include "completion.hpp"
-#include "handler_list.hpp"
+#include "common/completion.hpp"
+#include "common/handler_list.hpp"
 
 namespace clutch::cluster {
 
@@ -26,6 +26,7 @@ namespace detail {
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 using ::clutch::detail::complete;
+using ::clutch::detail::open_listener;
 
 struct worker_side;
 

@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <cstring>
 
-#include "completion.hpp"
-#include "error_detail.hpp"
+#include "common/completion.hpp"
+#include "common/error_detail.hpp"
 #include "os/scm_rights.hpp"
 
 namespace clutch {
@@ -388,6 +388,8 @@ void channel_state::close(error_code why) {
     for (auto& f : handlers) f(why);
   });
 }
+
+bool send_text(channel& ch, std::string_view frame) { return channel_send_text(ch.state(), frame); }
 
 bool channel_send_text(const std::shared_ptr<channel_state>& s, std::string_view frame) {
   if (!s->accepting(false, false) || s->pending) return s->send(std::string(frame), handle{}, {});

@@ -18,8 +18,9 @@
 #include <vector>
 
 #include "clutch/ipc.hpp"
-#include "handler_list.hpp"
+#include "common/handler_list.hpp"
 #include "ipc/frame_decoder.hpp"
+#include "ipc/text_frame.hpp"
 #include "os/fd.hpp"
 
 namespace clutch::detail {
@@ -107,7 +108,5 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
 // A message that one of clutch's own layers serialized itself (the messenger writes its envelopes as text),
 // queued as it is, without its '\n'. Returns like channel::send.
 bool channel_send_text(const std::shared_ptr<channel_state>& s, std::string_view frame);
-// Whether JSON needs an escape anywhere in s (a control character, '"' or '\\').
-bool needs_escape(std::string_view s);
 
 }  // namespace clutch::detail

@@ -7,9 +7,9 @@
 #include <utility>
 
 #include "clutch/ipc.hpp"
-#include "error_detail.hpp"
+#include "common/error_detail.hpp"
 #include "ipc/channel_state.hpp"
-#include "process/child_state.hpp"
+#include "process/held_child.hpp"
 
 namespace clutch {
 
@@ -25,7 +25,7 @@ bool runs_under_node(std::string_view program) {
 forked_child failed(asio::io_context& io, error_code why) {
   // A channel that is closed from the start, so that send() on it fails as it would after a disconnect.
   auto ch = std::make_shared<detail::channel_state>(io, -1, channel_options{});
-  return forked_child(child(detail::failed_child(io, why)), channel(std::move(ch)));
+  return forked_child(detail::failed_child_of(io, why), channel(std::move(ch)));
 }
 
 }  // namespace
@@ -60,25 +60,20 @@ forked_child fork(asio::io_context& io, std::string_view program, const std::vec
   }
   argv.insert(argv.end(), args.begin(), args.end());
 
-  auto state = detail::start_child(io, file, argv, o, /*buffering=*/false);
+  auto held = detail::start_held_child(io, file, argv, o);
   pair.second.reset();  // the child has its copy; ours would keep the channel open after the child is gone
-  if (state->spawn_failure) return failed(io, state->spawn_failure);
+  if (auto ec = held.process.spawn_error()) return failed(io, ec);
 
   channel ch(io, pair.first.release(), copts);
   // The exit is reported once the channel has delivered everything the child sent before it exited: when the
   // channel closes, or when the exit is seen, after reading what the socket holds by then. (Waiting for the
   // channel's EOF alone would wait for any grandchild that inherited it.)
-  ++state->holds;
-  auto release = [weak = std::weak_ptr(state), released = std::make_shared<bool>(false)] {
-    if (std::exchange(*released, true)) return;
-    if (auto s = weak.lock()) s->release_hold();
-  };
-  ch.on_disconnect([release](error_code) { release(); });
-  state->on_process_exit.add([weak_ch = std::weak_ptr(ch.state()), release] {
+  ch.on_disconnect([release = held.release](error_code) { release(); });
+  detail::on_process_end(held.process, [weak_ch = std::weak_ptr(ch.state()), release = held.release] {
     if (auto c = weak_ch.lock()) c->drain();
     release();
   });
-  return forked_child(child(std::move(state)), std::move(ch));
+  return forked_child(std::move(held.process), std::move(ch));
 }
 
 // Overloads rather than default arguments: see GCC 12's co_await bug in child_process.hpp.

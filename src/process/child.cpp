@@ -8,12 +8,13 @@
 #include <system_error>
 #include <tuple>
 
-#include "completion.hpp"
-#include "error_detail.hpp"
+#include "common/completion.hpp"
+#include "common/error_detail.hpp"
 #include "os/pidfd.hpp"
 #include "os/proc_stat.hpp"
 #include "os/signals.hpp"
 #include "process/child_state.hpp"
+#include "process/held_child.hpp"
 #include "process/plan.hpp"
 
 namespace clutch {
@@ -390,6 +391,24 @@ std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string
   }
   return state;
 }
+
+held_child start_held_child(asio::io_context& io, const std::string& file, const std::vector<std::string>& args,
+                            const options& opts) {
+  auto state = start_child(io, file, args, opts, /*buffering=*/false);
+  if (state->spawn_failure) return {child(std::move(state)), [] {}};
+  ++state->holds;
+  auto release = [weak = std::weak_ptr(state), released = std::make_shared<bool>(false)] {
+    if (std::exchange(*released, true)) return;
+    if (auto s = weak.lock()) s->release_hold();
+  };
+  return {child(std::move(state)), std::move(release)};
+}
+
+void on_process_end(child& c, std::function<void()> f) {
+  if (c.state()) c.state()->on_process_exit.add(std::move(f));
+}
+
+child failed_child_of(asio::io_context& io, error_code why) { return child(failed_child(io, why)); }
 
 }  // namespace detail
 

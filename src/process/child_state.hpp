@@ -13,7 +13,7 @@
 #include <optional>
 
 #include "clutch/child_process.hpp"
-#include "handler_list.hpp"
+#include "common/handler_list.hpp"
 #include "os/fd.hpp"
 
 namespace clutch::detail {

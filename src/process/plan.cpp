@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <string_view>
 
-#include "error_detail.hpp"
+#include "common/error_detail.hpp"
 
 extern char** environ;
 

@@ -17,8 +17,8 @@
 #include <map>
 #include <thread>
 
-#include "exit_text.hpp"
-#include "json_fields.hpp"
+#include "common/exit_text.hpp"
+#include "common/json_fields.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/logs.hpp"

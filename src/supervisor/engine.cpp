@@ -9,7 +9,7 @@
 #include <optional>
 #include <set>
 
-#include "exit_text.hpp"
+#include "common/exit_text.hpp"
 #include "os/proc_stat.hpp"
 #include "supervisor/accepting.hpp"
 #include "supervisor/notify.hpp"

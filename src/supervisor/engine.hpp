@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-#include "backoff.hpp"
+#include "common/backoff.hpp"
 #include "clutch/child_process.hpp"
 #include "clutch/cluster.hpp"
 #include "supervisor/listen.hpp"

@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cluster/listen_socket.hpp"
+#include "common/listen_socket.hpp"
 
 namespace clutch::supervisor {
 
@@ -104,7 +104,7 @@ listener open_listener(const listen_spec& spec, error_code& ec) {
     l.fd.reset(a.release());
   } else {
     asio::ip::tcp::acceptor a(scratch);
-    if ((ec = cluster::detail::open_listener(a, spec.tcp, 511, false, l.bound))) return l;
+    if ((ec = ::clutch::detail::open_listener(a, spec.tcp, 511, false, l.bound))) return l;
     l.fd.reset(a.release());
   }
   return l;

@@ -11,7 +11,7 @@
 #include <optional>
 #include <sstream>
 
-#include "json_fields.hpp"
+#include "common/json_fields.hpp"
 #include "os/proc_stat.hpp"
 
 namespace clutch::supervisor {

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "cluster/listen_socket.hpp"
+#include "common/listen_socket.hpp"
 
 namespace clutch::supervisor {
 
@@ -25,7 +25,7 @@ int reuseport_group::add(error_code& ec) {
   // The first member binds what was asked (port 0: the kernel picks one); the others join on that port.
   const auto at = members_.empty() ? spec_.tcp : bound_;
   asio::ip::tcp::endpoint bound;
-  if ((ec = cluster::detail::open_listener(a, at, 511, true, bound))) return -1;
+  if ((ec = ::clutch::detail::open_listener(a, at, 511, true, bound))) return -1;
   if (members_.empty()) bound_ = bound;
   members_.emplace_back(a.release());
   // A new group (or one whose program was never set) spreads by hash over every member, this one included.

@@ -29,7 +29,7 @@
 #include <optional>
 #include <thread>
 
-#include "json_fields.hpp"
+#include "common/json_fields.hpp"
 #include "os/proc_stat.hpp"
 #include "os/self.hpp"
 #include "supervisor/config.hpp"

@@ -1,4 +1,8 @@
-// Opening a listening TCP socket, as the primary does for the sockets it shares and a worker for an exclusive one.
+// Opening a listening TCP socket: the cluster's primary for the sockets it shares, a worker for an exclusive one,
+// and the supervisor for its own.
+//
+//   tcp::endpoint bound;
+//   if (auto ec = detail::open_listener(acceptor, {address, port}, 511, /*reuseport=*/false, bound)) ...
 #pragma once
 
 #include <sys/socket.h>
@@ -8,7 +12,7 @@
 
 #include "clutch/error.hpp"
 
-namespace clutch::cluster::detail {
+namespace clutch::detail {
 
 // Opens a on at's protocol with SO_REUSEADDR (and SO_REUSEPORT when asked), binds and listens. Returns the first
 // error; `bound` gets the real address (port 0 becomes the port the kernel chose).
@@ -24,4 +28,4 @@ inline error_code open_listener(boost::asio::ip::tcp::acceptor& a, const boost::
   return ec;
 }
 
-}  // namespace clutch::cluster::detail
+}  // namespace clutch::detail

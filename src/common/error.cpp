@@ -4,7 +4,7 @@
 #include <cstring>
 #include <string>
 
-#include "error_detail.hpp"
+#include "common/error_detail.hpp"
 
 namespace clutch {
 
