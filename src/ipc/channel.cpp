@@ -389,9 +389,8 @@ void channel_state::close(error_code why) {
   });
 }
 
-bool send_text(channel& ch, std::string_view frame) { return channel_send_text(ch.state(), frame); }
-
-bool channel_send_text(const std::shared_ptr<channel_state>& s, std::string_view frame) {
+bool send_text(channel& ch, std::string_view frame) {
+  const auto& s = ch.state();
   if (!s->accepting(false, false) || s->pending) return s->send(std::string(frame), handle{}, {});
   s->enqueue(frame, -1, {});
   s->schedule_flush();

@@ -105,8 +105,5 @@ struct channel_state : std::enable_shared_from_this<channel_state> {
   bool under_high_water_mark() const noexcept { return accepting(false, false) && queued <= opts.high_water_mark; }
 };
 
-// A message that one of clutch's own layers serialized itself (the messenger writes its envelopes as text),
-// queued as it is, without its '\n'. Returns like channel::send.
-bool channel_send_text(const std::shared_ptr<channel_state>& s, std::string_view frame);
 
 }  // namespace clutch::detail

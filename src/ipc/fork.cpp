@@ -25,7 +25,7 @@ bool runs_under_node(std::string_view program) {
 forked_child failed(asio::io_context& io, error_code why) {
   // A channel that is closed from the start, so that send() on it fails as it would after a disconnect.
   auto ch = std::make_shared<detail::channel_state>(io, -1, channel_options{});
-  return forked_child(detail::failed_child_of(io, why), channel(std::move(ch)));
+  return forked_child(detail::failed_child(io, why), channel(std::move(ch)));
 }
 
 }  // namespace

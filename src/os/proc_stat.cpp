@@ -109,10 +109,10 @@ process_table process_table::scan() {
   return t;
 }
 
-std::optional<bool> group_has_others(pid_t pgid, pid_t except) {
+std::optional<bool> others_in_group(pid_t leader) {
   bool found = false;
   if (!for_each_process([&](const proc_stat& st) {
-        found = st.pgrp == pgid && st.pid != except;
+        found = st.pgrp == leader && st.pid != leader;
         return !found;
       }))
     return std::nullopt;

@@ -3,7 +3,7 @@
 //
 //   if (auto st = os::read_proc_stat(pid); st && st->state != 'Z') ...   // alive, not a zombie
 //
-//   if (os::group_has_others(leader, leader).value_or(true)) ...   // members besides the (exited) leader
+//   if (os::others_in_group(leader).value_or(true)) ...   // members besides the (exited) leader
 //
 //   auto table = os::process_table::scan();        // every process, one pass over /proc
 //   table.for_each_in_tree(pid, [&](const os::proc_stat& p) { rss += p.rss_pages; });
@@ -37,10 +37,10 @@ std::optional<proc_stat> read_proc_stat(pid_t pid);
 // The same from the text of a stat file.
 std::optional<proc_stat> parse_proc_stat(pid_t pid, std::string_view text);
 
-// Whether a process other than `except` is in process group pgid (a zombie counts: it is there until reaped), by
-// one pass over /proc that stops at the first one. kill(-pgid, 0) cannot tell: it also succeeds for a group whose
-// only member is its exited leader, still unreaped. nullopt when /proc cannot be read.
-std::optional<bool> group_has_others(pid_t pgid, pid_t except);
+// Whether a process other than its leader is in the process group `leader` leads (a zombie counts: it is there
+// until reaped), by one pass over /proc that stops at the first one. kill(-leader, 0) cannot tell: it also
+// succeeds for a group whose only member is its exited leader, still unreaped. nullopt when /proc cannot be read.
+std::optional<bool> others_in_group(pid_t leader);
 
 // Every process at one moment (as near as /proc allows: processes come and go while it is read), to answer
 // questions about many process trees with one pass over /proc instead of one per tree.

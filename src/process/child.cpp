@@ -284,9 +284,8 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
   void poll() {
     const auto now = std::chrono::steady_clock::now();
     const bool ours = leader_->leader_held();
-    // The exited leader we hold is a member itself, so kill(-pgid, 0) alone would always find someone left.
-    const bool left = ours && ::kill(-leader_->pid, 0) == 0 &&
-                      os::group_has_others(leader_->pid, leader_->pid).value_or(true);
+    // The exited leader we hold is a member itself: kill(-pgid, 0) would always find someone left.
+    const bool left = ours && os::others_in_group(leader_->pid).value_or(true);
     if (left && !killed_ && now >= kill_at_) {
       ::kill(-leader_->pid, SIGKILL);
       killed_ = true;
@@ -326,12 +325,6 @@ bool sweep_group(const std::shared_ptr<child_state>& leader, std::chrono::millis
   // Posted, so that done never runs before the caller has recorded that a sweep is under way.
   asio::post(leader->io, [sweep = std::make_shared<group_sweep>(leader, kill_after, std::move(done))] { sweep->poll(); });
   return true;
-}
-
-std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why) {
-  auto state = std::make_shared<child_state>(io);
-  state->spawn_failure = why;
-  return state;
 }
 
 std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
@@ -408,7 +401,11 @@ void on_process_end(child& c, std::function<void()> f) {
   if (c.state()) c.state()->on_process_exit.add(std::move(f));
 }
 
-child failed_child_of(asio::io_context& io, error_code why) { return child(failed_child(io, why)); }
+child failed_child(asio::io_context& io, error_code why) {
+  auto state = std::make_shared<child_state>(io);
+  state->spawn_failure = why;
+  return child(std::move(state));
+}
 
 }  // namespace detail
 

@@ -81,13 +81,11 @@ struct child_state : std::enable_shared_from_this<child_state> {
   error_code result_error() const { return spawn_failure ? spawn_failure : failure; }
 };
 
-// For spawn-like calls in other layers: a child that starts, with a plan built from file/args/opts.
+// spawn, exec and held_child.hpp's start_held_child: a child that starts, with a plan built from file/args/opts.
 std::shared_ptr<child_state> start_child(asio::io_context& io, const std::string& file,
                                          const std::vector<std::string>& args, const options& opts, bool buffering);
 // child::sweep_group.
 bool sweep_group(const std::shared_ptr<child_state>& leader, std::chrono::milliseconds kill_after,
                  std::function<void()> done);
-// A child that never started, for a caller that found the problem before spawning.
-std::shared_ptr<child_state> failed_child(asio::io_context& io, error_code why);
 
 }  // namespace clutch::detail

@@ -29,7 +29,7 @@ held_child start_held_child(asio::io_context& io, const std::string& file, const
 // f runs when the process has ended, before its exit is reported (while it is still held).
 void on_process_end(child& c, std::function<void()> f);
 
-// A child that never started, with why.
-child failed_child_of(asio::io_context& io, error_code why);
+// A child that never started, with why (for a caller that found the problem before spawning).
+child failed_child(asio::io_context& io, error_code why);
 
 }  // namespace clutch::detail
