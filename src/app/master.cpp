@@ -17,6 +17,7 @@
 #include "app/protocol.hpp"
 #include "common/completion.hpp"
 #include "common/exit_text.hpp"
+#include "common/lines.hpp"
 #include "os/fd.hpp"
 #include "os/self.hpp"
 
@@ -27,35 +28,20 @@ namespace json = boost::json;
 namespace detail {
 
 using ::clutch::detail::complete;
+using ::clutch::detail::last_lines;
+using ::clutch::detail::line_splitter;
 using queue = std::deque<json::object>;
 
 // What a role writes to stderr comes through the master (unless settings::silent gives the pipes to the user):
-// it is passed on to the master's own stderr as it comes, and its last lines are kept, so that a role that dies
-// during start-up is reported with them instead of leaving the user to find them among everyone's output.
+// it is passed on to the master's own stderr as it comes, and while a start is under way (or failing) its last
+// lines are kept, so that a role that dies then is reported with them instead of leaving the user to find them
+// among everyone's output.
 struct err_tail {
-  static constexpr std::size_t max_lines = 10, max_line = 512;
-  std::deque<std::string> lines;  // the last one may be unfinished (no newline yet)
-  bool open_line = false;
-
-  void add(std::string_view chunk) {
-    while (!chunk.empty()) {
-      if (!open_line) {
-        if (lines.size() == max_lines) lines.pop_front();
-        lines.emplace_back();
-        open_line = true;
-      }
-      const auto nl = chunk.find('\n');
-      auto& line = lines.back();
-      const auto part = chunk.substr(0, nl);
-      line.append(part.substr(0, max_line - std::min(max_line, line.size())));
-      if (nl == std::string_view::npos) break;
-      open_line = false;
-      chunk.remove_prefix(nl + 1);
-    }
-  }
+  line_splitter split;
+  last_lines kept{10, 512};
   std::string text() const {
     std::string out;
-    for (const auto& l : lines) out += "\n  | " + l;
+    for (const auto& l : kept.lines()) out += "\n  | " + l;
     return out;
   }
 };
@@ -454,6 +440,9 @@ void start_apps(const std::shared_ptr<master_state>& m) {
 void finish_start(const std::shared_ptr<master_state>& m, error_code ec) {
   m->start_timer.cancel();
   if (!m->starting) return;
+  // A failed start completes once every role's stderr has ended (check_stopped), so these are its last lines.
+  if (ec && m->failed_tail && !m->failed_tail->kept.lines().empty())
+    m->why += "; the last lines of its stderr:" + std::exchange(m->failed_tail, {})->text();
   ready_info info;
   if (!ec) {
     info.listening = m->listening;
@@ -562,16 +551,17 @@ void pass_on_stderr(const std::shared_ptr<master_state>& m, proc& p) {
   p.tail = std::make_shared<err_tail>();
   ++m->reading;
   p.process.on_data(child::err, [wm = std::weak_ptr(m), tail = p.tail](std::string_view chunk) {
-    tail->add(chunk);
-    if (auto m = wm.lock(); m && !chunk.empty()) m->stderr_mid_line = chunk.back() != '\n';
-    while (!chunk.empty()) {
-      const auto n = ::write(STDERR_FILENO, chunk.data(), chunk.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // our stderr is gone or full: the lines are still kept
-      chunk.remove_prefix(static_cast<std::size_t>(n));
-    }
+    std::size_t written = 0;
+    os::write_all(STDERR_FILENO, chunk, written);  // our stderr gone or full: the lines are still kept
+    auto m = wm.lock();
+    if (!m || chunk.empty()) return;
+    m->stderr_mid_line = chunk.back() != '\n';
+    // Only a start's failure reports lines; afterwards they are passed on and no more.
+    if (m->ph == phase::agent || m->ph == phase::apps || m->ph == phase::failed)
+      tail->split.feed(chunk, [&tail](std::string_view line) { tail->kept.add(line); });
   });
-  p.process.on_end(child::err, [wm = std::weak_ptr(m)] {
+  p.process.on_end(child::err, [wm = std::weak_ptr(m), tail = p.tail] {
+    tail->split.finish([&tail](std::string_view line) { tail->kept.add(line); });
     auto m = wm.lock();
     if (m && --m->reading == 0) check_stopped(m);
   });
@@ -596,8 +586,6 @@ void check_stopped(const std::shared_ptr<master_state>& m) {
     return;
   }
   if (!everything_gone(*m)) return;
-  if (m->ph == phase::failed && m->failed_tail && !m->failed_tail->lines.empty())
-    m->why += "; the last lines of its stderr:" + std::exchange(m->failed_tail, {})->text();
   if (m->ph == phase::failed) finish_start(m, make_error_code(errc::worker_failed));
   m->ph = phase::stopped;
   for (auto& h : std::exchange(m->stop_waiters, {})) complete(m->io, std::move(h), error_code{});

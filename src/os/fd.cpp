@@ -23,4 +23,15 @@ int make_socketpair(fd_pair& out) noexcept {
   return 0;
 }
 
+int write_all(int fd, std::string_view bytes, std::size_t& written) noexcept {
+  written = 0;
+  while (written < bytes.size()) {
+    const auto n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    written += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
 }  // namespace clutch::os

@@ -10,6 +10,8 @@
 
 #include <unistd.h>
 
+#include <cstddef>
+#include <string_view>
 #include <utility>
 
 namespace clutch::os {
@@ -47,5 +49,8 @@ struct fd_pair {
 int make_pipe(fd_pair& out) noexcept;
 // socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Returns 0 or an errno value.
 int make_socketpair(fd_pair& out) noexcept;
+// write(2) until every byte is written (again after EINTR). Returns 0 or the errno value that stopped it;
+// `written` is how many bytes went out either way.
+int write_all(int fd, std::string_view bytes, std::size_t& written) noexcept;
 
 }  // namespace clutch::os

@@ -75,14 +75,10 @@ error_code log_file::flush() {
 
 error_code log_file::write_all(std::string_view bytes) {
   if (!fd_) return make_error_code(std::errc::bad_file_descriptor);
-  while (!bytes.empty()) {
-    const auto n = ::write(fd_.get(), bytes.data(), bytes.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return error_code(errno, boost::system::system_category());
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-    size_ += static_cast<std::uint64_t>(n);
-  }
-  return {};
+  std::size_t written = 0;
+  const int e = os::write_all(fd_.get(), bytes, written);
+  size_ += written;
+  return e ? error_code(e, boost::system::system_category()) : error_code{};
 }
 
 std::deque<std::string> tail_file(const std::string& path, std::size_t n) {

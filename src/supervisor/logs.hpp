@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "clutch/error.hpp"
+#include "common/lines.hpp"
 #include "os/fd.hpp"
 
 namespace clutch::supervisor {
@@ -46,58 +47,9 @@ class log_file {
   std::string pending_;
 };
 
-// Chunks of a byte stream in, whole lines out ('\n' cut off, a '\r' before it too). A line longer than max_line
-// comes out in pieces of max_line bytes, so that a process that never writes '\n' cannot grow us without bound.
-class line_splitter {
- public:
-  static constexpr std::size_t max_line = 64 * 1024;
-  template <typename F>
-  void feed(std::string_view chunk, F&& line) {
-    while (!chunk.empty()) {
-      const auto nl = chunk.find('\n');
-      const auto take = nl == std::string_view::npos ? chunk.size() : nl;
-      partial_.append(chunk.substr(0, take));
-      chunk.remove_prefix(nl == std::string_view::npos ? chunk.size() : nl + 1);
-      if (nl != std::string_view::npos) {
-        emit(line);
-      } else {
-        while (partial_.size() >= max_line) {
-          line(std::string_view(partial_).substr(0, max_line));
-          partial_.erase(0, max_line);
-        }
-      }
-    }
-  }
-  // The stream ended: what is left (a last line without '\n') comes out.
-  template <typename F>
-  void finish(F&& line) {
-    if (!partial_.empty()) emit(line);
-  }
-
- private:
-  template <typename F>
-  void emit(F& line) {
-    if (!partial_.empty() && partial_.back() == '\r') partial_.pop_back();
-    line(std::string_view(partial_));
-    partial_.clear();
-  }
-  std::string partial_;
-};
-
-// The last lines of a process, for its exit event in `clutch status`.
-class last_lines {
- public:
-  explicit last_lines(std::size_t keep = 20) : keep_(keep) {}
-  void add(std::string_view line) {
-    if (lines_.size() == keep_) lines_.pop_front();
-    lines_.emplace_back(line.substr(0, 1024));
-  }
-  const std::deque<std::string>& lines() const noexcept { return lines_; }
-
- private:
-  std::size_t keep_;
-  std::deque<std::string> lines_;
-};
+// The line tools are shared with the app master (common/lines.hpp); here under the supervisor's names.
+using ::clutch::detail::last_lines;
+using ::clutch::detail::line_splitter;
 
 // The last n lines of a file (fewer if it has fewer), read from its end.
 std::deque<std::string> tail_file(const std::string& path, std::size_t n);
