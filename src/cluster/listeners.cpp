@@ -150,7 +150,7 @@ void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_pt
   tcp::endpoint at;
   if (!endpoint_from(msg, at)) return reply_error(*w, seq, asio::error::invalid_argument);
   const auto backlog = static_cast<int>(int_field(msg, "backlog", 511));
-  if (p->stopping || w->asked_to_exit) return reply_error(*w, seq, asio::error::operation_aborted);
+  if (p->pool.stopping() || w->asked_to_exit) return reply_error(*w, seq, asio::error::operation_aborted);
 
   error_code ec;
   const std::int64_t index = int_field(msg, "index");

@@ -54,132 +54,9 @@ void emit_disconnect(const std::shared_ptr<primary_state>& p, const std::shared_
   p->on_disconnect.call(wk);
 }
 
-void finish_reload(primary_state& p, error_code ec) {
-  if (!p.reloading) return;
-  auto r = std::move(p.reloading);
-  if (r->timer) r->timer->cancel();
-  complete(p.io, std::move(r->done), ec);
-}
-
-void reload_next(const std::shared_ptr<primary_state>& p);
-
-void reload_fail(const std::shared_ptr<primary_state>& p, error_code ec) {
-  auto& r = *p->reloading;
-  if (auto fresh = std::exchange(r.fresh, nullptr)) {
-    // The old worker stays in the slot; the new one goes, and is not restarted.
-    auto& s = p->slots[fresh->slot];
-    if (s.incoming == fresh) s.incoming.reset();
-    if (fresh->alive()) {
-      fresh->asked_to_exit = true;
-      fresh->routable = false;
-      stop_routing(p, fresh);
-      fresh->proc.kill(SIGKILL);
-    }
-  }
-  finish_reload(*p, ec);
-}
-
-void reload_ready(const std::shared_ptr<primary_state>& p) {
-  auto& r = *p->reloading;
-  if (r.timer) r.timer->cancel();
-  auto fresh = std::exchange(r.fresh, nullptr);
-  auto& s = p->slots[fresh->slot];
-  auto old = std::exchange(s.current, fresh);
-  s.incoming.reset();
-  if (old && old->alive()) {
-    r.old = old;
-    disconnect_worker(old);  // its exit moves the reload on
-  } else {
-    reload_next(p);
-  }
-}
-
-void reload_next(const std::shared_ptr<primary_state>& p) {
-  auto& r = *p->reloading;
-  r.old.reset();
-  while (!r.todo.empty()) {
-    const std::size_t i = r.todo.front();
-    r.todo.pop_front();
-    auto& s = p->slots[i];
-    if (s.retired || !s.current) continue;
-    s.incoming = start_worker(p, i);
-    r.fresh = s.incoming;
-    r.timer.emplace(p->io, p->cfg.ready_timeout);
-    r.timer->async_wait([wp = std::weak_ptr(p), fresh = std::weak_ptr(r.fresh)](error_code ec) {
-      auto p = wp.lock();
-      if (ec || !p || !p->reloading || p->reloading->fresh != fresh.lock()) return;
-      reload_fail(p, make_error_code(errc::timed_out));
-    });
-    return;
-  }
-  finish_reload(*p, {});
-}
-
 void mark_ready(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
   if (std::exchange(w->ready, true)) return;
-  if (p->reloading && p->reloading->fresh == w) reload_ready(p);
-}
-
-void check_stopped(const std::shared_ptr<primary_state>& p) {
-  if (!p->stopping || !p->live.empty()) return;
-  close_listeners(*p);
-  p->stopping = false;
-  for (auto& h : std::exchange(p->stop_waiters, {})) complete(p->io, std::move(h), error_code{});
-}
-
-void retire(const std::shared_ptr<primary_state>& p, std::size_t slot) {
-  auto& s = p->slots[slot];
-  s.retired = true;
-  s.current.reset();
-  if (s.restart_timer) s.restart_timer->cancel();
-  release_slot(p, slot);
-}
-
-void restart_later(const std::shared_ptr<primary_state>& p, std::size_t slot, std::chrono::milliseconds delay) {
-  auto& s = p->slots[slot];
-  if (delay.count() == 0) {
-    s.current = start_worker(p, slot);
-    return;
-  }
-  s.restart_timer.emplace(p->io, delay);
-  s.restart_timer->async_wait([wp = std::weak_ptr(p), slot](error_code ec) {
-    auto p = wp.lock();
-    if (ec || !p || p->stopping || p->slots[slot].retired) return;
-    p->slots[slot].current = start_worker(p, slot);
-  });
-}
-
-// What the slot does after its current worker exited. Returns crash_loop when the slot was given up.
-error_code after_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
-                      const exit_status& status) {
-  auto& s = p->slots[w->slot];
-  if (s.incoming == w) {  // a reload's new worker, gone before it was ready
-    s.incoming.reset();
-    if (p->reloading && p->reloading->fresh == w) reload_fail(p, make_error_code(errc::worker_failed));
-    return {};
-  }
-  if (s.current != w) {  // an old worker that a reload replaced
-    if (p->reloading && p->reloading->old == w) reload_next(p);
-    return {};
-  }
-  s.current.reset();
-  const auto& cfg = p->cfg;
-  const bool failed = !status.ok();
-  const bool wanted = cfg.restart == restart_policy::always || (cfg.restart == restart_policy::on_failure && failed);
-  if (p->stopping || w->asked_to_exit || !wanted) {
-    retire(p, w->slot);
-    return {};
-  }
-
-  const ::clutch::detail::backoff_policy policy{cfg.restart_delay, cfg.restart_backoff, cfg.max_restart_delay,
-                                               cfg.stable_uptime, cfg.max_restarts};
-  const auto delay = s.restarts.next(policy, clock::now() - w->started);
-  if (!delay) {
-    retire(p, w->slot);
-    return make_error_code(errc::crash_loop);
-  }
-  restart_later(p, w->slot, *delay);
-  return {};
+  p->pool.ready(w->id);
 }
 
 void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
@@ -187,15 +64,13 @@ void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_p
   if (std::exchange(w->exit_emitted, true)) return;
   emit_disconnect(p, w);
   w->state = worker_state::dead;
-  if (w->kill_timer) w->kill_timer->cancel();
   p->live.erase(w->id);
   // The replacement (if any) starts first: it loads while the exit handlers run.
-  const error_code given_up = after_exit(p, w, status);
+  const bool given_up = p->pool.exited(w->id, status) == exit_outcome::given_up;
   worker wk(w);
   w->on_exit.call(status);
   p->on_exit.call(wk, status);
-  if (given_up) emit_error(p, w, given_up);
-  check_stopped(p);
+  if (given_up) emit_error(p, w, make_error_code(errc::crash_loop));
 }
 
 // A handler for the worker's process and channel events, which hold both weakly (the records own the process):
@@ -233,23 +108,22 @@ void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<
   } else if (cmd == "CLUTCH_leaving") {
     // It leaves by itself (disconnect_self): its exit was asked for, and its slot is retired, not restarted.
     w->asked_to_exit = true;
+    p->pool.let_go(w->id);
     stop_routing(p, w);
   } else if (cmd == "CLUTCH_accepted" || cmd == "CLUTCH_refused") {
     handle_handoff_answer(p, w, msg, cmd == "CLUTCH_accepted");
   }
 }
 
-}  // namespace
-
-std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot) {
+// A process for the slot: the pool's start().
+void start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot, int id) {
   auto w = std::make_shared<worker_record>();
   w->owner = p;
-  w->id = p->next_id++;
+  w->id = id;
   w->slot = slot;
-  w->started = clock::now();
 
   const auto& cfg = p->cfg;
-  auto vars = p->slots[slot].vars;
+  auto vars = p->slot_vars[slot];
   vars[std::string(worker_id_variable)] = std::to_string(w->id);
   options o;
   o.cwd = cfg.cwd;
@@ -297,43 +171,71 @@ std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>
   });
   w->proc.on_exit(
       while_both(p, w, [](auto& p, auto& w, const exit_status& st) { on_worker_exit(p, w, st); }));
-  return w;
+}
+
+// The worker takes nothing more from us; its exit was asked for.
+void let_go(primary_state& p, const std::shared_ptr<worker_record>& w) {
+  w->asked_to_exit = true;
+  w->routable = false;
+  stop_routing(p.shared_from_this(), w);
+}
+
+}  // namespace
+
+primary_state::primary_state(asio::io_context& io, settings s)
+    : io(io),
+      cfg(std::move(s)),
+      pool(io, *this,
+           pool_settings{cfg.restart,
+                         {cfg.restart_delay, cfg.restart_backoff, cfg.max_restart_delay, cfg.stable_uptime,
+                          cfg.max_restarts},
+                         cfg.ready_timeout,
+                         cfg.kill_timeout}) {}
+
+void primary_state::start(std::size_t slot, int id) { start_worker(shared_from_this(), slot, id); }
+
+void primary_state::stop(int id) {
+  auto it = live.find(id);
+  if (it == live.end()) return;
+  let_go(*this, it->second);
+  it->second->proc.send(json::object{{"cmd", "CLUTCH_disconnect"}});
+}
+
+void primary_state::kill(int id) {
+  auto it = live.find(id);
+  if (it == live.end()) return;
+  let_go(*this, it->second);
+  it->second->proc.kill(SIGKILL);
+}
+
+void primary_state::retired(std::size_t slot) { release_slot(shared_from_this(), slot); }
+
+void primary_state::reload_done(error_code ec) {
+  if (!reload_waiter) return;
+  auto h = std::move(reload_waiter);
+  complete(io, std::move(*h), ec);
+}
+
+void primary_state::stopped() {
+  close_listeners(*this);
+  for (auto& h : std::exchange(stop_waiters, {})) complete(io, std::move(h), error_code{});
 }
 
 void disconnect_worker(const std::shared_ptr<worker_record>& w) {
-  if (!w->alive() || w->kill_timer) return;
-  auto p = w->owner.lock();
-  if (!p) return;
-  w->asked_to_exit = true;
-  w->routable = false;
-  stop_routing(p, w);
-  w->proc.send(json::object{{"cmd", "CLUTCH_disconnect"}});
-  w->kill_timer.emplace(p->io, p->cfg.kill_timeout);
-  w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
-    auto w = ww.lock();
-    if (ec || !w || !w->alive()) return;
-    w->proc.kill(SIGKILL);
-  });
+  if (!w->alive()) return;
+  if (auto p = w->owner.lock()) p->pool.stop_worker(w->id);
 }
 
 void reload(const std::shared_ptr<primary_state>& p, done_handler h) {
-  if (p->reloading) return complete(p->io, std::move(h), make_error_code(errc::reload_in_progress));
-  if (p->stopping) return complete(p->io, std::move(h), make_error_code(asio::error::operation_aborted));
-  p->reloading = std::make_unique<reload_run>(std::move(h));
-  for (std::size_t i = 0; i < p->slots.size(); ++i)
-    if (!p->slots[i].retired && p->slots[i].current) p->reloading->todo.push_back(i);
-  reload_next(p);
+  if (p->pool.reloading()) return complete(p->io, std::move(h), make_error_code(errc::reload_in_progress));
+  if (p->pool.stopping()) return complete(p->io, std::move(h), make_error_code(asio::error::operation_aborted));
+  p->reload_waiter = std::make_unique<done_handler>(std::move(h));
+  p->pool.reload();
 }
 
 void disconnect_all(const std::shared_ptr<primary_state>& p, done_handler h) {
-  p->stopping = true;
-  if (p->reloading) finish_reload(*p, make_error_code(asio::error::operation_aborted));
-  for (auto& s : p->slots)
-    if (s.restart_timer) s.restart_timer->cancel();
   p->stop_waiters.push_back(std::move(h));
-  auto live = p->live;  // disconnect_worker may change the map
-  for (auto& [id, w] : live) disconnect_worker(w);
-  check_stopped(p);
+  p->pool.stop();
 }
 
 }  // namespace detail
@@ -352,7 +254,10 @@ void worker::disconnect() { detail::disconnect_worker(rec_); }
 error_code worker::kill(signal_spec sig) {
   if (!rec_->alive()) return {};
   rec_->asked_to_exit = true;
-  if (auto p = rec_->owner.lock()) detail::stop_routing(p, rec_);
+  if (auto p = rec_->owner.lock()) {
+    p->pool.let_go(rec_->id);
+    detail::stop_routing(p, rec_);
+  }
   auto ec = rec_->proc.kill(std::move(sig));
   if (!ec) rec_->proc.disconnect();
   return ec;
@@ -378,10 +283,7 @@ primary::primary(asio::io_context& io, settings s) : state_(std::make_shared<det
 
 primary::~primary() {
   auto& p = *state_;
-  p.stopping = true;
-  for (auto& s : p.slots)
-    if (s.restart_timer) s.restart_timer->cancel();
-  if (p.reloading) detail::finish_reload(p, make_error_code(asio::error::operation_aborted));
+  p.pool.abandon();
   // The workers see their channel close and exit, as they would if this process ended.
   for (auto& [id, w] : p.live) w->proc.disconnect();
   detail::close_listeners(p);
@@ -391,14 +293,12 @@ worker primary::fork() { return fork({}); }
 
 worker primary::fork(const environment::map& vars) {
   auto& p = *state_;
-  p.slots.emplace_back();
-  p.slots.back().vars = vars;
-  const std::size_t slot = p.slots.size() - 1;
-  p.slots[slot].current = detail::start_worker(state_, slot);
-  return worker(p.slots[slot].current);
+  p.slot_vars.push_back(vars);
+  const std::size_t slot = p.pool.add_slot();
+  return worker(p.live.at(p.pool.current(slot)));
 }
 
-void primary::set_restart(restart_policy r) noexcept { state_->cfg.restart = r; }
+void primary::set_restart(restart_policy r) noexcept { state_->cfg.restart = state_->pool.settings().restart = r; }
 
 std::vector<worker> primary::workers() const {
   std::vector<worker> out;

@@ -1,9 +1,10 @@
-// The primary's bookkeeping: worker records, slots (where restarts and reloads put a new worker), and the
-// listening sockets it owns on the workers' behalf.
+// The primary's bookkeeping: worker records, the slot pool that decides when a worker starts and ends (restarts,
+// back-off, reload, stop: slot_pool.hpp), and the listening sockets it owns on the workers' behalf.
 //
-// A slot is a place for one worker. It normally holds `current`; during a reload it also holds `incoming`, the
-// replacement that must be ready before `current` is disconnected. Restarts, back-off and the crash-loop limit are
-// per slot, and so is a reuseport socket, so that a replacement accepts what queued for the worker it replaces.
+// The primary is the pool's driver: the pool says "start a worker for slot 2 as id 7", "disconnect 5", "kill 5";
+// the primary makes the process and reports back when it is ready (listening, or CLUTCH_ready) and when it
+// exits. What a slot keeps beyond the pool's view: its environment, and its reuseport sockets (listeners.cpp),
+// so that a replacement accepts what queued for the worker it replaces.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
@@ -21,7 +22,7 @@
 #include <boost/json/object.hpp>
 
 #include "clutch/cluster.hpp"
-#include "common/backoff.hpp"
+#include "cluster/slot_pool.hpp"
 #include "common/handler_list.hpp"
 #include "os/fd.hpp"
 
@@ -41,8 +42,6 @@ struct worker_record {
   bool exit_emitted = false;
   bool ready = false;
   bool routable = true;  // may be given round-robin connections
-  clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer;
   std::size_t rr_pending = 0;  // round-robin hand-offs it has not answered
 
   ::clutch::detail::handler_list<const boost::json::value&, handle> on_message;
@@ -55,13 +54,6 @@ struct worker_record {
   bool alive() const noexcept { return state != worker_state::dead; }
 };
 
-struct slot_record {
-  std::shared_ptr<worker_record> current, incoming;
-  environment::map vars;
-  ::clutch::detail::backoff restarts;
-  std::optional<asio::steady_timer> restart_timer;
-  bool retired = false;
-};
 
 // One listening endpoint as workers asked for it ("address:port" as requested, so that port 0 in every worker is
 // one real port).
@@ -88,31 +80,30 @@ struct listener {
   std::deque<asio::ip::tcp::socket> waiting;  // accepted while no worker could take them
 };
 
-struct reload_run {
-  // Boost 1.81's any_completion_handler recurses forever on move-assignment: it is only ever move-constructed.
-  explicit reload_run(done_handler h) : done(std::move(h)) {}
-  done_handler done;
-  std::deque<std::size_t> todo;
-  std::shared_ptr<worker_record> fresh, old;
-  std::optional<asio::steady_timer> timer;
-};
-
-struct primary_state : std::enable_shared_from_this<primary_state> {
-  primary_state(asio::io_context& io, settings s) : io(io), cfg(std::move(s)) {}
+struct primary_state : std::enable_shared_from_this<primary_state>, slot_driver {
+  primary_state(asio::io_context& io, settings s);
 
   asio::io_context& io;
   settings cfg;
   std::string program;
   std::vector<std::string> args;
   std::optional<std::string> argv0;
-  int next_id = 1;
   std::int64_t next_seq = 1;
-  std::vector<slot_record> slots;
+  std::vector<environment::map> slot_vars;             // by slot: what fork(vars) was given
   std::map<int, std::shared_ptr<worker_record>> live;  // not yet exited
   std::map<std::string, std::shared_ptr<listener>> listeners;
-  std::unique_ptr<reload_run> reloading;
+  // Boost 1.81's any_completion_handler recurses forever on move-assignment: it is only ever move-constructed.
+  std::unique_ptr<done_handler> reload_waiter;
   std::vector<done_handler> stop_waiters;
-  bool stopping = false;
+  slot_pool pool;  // last: it goes first, before what its driver calls use
+
+  // slot_driver
+  void start(std::size_t slot, int id) override;
+  void stop(int id) override;
+  void kill(int id) override;
+  void retired(std::size_t slot) override;
+  void reload_done(error_code ec) override;
+  void stopped() override;
 
   ::clutch::detail::handler_list<worker&> on_fork, on_online, on_disconnect;
   ::clutch::detail::handler_list<worker&, const asio::ip::tcp::endpoint&> on_listening;
@@ -122,7 +113,6 @@ struct primary_state : std::enable_shared_from_this<primary_state> {
 };
 
 // primary.cpp
-std::shared_ptr<worker_record> start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot);
 void disconnect_worker(const std::shared_ptr<worker_record>& w);
 
 // listeners.cpp
