@@ -360,6 +360,40 @@ TEST_F(AppFixture, TheQueueForARoleIsBoundedAndOverflowIsCounted) {
   EXPECT_EQ(master->stats().undelivered, 2u);
 }
 
+// The agent is a pool of one slot: restarts back off from agent_restart_delay, and a crash loop is given up, after
+// which a message for the agent fails at once instead of waiting for an agent that will not come.
+TEST_F(AppFixture, AnAgentThatKeepsDyingIsGivenUpAndMessagesForItFail) {
+  auto s = settings();
+  s.cluster.max_restarts = 2;
+  s.cluster.stable_uptime = std::chrono::hours(1);
+  make(std::move(s));
+  start();
+  int agent = info.agent_pid;
+  for (int round = 1; round <= 2; ++round) {
+    ::kill(agent, SIGKILL);
+    ASSERT_TRUE(run_until(io, [&] { return master->agent_pid() != 0 && master->agent_pid() != agent; }))
+        << "restart " << round;
+    agent = master->agent_pid();
+  }
+  EXPECT_EQ(master->stats().agent_restarts, 2u);
+  ::kill(agent, SIGKILL);  // the third exit in a row: given up
+  std::optional<clutch::error_code> answer;
+  ASSERT_TRUE(run_until(io, [&] { return master->agent_pid() == 0; }));
+  master->messenger().request(app::destination::agent(), "echo", 1, 10s,
+                              [&](clutch::error_code ec, json::value) { answer = ec; });
+  ASSERT_TRUE(run_until(io, [&] { return answer.has_value(); }));
+  EXPECT_EQ(*answer, clutch::make_error_code(clutch::errc::undeliverable)) << answer->message();
+  // No fourth agent comes, after longer than its back-off would wait (300 ms).
+  run_until(io, [] { return false; }, 2s);
+  EXPECT_EQ(master->agent_pid(), 0);
+  EXPECT_EQ(master->stats().agent_restarts, 2u);
+  // The app workers still answer.
+  bool echoed = false;
+  master->messenger().request(app::destination::app(), "echo", 1, 10s,
+                              [&](clutch::error_code ec, json::value) { echoed = !ec; });
+  EXPECT_TRUE(run_until(io, [&] { return echoed; }));
+}
+
 TEST_F(AppFixture, AgentRestartLosesNoMessageInFlight) {
   const auto marker = std::filesystem::temp_directory_path() / ("clutch-app-" + std::to_string(::getpid()));
   std::filesystem::remove(marker);

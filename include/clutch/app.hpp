@@ -47,8 +47,11 @@
 // messages for the agent, and the agent's for one worker's pid (replies too), take it and never pass the master;
 // app, broadcast and random go through the master, which knows who is ready. leader/follower (below) build on it.
 //
-// Faults: an agent that dies after start-up is replaced after settings::agent_restart_delay (about a second);
-// messages for it wait, and workers learn the new pid (messenger::on_agent). An app worker that dies is replaced
+// Faults: an agent that dies after start-up is replaced after settings::agent_restart_delay (about a second),
+// longer each time it dies again soon after (×cluster.restart_backoff, up to cluster.max_restart_delay), and not
+// at all after cluster.max_restarts such exits in a row (a run of cluster.stable_uptime ends a streak); messages
+// for it wait meanwhile (and fail with undeliverable once it is given up), and workers learn the new pid
+// (messenger::on_agent). An app worker that dies is replaced
 // with the cluster's back-off. SIGTERM, SIGINT or SIGQUIT stop the master in order (app workers, then the agent,
 // each with kill_timeout) and run() returns 0. Every role leads its own process group, which is stopped with it;
 // and a role whose master dies, even by SIGKILL, ends its group at once, so nothing is left behind.
@@ -238,7 +241,7 @@ struct settings {
   bool silent = false;
   std::chrono::milliseconds agent_start_timeout{30000};
   std::chrono::milliseconds app_start_timeout{30000};
-  std::chrono::milliseconds agent_restart_delay{1000};
+  std::chrono::milliseconds agent_restart_delay{1000};  // the first wait before a restart (see Faults above)
   std::chrono::milliseconds kill_timeout{5000};  // per phase of a graceful stop, and for an agent asked to stop
   std::size_t queue_limit = 10000;               // messages waiting per role (or process) that is not ready
   bool direct = true;                            // agent↔worker socketpairs; false: everything through the master

@@ -1,4 +1,4 @@
-// The master: start order, routing with queues for roles that are not ready, agent restarts, the direct
+// The master: start order, routing with queues for roles that are not ready, the agent's pool, the direct
 // agent↔worker channels, and the ordered stop.
 #include <signal.h>
 #include <unistd.h>
@@ -15,6 +15,7 @@
 
 #include "app/messenger_state.hpp"
 #include "app/protocol.hpp"
+#include "cluster/slot_pool.hpp"
 #include "common/completion.hpp"
 #include "common/exit_text.hpp"
 #include "common/lines.hpp"
@@ -67,9 +68,36 @@ constexpr std::chrono::milliseconds stderr_grace{1000};
 
 enum class phase { idle, agent, apps, running, stopping, stopped, failed };
 
+struct master_state;
+
+// The agent is a pool of one slot (cluster/slot_pool.hpp): its restarts back off from agent_restart_delay and
+// are given up after the cluster's max_restarts in a row. The pool asks; the master starts and stops the process.
+struct agent_driver final : cluster::detail::slot_driver {
+  std::weak_ptr<master_state> m;
+  void start(std::size_t slot, int id) override;
+  void stop(int id) override;
+  void kill(int id) override;
+};
+
 struct master_state : std::enable_shared_from_this<master_state> {
   master_state(asio::io_context& io, settings s)
-      : io(io), cfg(std::move(s)), start_timer(io), agent_timer(io), rng(static_cast<unsigned>(::getpid())) {}
+      : io(io),
+        cfg(std::move(s)),
+        start_timer(io),
+        agent_timer(io),
+        rng(static_cast<unsigned>(::getpid())),
+        agent_pool(io, agent_driver_,
+                   cluster::detail::pool_settings{
+                       .restart = cluster::restart_policy::always,
+                       .backoff = {.first = cfg.agent_restart_delay,
+                                   .factor = cfg.cluster.restart_backoff,
+                                   .max = std::max(cfg.cluster.max_restart_delay, cfg.agent_restart_delay),
+                                   .stable_uptime = cfg.cluster.stable_uptime,
+                                   .limit = cfg.cluster.max_restarts,
+                                   .first_at_once = false},
+                       .ready_timeout = std::chrono::milliseconds(0),
+                       // 0: the master keeps the deadline, which starts once the app workers are gone
+                       .kill_timeout = std::chrono::milliseconds(0)}) {}
 
   asio::io_context& io;
   settings cfg;
@@ -81,6 +109,7 @@ struct master_state : std::enable_shared_from_this<master_state> {
   std::optional<channel> parent;
 
   std::shared_ptr<proc> agent;
+  bool agent_given_up = false;  // crashed max_restarts times in a row: messages for it fail at once
   std::map<int, std::shared_ptr<proc>> procs;  // by pid, until they exit
   queue agent_queue, random_queue;
   std::map<std::size_t, queue> slot_queues;
@@ -108,6 +137,9 @@ struct master_state : std::enable_shared_from_this<master_state> {
 
   ::clutch::detail::handler_list<role, int> on_start;
   ::clutch::detail::handler_list<role, int, const exit_status&> on_exit;
+
+  agent_driver agent_driver_;
+  cluster::detail::slot_pool agent_pool;  // after its driver: it goes first
 };
 
 namespace {
@@ -188,6 +220,7 @@ std::shared_ptr<proc> ready_in_slot(const master_state& m, std::size_t slot) {
 
 void to_agent(const std::shared_ptr<master_state>& m, json::object env) {
   if (m->agent && deliverable(*m->agent)) return m->agent->l->send(frame_of(env));
+  if (m->agent_given_up) return fail_copy(m, env, errc::undeliverable);
   enqueue(m, m->agent_queue, std::move(env));
 }
 
@@ -321,7 +354,8 @@ std::shared_ptr<link> attach(const std::shared_ptr<master_state>& m, const std::
 
 void fail_start(const std::shared_ptr<master_state>& m, std::string why);
 void role_ready(const std::shared_ptr<master_state>& m, const std::shared_ptr<proc>& p);
-void start_agent(const std::shared_ptr<master_state>& m);
+void start_agent(const std::shared_ptr<master_state>& m, int id);
+void agent_gone(const std::shared_ptr<master_state>& m, int id, const exit_status& st);
 void check_stopped(const std::shared_ptr<master_state>& m);
 void pass_on_stderr(const std::shared_ptr<master_state>& m, proc& p);
 
@@ -349,24 +383,29 @@ void role_exited(const std::shared_ptr<master_state>& m, std::shared_ptr<proc> p
 
   if (m->ph == phase::agent || m->ph == phase::apps) {
     m->failed_tail = p->tail;
-    return fail_start(m, describe(*p) + " " + describe(st) + " during start-up");
+    fail_start(m, describe(*p) + " " + describe(st) + " during start-up");
   }
   if (p->r == role::agent && m->agent == p) {
     m->agent.reset();
-    if (m->ph != phase::running) return check_stopped(m);
-    // About a second, so that a crash loop costs little; what is sent to the agent meanwhile waits here.
-    m->agent_timer.expires_after(m->cfg.agent_restart_delay);
-    m->agent_timer.async_wait([wm = std::weak_ptr(m)](error_code ec) {
-      auto m = wm.lock();
-      if (!ec && m && m->ph == phase::running) start_agent(m);
-    });
+    agent_gone(m, p->id, st);
   }
   check_stopped(m);
 }
 
-void start_agent(const std::shared_ptr<master_state>& m) {
+// What the agent's pool makes of its exit (or of a start that failed): a restart after its back-off (what is sent
+// to the agent meanwhile waits here), nothing during a stop, or giving up after a crash loop.
+void agent_gone(const std::shared_ptr<master_state>& m, int id, const exit_status& st) {
+  if (m->agent_pool.exited(id, st) != cluster::detail::exit_outcome::given_up) return;
+  m->agent_given_up = true;
+  for (auto& env : std::exchange(m->agent_queue, {})) fail_copy(m, env, errc::undeliverable);
+  std::fprintf(stderr, "clutch::app: the agent exited %u times in a row; it is not started again\n",
+               m->cfg.cluster.max_restarts);
+}
+
+void start_agent(const std::shared_ptr<master_state>& m, int id) {
   auto p = std::make_shared<proc>();
   p->r = role::agent;
+  p->id = id;
   options o;
   o.cwd = m->cfg.cwd;
   o.silent = m->cfg.silent;
@@ -390,13 +429,14 @@ void start_agent(const std::shared_ptr<master_state>& m) {
   }
   p->agent_child = clutch::fork(m->io, program, args, o);
   if (auto ec = p->agent_child.spawn_error()) {
-    const std::string why = "the agent could not be started: " + ec.message();
-    if (m->ph == phase::agent) return fail_start(m, why);
-    std::fprintf(stderr, "clutch::app: %s; trying again\n", why.c_str());
-    m->agent_timer.expires_after(m->cfg.agent_restart_delay);
-    m->agent_timer.async_wait([wm = std::weak_ptr(m)](error_code e) {
+    // Later, as an exit would come: the pool is not re-entered from inside its own start().
+    asio::post(m->io, [wm = std::weak_ptr(m), id, why = "the agent could not be started: " + ec.message()] {
       auto m = wm.lock();
-      if (!e && m && m->ph == phase::running) start_agent(m);
+      if (!m) return;
+      if (m->ph == phase::agent) fail_start(m, why);
+      else std::fprintf(stderr, "clutch::app: %s\n", why.c_str());
+      agent_gone(m, id, exit_status{.code = 127});  // for its pool, an exit like any other
+      check_stopped(m);
     });
     return;
   }
@@ -598,6 +638,7 @@ void fail_start(const std::shared_ptr<master_state>& m, std::string why) {
   m->ph = phase::failed;
   m->start_timer.cancel();
   fail_queues(m);
+  m->agent_pool.stop();  // no restart; the agent is killed below
   m->apps->disconnect([](error_code) {});
   for (auto& w : m->apps->workers()) w.kill(SIGKILL);
   if (m->agent && !m->agent->exited) m->agent->agent_child.kill(SIGKILL);
@@ -618,7 +659,7 @@ void start(const std::shared_ptr<master_state>& m, start_handler h) {
     fail_start(m, (m->agent ? describe(*m->agent) : std::string("the agent")) + " not ready within " +
                       std::to_string(m->cfg.agent_start_timeout.count()) + " ms");
   });
-  start_agent(m);
+  m->agent_pool.add_slot();  // start_agent, through the pool
 }
 
 void stop(const std::shared_ptr<master_state>& m, done_handler h) {
@@ -630,12 +671,24 @@ void stop(const std::shared_ptr<master_state>& m, done_handler h) {
     return;
   }
   m->ph = phase::stopping;
-  m->agent_timer.cancel();
+  // No restart from now on; the agent itself is asked to stop once the app workers are gone (check_stopped).
+  m->agent_pool.stop();
   fail_queues(m);
   m->apps->disconnect([wm = std::weak_ptr(m)](error_code) {
     if (auto m = wm.lock()) check_stopped(m);
   });
   check_stopped(m);
+}
+
+void agent_driver::start(std::size_t, int id) {
+  if (auto s = m.lock()) start_agent(s, id);
+}
+// The pool's stop comes when the master's begins: check_stopped asks the agent once the app workers are gone.
+void agent_driver::stop(int) {
+  if (auto s = m.lock()) check_stopped(s);
+}
+void agent_driver::kill(int) {
+  if (auto s = m.lock(); s && s->agent && !s->agent->exited) s->agent->agent_child.kill(SIGKILL);
 }
 
 }  // namespace detail
@@ -651,6 +704,7 @@ std::string ready_info::url() const {
 master::master(asio::io_context& io, settings s) : state_(std::make_shared<detail::master_state>(io, std::move(s))) {
   auto& m = *state_;
   if (current_role() != role::master) throw std::logic_error("clutch::app::master: this process is a role");
+  m.agent_driver_.m = state_;
   m.workers = m.cfg.workers;
   if (m.workers == 0) m.workers = std::max(1u, std::thread::hardware_concurrency() - 1);
   m.slots = m.workers;
@@ -701,6 +755,7 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
 
 master::~master() {
   auto& m = *state_;
+  m.agent_pool.abandon();  // no restart of the agent
   m.agent_timer.cancel();
   m.start_timer.cancel();
   if (m.agent && !m.agent->exited) m.agent->agent_child.kill(SIGKILL);

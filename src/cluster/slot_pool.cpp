@@ -68,7 +68,8 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
     if (!w || w->stop_sent) return;
     w->leaving = w->stop_sent = true;
     driver.stop(id);
-    if (!find(id)) return;  // defensive: a driver that reported the exit at once
+    // 0: the driver keeps the deadline (the app master's agent: it is asked to stop only after the app workers).
+    if (!find(id) || cfg.kill_timeout.count() == 0) return;
     w->kill_timer.emplace(io, cfg.kill_timeout);
     w->kill_timer->async_wait([wi = weak_from_this(), id](error_code ec) {
       auto i = wi.lock();

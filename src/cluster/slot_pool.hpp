@@ -64,7 +64,7 @@ struct pool_settings {
   ::clutch::detail::backoff_policy backoff{};
   // A reload's replacement not ready by then fails the reload (and is killed). 0: the driver times readiness.
   std::chrono::milliseconds ready_timeout{30000};
-  // stop_worker → kill, if it has not exited by then.
+  // stop_worker → kill, if it has not exited by then. 0: the driver keeps its own deadline.
   std::chrono::milliseconds kill_timeout{5000};
 };
 

@@ -1,6 +1,6 @@
 // Restart back-off for one slot, as the cluster and the supervisor apply it: the first exit after a stable run is
-// restarted at once; exits in a row wait `first`, then ×factor each time, up to `max`; after `limit` of them in a
-// row the slot is given up.
+// restarted at once (unless `first_at_once` is false: then it waits `first` too); exits in a row wait `first`, then
+// ×factor each time, up to `max`; after `limit` of them in a row the slot is given up.
 //
 //   backoff b;
 //   if (auto delay = b.next(policy, ran_for)) restart_after(*delay); else give_up();
@@ -18,6 +18,7 @@ struct backoff_policy {
   std::chrono::milliseconds max{15000};
   std::chrono::milliseconds stable_uptime{10000};  // a run at least this long resets the count
   unsigned limit = 10;                              // exits in a row before the slot is given up
+  bool first_at_once = true;
 };
 
 class backoff {
@@ -28,7 +29,7 @@ class backoff {
     if (ran >= p.stable_uptime) streak_ = 0;
     if (streak_ >= p.limit) return std::nullopt;
     if (streak_ == 0) {
-      delay_ = {};
+      delay_ = p.first_at_once ? std::chrono::milliseconds{} : p.first;
     } else if (delay_.count() == 0) {
       delay_ = p.first;
     } else {
