@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <charconv>
+#include <chrono>
+#include <unordered_set>
 #include <cerrno>
 #include <string>
 
@@ -109,14 +111,25 @@ process_table process_table::scan() {
   return t;
 }
 
-std::optional<bool> others_in_group(pid_t leader) {
-  bool found = false;
-  if (!for_each_process([&](const proc_stat& st) {
-        found = st.pgrp == leader && st.pid != leader;
-        return !found;
-      }))
-    return std::nullopt;
-  return found;
+std::optional<bool> others_in_group(pid_t leader, std::chrono::steady_clock::time_point since) {
+  // A pass at most this old answers: a member that left since it was taken is seen gone on the sweep's next look.
+  constexpr auto fresh = std::chrono::milliseconds(5);
+  thread_local struct {
+    std::chrono::steady_clock::time_point at{};
+    std::unordered_set<pid_t> groups;  // groups with a member besides their leader
+    bool valid = false;
+  } pass;
+  const auto now = std::chrono::steady_clock::now();
+  if (!pass.valid || pass.at < since || now - pass.at > fresh) {
+    pass.groups.clear();
+    pass.valid = for_each_process([](const proc_stat& st) {
+      if (st.pid != st.pgrp) pass.groups.insert(st.pgrp);
+      return true;
+    });
+    pass.at = std::chrono::steady_clock::now();
+    if (!pass.valid) return std::nullopt;
+  }
+  return pass.groups.contains(leader);
 }
 
 const proc_stat* process_table::find(pid_t pid) const {

@@ -3,7 +3,7 @@
 //
 //   if (auto st = os::read_proc_stat(pid); st && st->state != 'Z') ...   // alive, not a zombie
 //
-//   if (os::others_in_group(leader).value_or(true)) ...   // members besides the (exited) leader
+//   if (os::others_in_group(leader, exited_at).value_or(true)) ...   // members besides the (exited) leader
 //
 //   auto table = os::process_table::scan();        // every process, one pass over /proc
 //   table.for_each_in_tree(pid, [&](const os::proc_stat& p) { rss += p.rss_pages; });
@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <chrono>
 #include <optional>
 #include <string_view>
 #include <unordered_map>
@@ -38,9 +39,13 @@ std::optional<proc_stat> read_proc_stat(pid_t pid);
 std::optional<proc_stat> parse_proc_stat(pid_t pid, std::string_view text);
 
 // Whether a process other than its leader is in the process group `leader` leads (a zombie counts: it is there
-// until reaped), by one pass over /proc that stops at the first one. kill(-leader, 0) cannot tell: it also
-// succeeds for a group whose only member is its exited leader, still unreaped. nullopt when /proc cannot be read.
-std::optional<bool> others_in_group(pid_t leader);
+// until reaped). kill(-leader, 0) cannot tell: it also succeeds for a group whose only member is its exited leader,
+// still unreaped. By a pass over /proc that notes every group with such a member; later calls on the same thread
+// use that pass too while it is a few milliseconds old and was taken at or after `since`, so that a daemon ending
+// 100 groups at once (a reload of every app) reads /proc once, not 100 times. Give as `since` the time the leader
+// was known to have exited: a group seen empty after that stays empty (only a member can fork into it), so the
+// shared pass never misses a member. nullopt when /proc cannot be read.
+std::optional<bool> others_in_group(pid_t leader, std::chrono::steady_clock::time_point since);
 
 // Every process at one moment (as near as /proc allows: processes come and go while it is read), to answer
 // questions about many process trees with one pass over /proc instead of one per tree.

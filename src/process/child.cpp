@@ -1,6 +1,8 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <unistd.h>
+
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <cerrno>
 #include <mutex>
@@ -38,6 +40,42 @@ namespace detail {
 namespace {
 
 constexpr std::size_t read_chunk = 64 * 1024;
+
+// Memory for a read only while it happens, as libuv lends its alloc_cb buffer: a pipe waits for data with no
+// buffer of its own, so a daemon with 400 idle children does not hold 2 × 64 KiB for each. One buffer per thread,
+// lent for one read and the handlers of its chunk; a read nested in such a handler (one that runs an io_context
+// itself) gets a buffer of its own.
+class lent_buffer {
+ public:
+  lent_buffer() {
+    if (!std::exchange(in_use(), true)) {
+      data_ = shared();
+      owner_ = true;
+    } else {
+      own_ = std::make_unique<char[]>(read_chunk);
+      data_ = own_.get();
+    }
+  }
+  ~lent_buffer() {
+    if (owner_) in_use() = false;
+  }
+  lent_buffer(const lent_buffer&) = delete;
+  lent_buffer& operator=(const lent_buffer&) = delete;
+  char* data() const noexcept { return data_; }
+
+ private:
+  static char* shared() {
+    thread_local std::unique_ptr<char[]> b = std::make_unique<char[]>(read_chunk);
+    return b.get();
+  }
+  static bool& in_use() {
+    thread_local bool busy = false;
+    return busy;
+  }
+  std::unique_ptr<char[]> own_;
+  char* data_ = nullptr;
+  bool owner_ = false;
+};
 
 }  // namespace
 
@@ -184,27 +222,41 @@ void child_state::start_reading(int slot) {
   auto& s = streams[slot];
   if (s.reading || !pipes[slot]) return;
   s.reading = true;
-  s.buffer = std::make_unique<char[]>(read_chunk);
   read_more(slot);
 }
 
 void child_state::read_more(int slot) {
-  auto& s = streams[slot];
-  pipes[slot]->async_read_some(
-      asio::buffer(s.buffer.get(), read_chunk),
-      [self = shared_from_this(), slot](boost::system::error_code ec, std::size_t n) {
-        auto& st = self->streams[slot];
-        if (n > 0) self->on_chunk(slot, std::string_view(st.buffer.get(), n));
-        if (!ec) {
-          self->read_more(slot);
-          return;
-        }
-        // EOF, or the pipe broke: either way this stream has ended.
-        st.ended = true;
-        st.buffer.reset();
-        st.on_end.call();
-        self->maybe_close();
-      });
+  // Wait until there is something to read (null_buffers: no buffer while waiting), then read it (read_ready).
+  pipes[slot]->async_read_some(asio::null_buffers(), [self = shared_from_this(), slot](boost::system::error_code ec,
+                                                                                     std::size_t) {
+    if (ec || !self->read_ready(slot)) self->end_stream(slot);  // closed (close_grace), EOF, or the pipe broke
+  });
+}
+
+// What is there, a few reads at most so that one talkative child does not keep the others waiting. The descriptor
+// is non-blocking (Asio made it so for the wait). false once the stream has ended.
+bool child_state::read_ready(int slot) {
+  lent_buffer buf;
+  for (int round = 0; round < 4; ++round) {
+    if (!pipes[slot] || !pipes[slot]->is_open()) return false;
+    const auto n = ::read(pipes[slot]->native_handle(), buf.data(), read_chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) return false;
+    on_chunk(slot, std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    if (static_cast<std::size_t>(n) < read_chunk) break;  // drained, most likely: wait again
+  }
+  if (!pipes[slot] || !pipes[slot]->is_open()) return false;
+  read_more(slot);
+  return true;
+}
+
+// EOF, or the pipe broke or was closed: either way this stream has ended.
+void child_state::end_stream(int slot) {
+  auto& st = streams[slot];
+  if (std::exchange(st.ended, true)) return;
+  st.on_end.call();
+  maybe_close();
 }
 
 void child_state::on_chunk(int slot, std::string_view chunk) {
@@ -276,7 +328,8 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
   group_sweep(std::shared_ptr<child_state> leader, std::chrono::milliseconds kill_after, std::function<void()> done)
       : leader_(std::move(leader)),
         timer_(leader_->io),
-        kill_at_(std::chrono::steady_clock::now() + kill_after),
+        started_(std::chrono::steady_clock::now()),
+        kill_at_(started_ + kill_after),
         done_(std::move(done)) {
     ++leader_->reap_holds;
   }
@@ -285,7 +338,7 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
     const auto now = std::chrono::steady_clock::now();
     const bool ours = leader_->leader_held();
     // The exited leader we hold is a member itself: kill(-pgid, 0) would always find someone left.
-    const bool left = ours && os::others_in_group(leader_->pid).value_or(true);
+    const bool left = ours && os::others_in_group(leader_->pid, started_).value_or(true);
     if (left && !killed_ && now >= kill_at_) {
       ::kill(-leader_->pid, SIGKILL);
       killed_ = true;
@@ -309,6 +362,7 @@ class group_sweep : public std::enable_shared_from_this<group_sweep> {
 
   std::shared_ptr<child_state> leader_;
   asio::steady_timer timer_;
+  std::chrono::steady_clock::time_point started_;  // after the leader's exit: a look at /proc must be as new
   std::chrono::steady_clock::time_point kill_at_;
   bool killed_ = false;
   std::chrono::milliseconds interval_{10};

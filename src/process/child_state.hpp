@@ -21,7 +21,6 @@ namespace clutch::detail {
 struct output_stream {
   handler_list<std::string_view> on_data;
   handler_list<> on_end;
-  std::unique_ptr<char[]> buffer;
   bool reading = false;
   bool ended = false;
   // exec: what has been kept, and whether the limit was passed (from then on, chunks are dropped).
@@ -68,6 +67,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void start(const options& opts);
   void start_reading(int slot);
   void read_more(int slot);
+  bool read_ready(int slot);   // reads what a pipe has; false once its stream has ended
+  void end_stream(int slot);
   void on_chunk(int slot, std::string_view chunk);
   void watch_exit();
   void on_exit_ready();
