@@ -298,3 +298,30 @@ TEST_F(SlotPool, AWorkerAskedToStopIsKilledAtTheDeadlineAndOnlyIfStillThere) {
 }
 
 }  // namespace
+
+namespace {
+
+// A driver that times readiness itself (ready_timeout 0, as the supervisor's engine) reports a replacement that is
+// late; the pool also tells it which slot a reload replaces next, for steering.
+TEST_F(SlotPool, ADriverThatTimesReadinessFailsAReloadThroughNotReady) {
+  slot_pool pool(io, d, quick());
+  for (int i = 0; i < 3; ++i) pool.add_slot();
+  for (int id = 1; id <= 3; ++id) pool.ready(id);
+  d.take();
+  EXPECT_EQ(pool.next_in_reload(), std::nullopt);
+  ASSERT_TRUE(pool.reload());
+  EXPECT_EQ(d.take(), (lines{"start 0 4"}));
+  EXPECT_EQ(pool.next_in_reload(), 1u);
+  pool.not_ready(1);  // not a replacement: nothing
+  EXPECT_TRUE(d.take().empty());
+  io.restart();
+  io.run_for(20ms);
+  EXPECT_TRUE(pool.reloading()) << "ready_timeout 0: the pool itself never times a replacement out";
+  pool.not_ready(4);
+  EXPECT_EQ(d.take(), (lines{"kill 4", "reload_done " + make_error_code(clutch::errc::timed_out).message()}));
+  EXPECT_EQ(pool.next_in_reload(), std::nullopt);
+  EXPECT_EQ(pool.current(0), 1);
+  EXPECT_FALSE(pool.retired(0));
+}
+
+}  // namespace

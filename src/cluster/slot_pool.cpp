@@ -54,11 +54,14 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
     return it == workers.end() ? nullptr : &it->second;
   }
 
-  int start(std::size_t slot) {
+  // A new worker for the slot, as its current one or as a reload's replacement; the slot knows it before the
+  // driver is asked, so that the driver can ask the pool what it is starting.
+  int start(std::size_t slot, bool incoming) {
     const int id = next_id++;
     auto& w = workers[id];
     w.slot = slot;
     w.started = clock::now();
+    (incoming ? slots[slot].incoming : slots[slot].current) = id;
     driver.start(slot, id);
     return id;
   }
@@ -119,10 +122,10 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
       reload->todo.pop_front();
       auto& s = slots[i];
       if (s.retired || s.removed || !s.current) continue;
-      const int fresh = start(i);
+      reload->fresh = next_id;  // known to the driver's start() already
+      const int fresh = start(i, true);
       // start() may not come back to a pool that still reloads: a driver must not re-enter, but be sure.
       if (!reload) return;
-      slots[i].incoming = reload->fresh = fresh;
       if (cfg.ready_timeout.count() > 0) {
         reload->timer.emplace(io, cfg.ready_timeout);
         reload->timer->async_wait([wi = weak_from_this(), fresh](error_code ec) {
@@ -154,7 +157,7 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
     auto& s = slots[slot];
     if (delay.count() == 0) {
       ++s.restarted;
-      s.current = start(slot);
+      start(slot, false);
       return;
     }
     s.restart_timer.emplace(io, delay);
@@ -162,7 +165,7 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
       auto i = wi.lock();
       if (ec || !i || i->stopping || i->slots[slot].retired) return;
       ++i->slots[slot].restarted;
-      i->slots[slot].current = i->start(slot);
+      i->start(slot, false);
     });
   }
 
@@ -246,7 +249,7 @@ std::size_t slot_pool::add_slot() {
   auto& i = *impl_;
   i.slots.emplace_back();
   const std::size_t slot = i.slots.size() - 1;
-  i.slots[slot].current = i.start(slot);
+  i.start(slot, false);
   return slot;
 }
 
@@ -268,7 +271,7 @@ void slot_pool::scale(std::size_t n) {
     if (!s.removed) continue;
     s = slot_info{};
     ++have;
-    s.current = i.start(at);
+    i.start(at, false);
   }
   while (have++ < n) add_slot();
 }
@@ -293,6 +296,11 @@ exit_outcome slot_pool::exited(int id, const exit_status& status) {
 }
 
 void slot_pool::stop_worker(int id) { impl_->stop_worker(id); }
+
+void slot_pool::not_ready(int id) {
+  auto& i = *impl_;
+  if (i.reload && i.reload->fresh == id) i.reload_fail(make_error_code(errc::timed_out));
+}
 
 void slot_pool::let_go(int id) {
   if (auto* w = impl_->find(id)) w->leaving = true;
@@ -354,6 +362,15 @@ slot_state slot_pool::state(std::size_t slot) const {
 }
 
 bool slot_pool::removed(std::size_t slot) const { return impl_->slots.at(slot).removed; }
+bool slot_pool::retired(std::size_t slot) const { return impl_->slots.at(slot).retired; }
+
+std::optional<std::size_t> slot_pool::next_in_reload() const {
+  const auto& i = *impl_;
+  if (!i.reload) return std::nullopt;
+  for (const auto s : i.reload->todo)
+    if (!i.slots[s].retired && !i.slots[s].removed && i.slots[s].current) return s;
+  return std::nullopt;
+}
 int slot_pool::current(std::size_t slot) const { return impl_->slots.at(slot).current; }
 int slot_pool::incoming(std::size_t slot) const { return impl_->slots.at(slot).incoming; }
 unsigned slot_pool::restarts(std::size_t slot) const { return impl_->slots.at(slot).restarted; }

@@ -44,8 +44,9 @@ enum class slot_state {
 class slot_driver {
  public:
   virtual ~slot_driver() = default;
-  // A new process for `slot`, known as worker `id` from now on (ids count up from 1 and are never reused). A start
-  // that fails is reported as an exit (exited()), later.
+  // A new process for `slot`, known as worker `id` from now on (ids count up from 1 and are never reused). The pool
+  // already lists it (current() or, for a reload's replacement, incoming()). A start that fails is reported as an
+  // exit (exited()), later.
   virtual void start(std::size_t slot, int id) = 0;
   // Asks worker `id` to end gracefully; the pool kills it at the kill deadline if it is still there.
   virtual void stop(int id) = 0;
@@ -98,6 +99,9 @@ class slot_pool {
 
   // Asks one worker to end (kill at the deadline); its slot is retired when it exits. Once per worker.
   void stop_worker(int id);
+  // A reload's replacement that is not ready in time, for a driver that times readiness itself (ready_timeout 0):
+  // the reload fails with timed_out and the replacement is killed. Any other worker: nothing.
+  void not_ready(int id);
   // The worker ends by itself or by the driver's hand (a kill the user asked for, a disconnect it started): its
   // slot is retired when it exits, not restarted.
   void let_go(int id);
@@ -118,6 +122,7 @@ class slot_pool {
   std::size_t wanted() const noexcept;         // slots not removed
   slot_state state(std::size_t slot) const;
   bool removed(std::size_t slot) const;
+  bool retired(std::size_t slot) const;        // it has no worker and will get none (exited, errored, removed)
   int current(std::size_t slot) const;         // its worker's id, 0 if none
   int incoming(std::size_t slot) const;        // a reload's replacement, not yet ready; 0 if none
   unsigned restarts(std::size_t slot) const;   // how many times a worker was started again in it
@@ -125,6 +130,7 @@ class slot_pool {
   bool is_ready(int id) const;
   bool asked_to_stop(int id) const;            // stop_worker or let_go
   bool reloading() const noexcept;
+  std::optional<std::size_t> next_in_reload() const;  // the slot a reload replaces after the current one
   bool stopping() const noexcept;
   std::size_t live() const noexcept;           // workers started and not yet exited
   bool all_ready() const noexcept;             // every slot wanted has a ready worker, or is retired

@@ -9,6 +9,7 @@
 #include <optional>
 #include <set>
 
+#include "cluster/slot_pool.hpp"
 #include "common/exit_text.hpp"
 #include "os/proc_stat.hpp"
 #include "supervisor/accepting.hpp"
@@ -34,21 +35,25 @@ struct worker {
   std::set<ino_t> inodes;  // every listening socket it got (--ready listen looks for them)
 };
 
+// What the engine keeps of a slot besides the pool's view of it (which worker, restarts, reload, retired).
 struct slot {
-  std::shared_ptr<worker> current, incoming;
-  ::clutch::detail::backoff restarts;
-  std::optional<asio::steady_timer> restart_timer;
-  bool retired = false;
-  bool removed = false;   // scaled away (retired too)
-  bool errored = false;   // given up after the crash-loop limit (retired too)
   std::vector<int> socks;  // the slot's members of the steered groups: a restarted worker gets them again
-  unsigned restarted = 0;
   int last_code = 0;  // of its last worker to exit: the code, or 128+signal
   clock::time_point last_exit{};
 };
 
-struct engine_state : std::enable_shared_from_this<engine_state> {
-  engine_state(asio::io_context& io, run_settings s) : io(io), cfg(std::move(s)) {}
+// The workers' lifecycle is a cluster::detail::slot_pool; the engine is its driver (start, stop with the drain,
+// kill) and keeps what the pool does not know: sockets, readiness, the watchdog, the memory limit, output, the
+// agent.
+struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detail::slot_driver {
+  engine_state(asio::io_context& io, run_settings s)
+      : io(io),
+        cfg(std::move(s)),
+        pool(io, *this,
+             cluster::detail::pool_settings{.restart = cfg.restart,
+                                            .backoff = cfg.backoff,
+                                            .ready_timeout = std::chrono::milliseconds(0),  // readiness is ours
+                                            .kill_timeout = std::chrono::milliseconds(0)}) {}  // after the drain: ours
   asio::io_context& io;
   run_settings cfg;
   std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
@@ -60,18 +65,14 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   };
   std::vector<source> sources;  // what a worker gets at fds 3, 4, …, in this order
   std::unique_ptr<notify_socket> notify;
-  std::vector<slot> slots;
+  std::vector<slot> slots;                      // by the pool's slot index (sized on demand)
   std::map<int, std::shared_ptr<worker>> live;  // by pid
-  int next_id = 1;
+  std::map<int, std::shared_ptr<worker>> by_id;  // the pool's workers, until they exit
   std::set<int> sweeping;  // exited leaders held while what they left in their groups is ended
   bool stopping = false;
   std::vector<std::function<void()>> stop_waiters;
-  struct reload_run {
-    std::function<void(error_code)> done;
-    std::vector<std::size_t> todo;
-    std::shared_ptr<worker> old;
-  };
-  std::optional<reload_run> reloading;
+  std::function<void(error_code)> reload_cb;  // engine::reload's done (none for the memory limit's)
+  bool destroyed = false;
   std::function<void(const std::string&)> log;
   std::function<void()> all_gone, ready;
   std::function<void(const process_tag&, int, std::string_view, bool)> output;
@@ -85,6 +86,22 @@ struct engine_state : std::enable_shared_from_this<engine_state> {
   std::optional<asio::steady_timer> agent_timer;
   bool workers_started = false;
   bool was_ready = false;
+  cluster::detail::slot_pool pool;  // last: it goes first
+
+  // slot_driver
+  void start(std::size_t slot, int id) override;
+  void stop(int id) override;
+  void kill(int id) override;
+  void reload_done(error_code ec) override;
+  void stopped() override;
+  std::shared_ptr<worker> worker_of(int id) const {
+    auto it = by_id.find(id);
+    return it == by_id.end() ? nullptr : it->second;
+  }
+  slot& slot_of(std::size_t i) {
+    if (slots.size() <= i) slots.resize(i + 1);
+    return slots[i];
+  }
 
   void say(const std::string& line) {
     if (log) log(line);
@@ -102,10 +119,9 @@ std::string who(const worker& w) {
   return (w.agent ? std::string("agent") : "worker " + std::to_string(w.id)) + " (pid " + std::to_string(w.pid) + ")";
 }
 
-void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming);
+void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int id);
 void start_workers(const std::shared_ptr<engine_state>& e);
 void start_agent(const std::shared_ptr<engine_state>& e);
-void reload_next(const std::shared_ptr<engine_state>& e);
 void resteer(const std::shared_ptr<engine_state>& e);
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
@@ -118,14 +134,6 @@ void check_stopped(const std::shared_ptr<engine_state>& e) {
   for (auto& done : std::exchange(e->stop_waiters, {})) done();
 }
 
-void finish_reload(const std::shared_ptr<engine_state>& e, error_code ec) {
-  if (!e->reloading) return;
-  auto done = std::move(e->reloading->done);
-  e->reloading.reset();
-  resteer(e);
-  e->say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
-  if (done) done(ec);
-}
 
 // A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: SIGKILL to its group.
 void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
@@ -141,13 +149,14 @@ void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_
 // sent there would be cut if that worker dies at once on its stop signal, soon.
 void resteer(const std::shared_ptr<engine_state>& e) {
   std::vector<const worker*> serving, replaced_now, replaced_next;
-  for (std::size_t i = 0; i < e->slots.size(); ++i) {
-    const auto& s = e->slots[i];
-    const auto& w = s.current;
-    if (s.removed || !w || !w->ready || w->exited || w->asked_to_stop) continue;
+  const auto& pool = e->pool;
+  const auto next = pool.next_in_reload();
+  for (std::size_t i = 0; i < pool.size(); ++i) {
+    const auto w = e->worker_of(pool.current(i));
+    if (pool.removed(i) || !w || !w->ready || w->exited || w->asked_to_stop) continue;
     serving.push_back(w.get());
-    if (e->reloading && s.incoming) replaced_now.push_back(w.get());
-    if (e->reloading && !e->reloading->todo.empty() && e->reloading->todo.back() == i) replaced_next.push_back(w.get());
+    if (pool.reloading() && pool.incoming(i)) replaced_now.push_back(w.get());
+    if (next == i) replaced_next.push_back(w.get());
   }
   auto without = [](std::vector<const worker*> from, const std::vector<const worker*>& drop) {
     std::erase_if(from, [&](const worker* w) { return std::find(drop.begin(), drop.end(), w) != drop.end(); });
@@ -219,8 +228,8 @@ void drop_sockets(engine_state& e, const std::vector<int>& socks) {
 // A worker that has exited: its sockets leave their groups unless its slot's next worker is to take them over.
 void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->agent || w->socks.empty()) return;
-  auto& s = e->slots[w->slot];
-  const bool slot_keeps = w->socks == s.socks && !s.removed && !s.retired;
+  auto& s = e->slot_of(w->slot);
+  const bool slot_keeps = w->socks == s.socks && !e->pool.removed(w->slot) && !e->pool.retired(w->slot);
   if (slot_keeps) return;
   drop_sockets(*e, w->socks);
   if (w->socks == s.socks) s.socks.clear();
@@ -251,30 +260,12 @@ void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
     if (!std::exchange(e->workers_started, true) && !e->stopping) start_workers(e);
     return;
   }
-  const bool all = std::all_of(e->slots.begin(), e->slots.end(),
-                               [](const slot& s) { return s.retired || (s.current && s.current->ready); });
-  if (all && !std::exchange(e->was_ready, true) && e->ready) e->ready();
+  // A reload's replacement that is ready takes its slot here: the pool then asks for the old worker's stop (the
+  // drain first: new connections are the replacement's from now on), or starts the next slot's replacement.
+  e->pool.ready(w->id);
+  if (e->pool.current(w->slot) == w->id) e->slot_of(w->slot).socks = w->socks;  // a restart takes them over
+  if (e->pool.all_ready() && !std::exchange(e->was_ready, true) && e->ready) e->ready();
   resteer(e);
-  auto& s = e->slots[w->slot];
-  if (s.incoming != w || !e->reloading) return;
-  // The replacement is ready: only now is the old worker touched.
-  e->reloading->old = s.current;
-  s.current = w;
-  s.socks = w->socks;
-  s.incoming.reset();
-  if (e->reloading->old) drain_then_stop(e, e->reloading->old);  // new connections: the replacement's from now
-  else reload_next(e);
-}
-
-void restart_later(const std::shared_ptr<engine_state>& e, std::size_t slot, std::chrono::milliseconds delay) {
-  auto& s = e->slots[slot];
-  s.restart_timer.emplace(e->io, delay);
-  s.restart_timer->async_wait([we = std::weak_ptr(e), slot](error_code ec) {
-    auto e = we.lock();
-    if (ec || !e || e->stopping) return;
-    ++e->slots[slot].restarted;
-    start_worker(e, slot, false);
-  });
 }
 
 process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid}; }
@@ -312,38 +303,24 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
     }
     return check_stopped(e);
   }
-  auto& s = e->slots[w->slot];
-  if (s.current == w || s.incoming == w) {  // the slot's last word (an old worker a reload replaced is not)
+  auto& s = e->slot_of(w->slot);
+  if (e->pool.current(w->slot) == w->id || e->pool.incoming(w->slot) == w->id) {
+    // the slot's last word (an old worker a reload replaced is not)
     s.last_code = st.signal ? 128 + *st.signal : st.code.value_or(0);
     s.last_exit = clock::now();
   }
-  if (s.incoming == w) {  // a reload's new worker, gone before it was ready
-    s.incoming.reset();
-    finish_reload(e, make_error_code(errc::worker_failed));
-  } else if (e->reloading && e->reloading->old == w) {
-    e->reloading->old.reset();
-    reload_next(e);
-  } else if (s.current == w) {
-    s.current.reset();
-    const bool wanted = e->cfg.restart == cluster::restart_policy::always ||
-                        (e->cfg.restart == cluster::restart_policy::on_failure && !st.ok());
-    if (!e->stopping && !w->asked_to_stop && wanted) {
-      if (auto delay = s.restarts.next(e->cfg.backoff, clock::now() - w->started)) {
-        restart_later(e, w->slot, *delay);
-      } else {
-        s.retired = s.errored = true;
-        e->last_error = "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up" +
-                        (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
-        e->say("clutch: " + e->last_error);
-      }
-    } else {
-      s.retired = true;
-    }
+  e->by_id.erase(w->id);
+  // The pool restarts the slot (after its back-off), moves a reload on or fails it, or retires the slot.
+  if (e->pool.exited(w->id, st) == cluster::detail::exit_outcome::given_up) {
+    e->last_error = "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up" +
+                    (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
+    e->say("clutch: " + e->last_error);
   }
   release_sockets(e, w);
   resteer(e);
   check_stopped(e);
-  const bool none_left = std::all_of(e->slots.begin(), e->slots.end(), [](const slot& s) { return s.retired; });
+  bool none_left = true;
+  for (std::size_t i = 0; i < e->pool.size(); ++i) none_left = none_left && e->pool.retired(i);
   if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
 }
 
@@ -432,17 +409,19 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
     auto w = ww.lock();
     if (ec || !e || !w || w->ready || w->exited) return;
     e->say("clutch: " + who(*w) + " not ready within " + std::to_string(e->cfg.ready_timeout.count()) + " ms");
-    if (!w->agent && e->slots[w->slot].incoming == w) finish_reload(e, make_error_code(errc::timed_out));
-    w->proc.kill(SIGKILL);
+    if (!w->agent && e->pool.incoming(w->slot) == w->id) e->pool.not_ready(w->id);  // the reload fails
+    if (!w->exited) w->proc.kill(SIGKILL);
   });
 }
 
-void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool incoming) {
+// The pool's start(): worker `id` for the slot, its current one or a reload's replacement (pool.incoming).
+void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int id) {
   auto w = std::make_shared<worker>();
-  w->id = e->next_id++;
+  w->id = id;
   w->slot = slot;
-  auto& s = e->slots[slot];
-  (incoming ? s.incoming : s.current) = w;
+  e->by_id[id] = w;
+  const bool incoming = e->pool.incoming(slot) == id;
+  auto& s = e->slot_of(slot);
   // Its members of the steered groups: new ones for a reload's replacement (the old worker keeps its own until
   // it is gone), else the slot's, so that a restarted worker takes over what waits in them.
   if (incoming || s.socks.empty()) {
@@ -469,11 +448,10 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, bool
   for (const auto& [fd, name] : fds) numbers.push_back(fd);
   w->inodes = socket_inodes(numbers);
   launch(e, w, e->cfg.program, e->cfg.args, std::move(o), {{"CLUTCH_WORKER_ID", std::to_string(w->id)}});
+  if (incoming) resteer(e);  // the slot next in line changed
 }
 
-void start_workers(const std::shared_ptr<engine_state>& e) {
-  for (std::size_t i = 0; i < e->slots.size(); ++i) start_worker(e, i, false);
-}
+void start_workers(const std::shared_ptr<engine_state>& e) { e->pool.scale(e->cfg.workers); }
 
 void start_agent(const std::shared_ptr<engine_state>& e) {
   e->agent = std::make_shared<worker>();
@@ -481,17 +459,6 @@ void start_agent(const std::shared_ptr<engine_state>& e) {
   launch(e, e->agent, "/bin/sh", {"-c", e->cfg.agent}, {}, {{"CLUTCH_AGENT", "1"}});
 }
 
-void reload_next(const std::shared_ptr<engine_state>& e) {
-  auto& r = *e->reloading;
-  while (!r.todo.empty()) {
-    const std::size_t slot = r.todo.back();
-    r.todo.pop_back();
-    if (e->slots[slot].retired) continue;
-    start_worker(e, slot, true);
-    return resteer(e);
-  }
-  finish_reload(e, {});
-}
 
 // Resident bytes of one process, 0 if it cannot be read.
 std::uint64_t resident_bytes(int pid) {
@@ -504,46 +471,54 @@ void check_memory(const std::shared_ptr<engine_state>& e) {
   e->memory_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
     auto e = we.lock();
     if (ec || !e || e->stopping || e->cfg.max_memory == 0) return;  // 0: the limit was taken away (set_settings)
-    for (std::size_t i = 0; i < e->slots.size() && !e->reloading; ++i) {
-      auto w = e->slots[i].current;
+    for (std::size_t i = 0; i < e->pool.size() && !e->pool.reloading(); ++i) {
+      auto w = e->worker_of(e->pool.current(i));
       if (!w || !w->ready || w->asked_to_stop || w->exited) continue;
       const auto rss = resident_bytes(w->pid);
       if (rss <= e->cfg.max_memory) continue;
       e->say("clutch: " + who(*w) + " uses " + std::to_string(rss >> 20) + " MiB, over --max-memory " +
              std::to_string(e->cfg.max_memory >> 20) + " MiB: replacing it");
       // A reload of that one slot: the replacement is ready before this worker gets its stop signal.
-      e->reloading.emplace();
-      e->reloading->todo.push_back(i);
-      reload_next(e);
+      e->pool.reload({i});
     }
     check_memory(e);
   });
 }
 
-// The workers' slots from slot `from` on are stopped and given up (a scale-down).
-void remove_slots(const std::shared_ptr<engine_state>& e, std::size_t from) {
-  for (std::size_t i = from; i < e->slots.size(); ++i) {
-    auto& s = e->slots[i];
-    if (s.removed) continue;
-    s.removed = s.retired = true;
-    if (s.restart_timer) s.restart_timer->cancel();
-    if (s.incoming) stop_worker(e, s.incoming);
-    if (s.current) {
-      drain_then_stop(e, s.current);
-    } else {  // nobody to take over what waits in its sockets: they go (what waits there is reset)
-      drop_sockets(*e, s.socks);
-      s.socks.clear();
-    }
-  }
+}  // namespace
+
+void engine_state::start(std::size_t slot, int id) { start_worker(shared_from_this(), slot, id); }
+
+// A reload's old worker and a scale-down's: the drain first; a replacement not yet serving, or everyone at a stop:
+// the stop signal at once.
+void engine_state::stop(int id) {
+  auto w = worker_of(id);
+  if (!w || w->exited || w->pid <= 0) return;  // never started: no process to signal
+  if (stopping || pool.incoming(w->slot) == id) stop_worker(shared_from_this(), w);
+  else drain_then_stop(shared_from_this(), w);
 }
 
-}  // namespace
+void engine_state::kill(int id) {
+  auto w = worker_of(id);
+  if (w && !w->exited && w->pid > 0) w->proc.kill(SIGKILL);
+}
+
+void engine_state::reload_done(error_code ec) {
+  auto done = std::exchange(reload_cb, nullptr);
+  if (destroyed) return;
+  resteer(shared_from_this());
+  say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
+  if (done) done(ec);
+}
+
+void engine_state::stopped() { check_stopped(shared_from_this()); }
 
 engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {}
 
 engine::~engine() {
   auto& e = *state_;
-  e.stopping = true;
+  e.stopping = e.destroyed = true;
+  e.pool.abandon();  // no restart from now on
   for (auto& [pid, w] : e.live) w->proc.kill(SIGKILL);  // kill_tree: the group, and only while it is ours
   for (const auto& l : e.listeners) remove_socket_file(l);  // the Unix socket files it made, if still those
 }
@@ -612,7 +587,7 @@ error_code engine::start() {
 
 void engine::reload(std::function<void(error_code)> done) {
   auto& e = *state_;
-  if (e.reloading) {
+  if (e.pool.reloading()) {
     if (done) done(make_error_code(errc::reload_in_progress));
     return;
   }
@@ -621,11 +596,8 @@ void engine::reload(std::function<void(error_code)> done) {
     return;
   }
   e.say("clutch: reload");
-  e.reloading.emplace();
-  e.reloading->done = std::move(done);
-  for (std::size_t i = e.slots.size(); i-- > 0;)  // reload_next takes from the back: slot 0 first
-    e.reloading->todo.push_back(i);
-  reload_next(state_);
+  e.reload_cb = std::move(done);
+  e.pool.reload();  // slot 0 first; reload_done() tells how it ended
 }
 
 void engine::set_settings(const run_settings& next) {
@@ -640,6 +612,8 @@ void engine::set_settings(const run_settings& next) {
   e.cfg.agent = agent;
   e.cfg.steer = steer;
   e.cfg.workers = workers;
+  e.pool.settings().restart = e.cfg.restart;
+  e.pool.settings().backoff = e.cfg.backoff;
   if (!had_memory_limit && e.cfg.max_memory > 0 && !e.stopping) {
     e.memory_timer.emplace(e.io);
     check_memory(state_);
@@ -651,12 +625,9 @@ void engine::stop(std::function<void()> done) {
   e.stop_waiters.push_back(std::move(done));
   if (!std::exchange(e.stopping, true)) {
     if (e.memory_timer) e.memory_timer->cancel();
-    if (e.reloading) finish_reload(state_, make_error_code(asio::error::operation_aborted));
-    for (auto& s : e.slots)
-      if (s.restart_timer) s.restart_timer->cancel();
     if (e.agent_timer) e.agent_timer->cancel();
-    for (auto live = e.live; auto& [pid, w] : live)
-      if (!w->agent) stop_worker(state_, w);
+    // The reload ends (operation_aborted), no slot restarts, and every worker gets the stop signal (stop()).
+    e.pool.stop();
   }
   check_stopped(state_);
 }
@@ -699,8 +670,11 @@ void engine::on_start_failed(std::function<void(const process_tag&, const std::s
 }
 std::string engine::last_error() const { return state_->last_error; }
 unsigned engine::errored_slots() const noexcept {
-  return static_cast<unsigned>(
-      std::count_if(state_->slots.begin(), state_->slots.end(), [](const slot& s) { return s.errored && !s.removed; }));
+  const auto& pool = state_->pool;
+  unsigned n = 0;
+  for (std::size_t i = 0; i < pool.size(); ++i)
+    n += pool.state(i) == cluster::detail::slot_state::errored && !pool.removed(i);
+  return n;
 }
 
 std::vector<process_info> engine::processes() const {
@@ -718,53 +692,36 @@ std::vector<process_info> engine::processes() const {
   if (e.agent && !e.agent->exited && e.agent->pid) add(*e.agent, 0, e.agent_restarts);
   // By slot: its worker, then a reload's replacement; then the workers a reload or a scale-down is stopping.
   std::vector<const worker*> listed;
-  for (std::size_t i = 0; i < e.slots.size(); ++i)
-    for (const auto& w : {e.slots[i].current, e.slots[i].incoming})
-      if (w && !w->exited && w->pid) {
-        add(*w, i, e.slots[i].restarted);
+  for (std::size_t i = 0; i < e.pool.size(); ++i)
+    for (const int id : {e.pool.current(i), e.pool.incoming(i)})
+      if (auto w = e.worker_of(id); w && !w->exited && w->pid) {
+        add(*w, i, e.pool.restarts(i));
         listed.push_back(w.get());
       }
   for (const auto& [pid, w] : e.live)
     if (!w->agent && std::find(listed.begin(), listed.end(), w.get()) == listed.end())
-      add(*w, w->slot, e.slots[w->slot].restarted);
+      add(*w, w->slot, w->slot < e.pool.size() ? e.pool.restarts(w->slot) : 0);
   return out;
 }
 
 unsigned engine::workers() const noexcept {
-  return static_cast<unsigned>(std::count_if(state_->slots.begin(), state_->slots.end(),
-                                             [](const slot& s) { return !s.removed; }));
+  // Until the agent is ready no slot is in the pool yet: the number asked for.
+  return state_->workers_started ? static_cast<unsigned>(state_->pool.wanted()) : state_->cfg.workers;
 }
 
 void engine::scale(unsigned n) {
   auto& e = *state_;
   if (n == 0 || e.stopping) return;
   e.cfg.workers = n;
-  unsigned have = workers();
-  if (n < have) {
-    // Slots are kept in order: the first n that are not removed stay.
-    std::size_t kept = 0, i = 0;
-    for (; i < e.slots.size() && kept < n; ++i)
-      if (!e.slots[i].removed) ++kept;
-    remove_slots(state_, i);
-    return;
-  }
-  // Removed slots come back first (a worker of theirs still stopping is no longer theirs), then new ones.
-  for (std::size_t i = 0; i < e.slots.size() && have < n; ++i) {
-    auto& s = e.slots[i];
-    if (!s.removed) continue;
-    s.removed = s.retired = s.errored = false;
-    s.restarts = {};
-    s.restarted = 0;
-    s.current.reset();
-    s.incoming.reset();
-    ++have;
-    if (e.workers_started) start_worker(state_, i, false);
-  }
-  while (have < n) {
-    e.slots.emplace_back();
-    ++have;
-    if (e.workers_started) start_worker(state_, e.slots.size() - 1, false);
-  }
+  if (!e.workers_started) return;  // start_workers starts n once the agent is ready
+  // Down: the last slots' workers are drained and stopped; up: removed slots come back first, then new ones.
+  e.pool.scale(n);
+  // A removed slot without a worker has nobody to take over what waits in its sockets: they go (that is reset).
+  for (std::size_t i = 0; i < e.pool.size() && i < e.slots.size(); ++i)
+    if (e.pool.removed(i) && !e.pool.current(i) && !e.pool.incoming(i)) {
+      drop_sockets(e, e.slots[i].socks);
+      e.slots[i].socks.clear();
+    }
 }
 
 
