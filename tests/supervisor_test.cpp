@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "helpers.hpp"
+#include "supervisor/engine.hpp"
 #include "supervisor/listen.hpp"
 #include "supervisor/notify.hpp"
 
@@ -629,6 +630,44 @@ TEST(ClutchRunCli, ABadMemorySizeIsRefused) {
 }  // namespace
 
 namespace {
+
+// The engine through its C++ API: its agent is a pool of one slot, so an agent that keeps exiting backs off and is
+// given up, while the workers it let start go on.
+TEST(Engine, AnAgentThatKeepsExitingIsGivenUpAndTheWorkersGoOn) {
+  asio::io_context io;
+  clutch::supervisor::run_settings s;
+  s.program = "/bin/sleep";
+  s.args = {"60"};
+  s.workers = 1;
+  s.agent = "exit 3";
+  s.agent_restart_delay = std::chrono::milliseconds(20);
+  s.backoff.stable_uptime = std::chrono::hours(1);
+  s.backoff.limit = 2;
+  s.kill_timeout = std::chrono::milliseconds(2000);
+  clutch::supervisor::engine e(io, s);
+  std::vector<std::string> log;
+  e.on_log([&](const std::string& line) { log.push_back(line); });
+  ASSERT_FALSE(e.start());
+  ASSERT_TRUE(run_until(io, [&] { return !e.last_error().empty(); })) << testing::PrintToString(log);
+  EXPECT_NE(e.last_error().find("the agent exited 2 times in a row; it is not started again"), std::string::npos)
+      << e.last_error();
+  auto count = [&](const std::string& what) {
+    return std::count_if(log.begin(), log.end(), [&](const std::string& l) { return l.find(what) != l.npos; });
+  };
+  EXPECT_EQ(count("the agent starts again in 20 ms"), 1) << testing::PrintToString(log);
+  EXPECT_EQ(count("the agent starts again in 30 ms"), 1) << testing::PrintToString(log);
+  // Longer than any back-off it would wait now: no fourth agent.
+  run_until(io, [] { return false; }, std::chrono::seconds(1));
+  EXPECT_EQ(count(") started"), 4) << "3 agents and the worker: " << testing::PrintToString(log);
+  const auto ps = e.processes();
+  ASSERT_EQ(ps.size(), 1u);
+  EXPECT_FALSE(ps[0].tag.agent);
+  EXPECT_EQ(ps[0].state, clutch::supervisor::process_info::state::ready);
+  bool stopped = false;
+  e.stop([&] { stopped = true; });
+  EXPECT_TRUE(run_until(io, [&] { return stopped; }));
+  EXPECT_EQ(e.processes().size(), 0u);
+}
 
 TEST(ClutchRunAgent, TheAgentStartsFirstIsRestartedAndStopsLast) {
   clutch_run c({"run", "--workers", "2", "--ready", "notify", "--kill-timeout", "2000", "--agent",

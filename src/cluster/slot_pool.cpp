@@ -27,6 +27,7 @@ struct slot_info {
   bool errored = false;
   bool removed = false;  // scaled away (retired too)
   unsigned restarted = 0;
+  std::chrono::milliseconds delay{0};  // the back-off chosen at its last exit
 };
 
 }  // namespace
@@ -155,6 +156,7 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
 
   void restart_later(std::size_t slot, std::chrono::milliseconds delay) {
     auto& s = slots[slot];
+    s.delay = delay;
     if (delay.count() == 0) {
       ++s.restarted;
       start(slot, false);
@@ -374,6 +376,7 @@ std::optional<std::size_t> slot_pool::next_in_reload() const {
 int slot_pool::current(std::size_t slot) const { return impl_->slots.at(slot).current; }
 int slot_pool::incoming(std::size_t slot) const { return impl_->slots.at(slot).incoming; }
 unsigned slot_pool::restarts(std::size_t slot) const { return impl_->slots.at(slot).restarted; }
+std::chrono::milliseconds slot_pool::restart_delay(std::size_t slot) const { return impl_->slots.at(slot).delay; }
 
 std::optional<std::size_t> slot_pool::slot_of(int id) const {
   auto it = impl_->workers.find(id);

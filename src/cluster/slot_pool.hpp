@@ -126,6 +126,7 @@ class slot_pool {
   int current(std::size_t slot) const;         // its worker's id, 0 if none
   int incoming(std::size_t slot) const;        // a reload's replacement, not yet ready; 0 if none
   unsigned restarts(std::size_t slot) const;   // how many times a worker was started again in it
+  std::chrono::milliseconds restart_delay(std::size_t slot) const;  // the back-off chosen at its last exit
   std::optional<std::size_t> slot_of(int id) const;  // of a worker that has not exited
   bool is_ready(int id) const;
   bool asked_to_stop(int id) const;            // stop_worker or let_go

@@ -42,6 +42,16 @@ struct slot {
   clock::time_point last_exit{};
 };
 
+struct engine_state;
+
+// The agent is a pool of one slot, for its back-off and crash-loop limit; its stop waits for the workers' end.
+struct agent_driver final : cluster::detail::slot_driver {
+  std::weak_ptr<engine_state> e;
+  void start(std::size_t slot, int id) override;
+  void stop(int id) override;
+  void kill(int id) override;
+};
+
 // The workers' lifecycle is a cluster::detail::slot_pool; the engine is its driver (start, stop with the drain,
 // kill) and keeps what the pool does not know: sockets, readiness, the watchdog, the memory limit, output, the
 // agent.
@@ -53,7 +63,18 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
              cluster::detail::pool_settings{.restart = cfg.restart,
                                             .backoff = cfg.backoff,
                                             .ready_timeout = std::chrono::milliseconds(0),  // readiness is ours
-                                            .kill_timeout = std::chrono::milliseconds(0)}) {}  // after the drain: ours
+                                            .kill_timeout = std::chrono::milliseconds(0)}),  // after the drain: ours
+        agent_pool(io, agent_driver_,
+                   cluster::detail::pool_settings{
+                       .restart = cluster::restart_policy::always,
+                       .backoff = {.first = cfg.agent_restart_delay,
+                                   .factor = cfg.backoff.factor,
+                                   .max = std::max(cfg.backoff.max, cfg.agent_restart_delay),
+                                   .stable_uptime = cfg.backoff.stable_uptime,
+                                   .limit = cfg.backoff.limit,
+                                   .first_at_once = false},
+                       .ready_timeout = std::chrono::milliseconds(0),
+                       .kill_timeout = std::chrono::milliseconds(0)}) {}
   asio::io_context& io;
   run_settings cfg;
   std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
@@ -80,13 +101,13 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
   std::function<void(const process_tag&, const std::string&)> start_failed;
   std::string last_error;    // the last start that failed or slot given up, in words
   std::string last_failure;  // the last start that failed or worker that crashed: what a give-up names
-  unsigned agent_restarts = 0;
   std::optional<asio::steady_timer> memory_timer;
   std::shared_ptr<worker> agent;
-  std::optional<asio::steady_timer> agent_timer;
   bool workers_started = false;
   bool was_ready = false;
-  cluster::detail::slot_pool pool;  // last: it goes first
+  cluster::detail::slot_pool pool;  // last: the pools go first
+  agent_driver agent_driver_;
+  cluster::detail::slot_pool agent_pool;
 
   // slot_driver
   void start(std::size_t slot, int id) override;
@@ -121,7 +142,7 @@ std::string who(const worker& w) {
 
 void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int id);
 void start_workers(const std::shared_ptr<engine_state>& e);
-void start_agent(const std::shared_ptr<engine_state>& e);
+void start_agent(const std::shared_ptr<engine_state>& e, int id);
 void resteer(const std::shared_ptr<engine_state>& e);
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
@@ -291,15 +312,17 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
     e->sweeping.insert(pid);
 
   if (w->agent) {
-    if (!e->stopping) {
-      e->say("clutch: the agent starts again in 1 s");
-      e->agent_timer.emplace(e->io, std::chrono::seconds(1));
-      e->agent_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
-        auto e = we.lock();
-        if (ec || !e || e->stopping) return;
-        ++e->agent_restarts;
-        start_agent(e);
-      });
+    const auto outcome = e->agent_pool.exited(w->id, st);
+    if (outcome == cluster::detail::exit_outcome::restarting) {
+      const auto delay = e->agent_pool.restart_delay(0);
+      e->say("clutch: the agent starts again in " +
+             (delay.count() % 1000 == 0 ? std::to_string(delay.count() / 1000) + " s"
+                                        : std::to_string(delay.count()) + " ms"));
+    } else if (outcome == cluster::detail::exit_outcome::given_up) {
+      e->last_error = "the agent exited " + std::to_string(e->cfg.backoff.limit) +
+                      " times in a row; it is not started again" +
+                      (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
+      e->say("clutch: " + e->last_error);
     }
     return check_stopped(e);
   }
@@ -453,9 +476,11 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int 
 
 void start_workers(const std::shared_ptr<engine_state>& e) { e->pool.scale(e->cfg.workers); }
 
-void start_agent(const std::shared_ptr<engine_state>& e) {
+// The agent pool's start().
+void start_agent(const std::shared_ptr<engine_state>& e, int id) {
   e->agent = std::make_shared<worker>();
   e->agent->agent = true;
+  e->agent->id = id;
   launch(e, e->agent, "/bin/sh", {"-c", e->cfg.agent}, {}, {{"CLUTCH_AGENT", "1"}});
 }
 
@@ -513,12 +538,26 @@ void engine_state::reload_done(error_code ec) {
 
 void engine_state::stopped() { check_stopped(shared_from_this()); }
 
-engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {}
+void agent_driver::start(std::size_t, int id) {
+  if (auto s = e.lock()) start_agent(s, id);
+}
+// Asked when the engine's stop begins (no restart from then on); check_stopped stops the agent after the workers.
+void agent_driver::stop(int) {
+  if (auto s = e.lock()) check_stopped(s);
+}
+void agent_driver::kill(int) {
+  if (auto s = e.lock(); s && s->agent && !s->agent->exited && s->agent->pid > 0) s->agent->proc.kill(SIGKILL);
+}
+
+engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {
+  state_->agent_driver_.e = state_;
+}
 
 engine::~engine() {
   auto& e = *state_;
   e.stopping = e.destroyed = true;
   e.pool.abandon();  // no restart from now on
+  e.agent_pool.abandon();
   for (auto& [pid, w] : e.live) w->proc.kill(SIGKILL);  // kill_tree: the group, and only while it is ours
   for (const auto& l : e.listeners) remove_socket_file(l);  // the Unix socket files it made, if still those
 }
@@ -576,7 +615,7 @@ error_code engine::start() {
     e.workers_started = true;
     start_workers(state_);
   } else {
-    start_agent(state_);
+    e.agent_pool.add_slot();  // start_agent
   }
   if (e.cfg.max_memory > 0) {
     e.memory_timer.emplace(e.io);
@@ -625,7 +664,7 @@ void engine::stop(std::function<void()> done) {
   e.stop_waiters.push_back(std::move(done));
   if (!std::exchange(e.stopping, true)) {
     if (e.memory_timer) e.memory_timer->cancel();
-    if (e.agent_timer) e.agent_timer->cancel();
+    e.agent_pool.stop();  // no restart of the agent; it is stopped after the workers (check_stopped)
     // The reload ends (operation_aborted), no slot restarts, and every worker gets the stop signal (stop()).
     e.pool.stop();
   }
@@ -689,7 +728,7 @@ std::vector<process_info> engine::processes() const {
     p.restarts = restarts;
     out.push_back(p);
   };
-  if (e.agent && !e.agent->exited && e.agent->pid) add(*e.agent, 0, e.agent_restarts);
+  if (e.agent && !e.agent->exited && e.agent->pid) add(*e.agent, 0, e.agent_pool.size() ? e.agent_pool.restarts(0) : 0);
   // By slot: its worker, then a reload's replacement; then the workers a reload or a scale-down is stopping.
   std::vector<const worker*> listed;
   for (std::size_t i = 0; i < e.pool.size(); ++i)

@@ -47,8 +47,11 @@ struct run_settings {
   // from a worker about to be stopped (steering.hpp). false: one socket that every worker shares.
   bool steer = true;
   // The agent (egg's model): a command run by /bin/sh -c, started first; the workers start once it is ready (as
-  // `ready` says). It is restarted a second after it dies, and stopped after every worker. Empty: no agent.
+  // `ready` says), and it is stopped after every worker. Empty: no agent. It is restarted agent_restart_delay after
+  // it dies, longer each time it dies again soon after (backoff's factor, max and stable_uptime), and given up
+  // after backoff.limit such exits in a row.
   std::string agent;
+  std::chrono::milliseconds agent_restart_delay{1000};
   ready_mode ready = ready_mode::none;
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
