@@ -1,151 +1,24 @@
-#include "supervisor/engine.hpp"
-
+// The engine: its API, the slot pools' driver (start, stop, kill), a worker's launch and exit, and the stop.
+// Its other concerns have files of their own (engine_state.hpp lists them).
 #include <unistd.h>
 
-#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/post.hpp>
 #include <algorithm>
-#include <fstream>
-#include <map>
-#include <optional>
-#include <set>
 
-#include "cluster/slot_pool.hpp"
 #include "common/exit_text.hpp"
-#include "os/proc_stat.hpp"
 #include "supervisor/accepting.hpp"
-#include "supervisor/notify.hpp"
-#include "supervisor/steering.hpp"
+#include "supervisor/engine_state.hpp"
 
 namespace clutch::supervisor {
 
-using clock = std::chrono::steady_clock;
-
-struct worker {
-  bool agent = false;  // the agent, outside the slots
-  int id = 0;
-  std::size_t slot = 0;
-  child proc;
-  int pid = 0;
-  bool ready = false;
-  bool asked_to_stop = false;
-  bool exited = false;
-  clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer, drain_timer, probe_timer;
-  std::vector<int> socks;  // its own listening sockets, one per steered group
-  std::set<ino_t> inodes;  // every listening socket it got (--ready listen looks for them)
-};
-
-// What the engine keeps of a slot besides the pool's view of it (which worker, restarts, reload, retired).
-struct slot {
-  std::vector<int> socks;  // the slot's members of the steered groups: a restarted worker gets them again
-  int last_code = 0;  // of its last worker to exit: the code, or 128+signal
-  clock::time_point last_exit{};
-};
-
-struct engine_state;
-
-// The agent is a pool of one slot, for its back-off and crash-loop limit; its stop waits for the workers' end.
-struct agent_driver final : cluster::detail::slot_driver {
-  std::weak_ptr<engine_state> e;
-  void start(std::size_t slot, int id) override;
-  void stop(int id) override;
-  void kill(int id) override;
-};
-
-// The workers' lifecycle is a cluster::detail::slot_pool; the engine is its driver (start, stop with the drain,
-// kill) and keeps what the pool does not know: sockets, readiness, the watchdog, the memory limit, output, the
-// agent.
-struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detail::slot_driver {
-  engine_state(asio::io_context& io, run_settings s)
-      : io(io),
-        cfg(std::move(s)),
-        pool(io, *this,
-             cluster::detail::pool_settings{.restart = cfg.restart,
-                                            .backoff = cfg.backoff,
-                                            .ready_timeout = std::chrono::milliseconds(0),  // readiness is ours
-                                            .kill_timeout = std::chrono::milliseconds(0)}),  // after the drain: ours
-        agent_pool(io, agent_driver_,
-                   cluster::detail::pool_settings{
-                       .restart = cluster::restart_policy::always,
-                       .backoff = {.first = cfg.agent_restart_delay,
-                                   .factor = cfg.backoff.factor,
-                                   .max = std::max(cfg.backoff.max, cfg.agent_restart_delay),
-                                   .stable_uptime = cfg.backoff.stable_uptime,
-                                   .limit = cfg.backoff.limit,
-                                   .first_at_once = false},
-                       .ready_timeout = std::chrono::milliseconds(0),
-                       .kill_timeout = std::chrono::milliseconds(0)}) {}
-  asio::io_context& io;
-  run_settings cfg;
-  std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
-  std::vector<reuseport_group> groups;    // steered TCP ones: a member per worker
-  struct source {
-    bool steered;
-    std::size_t index;  // into listeners or groups
-    std::string name;
-  };
-  std::vector<source> sources;  // what a worker gets at fds 3, 4, …, in this order
-  std::unique_ptr<notify_socket> notify;
-  std::vector<slot> slots;                      // by the pool's slot index (sized on demand)
-  std::map<int, std::shared_ptr<worker>> live;  // by pid
-  std::map<int, std::shared_ptr<worker>> by_id;  // the pool's workers, until they exit
-  std::set<int> sweeping;  // exited leaders held while what they left in their groups is ended
-  bool stopping = false;
-  std::vector<std::function<void()>> stop_waiters;
-  std::function<void(error_code)> reload_cb;  // engine::reload's done (none for the memory limit's)
-  bool destroyed = false;
-  std::function<void(const std::string&)> log;
-  std::function<void()> all_gone, ready;
-  std::function<void(const process_tag&, int, std::string_view, bool)> output;
-  std::function<void(const process_tag&, const exit_status&, bool)> exited;
-  std::function<void(const process_tag&, const std::string&)> start_failed;
-  std::string last_error;    // the last start that failed or slot given up, in words
-  std::string last_failure;  // the last start that failed or worker that crashed: what a give-up names
-  std::optional<asio::steady_timer> memory_timer;
-  std::shared_ptr<worker> agent;
-  bool workers_started = false;
-  bool was_ready = false;
-  cluster::detail::slot_pool pool;  // last: the pools go first
-  agent_driver agent_driver_;
-  cluster::detail::slot_pool agent_pool;
-
-  // slot_driver
-  void start(std::size_t slot, int id) override;
-  void stop(int id) override;
-  void kill(int id) override;
-  void reload_done(error_code ec) override;
-  void stopped() override;
-  std::shared_ptr<worker> worker_of(int id) const {
-    auto it = by_id.find(id);
-    return it == by_id.end() ? nullptr : it->second;
-  }
-  slot& slot_of(std::size_t i) {
-    if (slots.size() <= i) slots.resize(i + 1);
-    return slots[i];
-  }
-
-  void say(const std::string& line) {
-    if (log) log(line);
-  }
-  // Every bind error names the address: "127.0.0.1:8080: Address already in use".
-  error_code failed_to_bind(const listen_spec& spec, error_code ec) {
-    last_error = address_text(spec) + ": " + ec.message();
-    return ec;
-  }
-};
-
-namespace {
+namespace detail {
 
 std::string who(const worker& w) {
   return (w.agent ? std::string("agent") : "worker " + std::to_string(w.id)) + " (pid " + std::to_string(w.pid) + ")";
 }
 
 void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int id);
-void start_workers(const std::shared_ptr<engine_state>& e);
 void start_agent(const std::shared_ptr<engine_state>& e, int id);
-void resteer(const std::shared_ptr<engine_state>& e);
-
-void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 
 void check_stopped(const std::shared_ptr<engine_state>& e) {
   if (!e->stopping) return;
@@ -155,7 +28,6 @@ void check_stopped(const std::shared_ptr<engine_state>& e) {
   for (auto& done : std::exchange(e->stop_waiters, {})) done();
 }
 
-
 // A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: SIGKILL to its group.
 void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
@@ -163,35 +35,6 @@ void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_
     auto w = ww.lock();
     if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
   });
-}
-
-// New connections go only to the members of workers that are ready and not asked to stop. During a reload, not
-// to the worker being replaced nor to the one next in line either, while others can take them: a connection
-// sent there would be cut if that worker dies at once on its stop signal, soon.
-void resteer(const std::shared_ptr<engine_state>& e) {
-  std::vector<const worker*> serving, replaced_now, replaced_next;
-  const auto& pool = e->pool;
-  const auto next = pool.next_in_reload();
-  for (std::size_t i = 0; i < pool.size(); ++i) {
-    const auto w = e->worker_of(pool.current(i));
-    if (pool.removed(i) || !w || !w->ready || w->exited || w->asked_to_stop) continue;
-    serving.push_back(w.get());
-    if (pool.reloading() && pool.incoming(i)) replaced_now.push_back(w.get());
-    if (next == i) replaced_next.push_back(w.get());
-  }
-  auto without = [](std::vector<const worker*> from, const std::vector<const worker*>& drop) {
-    std::erase_if(from, [&](const worker* w) { return std::find(drop.begin(), drop.end(), w) != drop.end(); });
-    return from;
-  };
-  auto chosen = without(without(serving, replaced_now), replaced_next);
-  if (chosen.empty()) chosen = without(serving, replaced_now);
-  if (chosen.empty()) chosen = serving;
-  for (std::size_t g = 0; g < e->groups.size(); ++g) {
-    std::vector<int> fds;
-    for (const auto* w : chosen)
-      if (g < w->socks.size()) fds.push_back(w->socks[g]);
-    if (auto ec = e->groups[g].steer(std::move(fds))) e->say("clutch: cannot steer connections: " + ec.message());
-  }
 }
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
@@ -204,90 +47,8 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   kill_at_deadline(e, w);
 }
 
-// A worker that new connections no longer reach (resteer) gets its stop signal once it has accepted what was
-// already waiting in its own sockets, so that even one that dies at once loses none of those. Bounded: at most
-// kill_timeout (and 2 s) of waiting.
-void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (e->groups.empty() || w->socks.empty()) return stop_worker(e, w);
-  resteer(e);
-  const auto deadline = clock::now() + std::min<clock::duration>(e->cfg.kill_timeout, std::chrono::seconds(2));
-  w->drain_timer.emplace(e->io);
-  auto poll = std::make_shared<std::function<void()>>();
-  *poll = [we = std::weak_ptr(e), ww = std::weak_ptr(w), deadline, poll] {
-    auto w = ww.lock();
-    if (!w || !w->drain_timer) {
-      *poll = nullptr;  // the closure held itself: let it go
-      return;
-    }
-    // The first look comes after a connection whose handshake began before the change has had time to land.
-    w->drain_timer->expires_after(std::chrono::milliseconds(2));
-    w->drain_timer->async_wait([we, ww, deadline, poll](error_code ec) {
-      auto e = we.lock();
-      auto w = ww.lock();
-      if (ec || !e || !w || w->exited || w->asked_to_stop) {
-        *poll = nullptr;
-        return;
-      }
-      std::size_t waiting = 0;
-      for (std::size_t g = 0; g < w->socks.size() && g < e->groups.size(); ++g)
-        waiting += e->groups[g].queued(w->socks[g]);
-      if (waiting == 0 || clock::now() >= deadline) {
-        *poll = nullptr;
-        return stop_worker(e, w);
-      }
-      (*poll)();
-    });
-  };
-  (*poll)();
-}
 
-// Sockets (one per steered group, in group order) leave their groups.
-void drop_sockets(engine_state& e, const std::vector<int>& socks) {
-  for (std::size_t g = 0; g < socks.size() && g < e.groups.size(); ++g) e.groups[g].remove(socks[g]);
-}
 
-// A worker that has exited: its sockets leave their groups unless its slot's next worker is to take them over.
-void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (w->agent || w->socks.empty()) return;
-  auto& s = e->slot_of(w->slot);
-  const bool slot_keeps = w->socks == s.socks && !e->pool.removed(w->slot) && !e->pool.retired(w->slot);
-  if (slot_keeps) return;
-  drop_sockets(*e, w->socks);
-  if (w->socks == s.socks) s.socks.clear();
-}
-
-// (Re)arms a worker's watchdog: it must say WATCHDOG=1 again before this runs out.
-void feed_watchdog(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (e->cfg.watchdog.count() == 0 || w->exited || w->asked_to_stop) return;
-  if (!w->watchdog_timer) w->watchdog_timer.emplace(e->io);
-  w->watchdog_timer->expires_after(e->cfg.watchdog);
-  w->watchdog_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
-    auto e = we.lock();
-    auto w = ww.lock();
-    if (ec || !e || !w || w->exited || w->asked_to_stop) return;
-    e->say("clutch: " + who(*w) + " missed its watchdog (" + std::to_string(e->cfg.watchdog.count()) +
-           " ms): SIGABRT");
-    // SIGABRT first, so that it can leave a core dump or a stack trace; then the group goes.
-    ::kill(w->pid, SIGABRT);
-    kill_at_deadline(e, w);
-  });
-}
-
-void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (w->exited || std::exchange(w->ready, true)) return;
-  if (w->ready_timer) w->ready_timer->cancel();
-  if (e->cfg.ready != ready_mode::none) e->say("clutch: " + who(*w) + " ready");
-  if (w->agent) {
-    if (!std::exchange(e->workers_started, true) && !e->stopping) start_workers(e);
-    return;
-  }
-  // A reload's replacement that is ready takes its slot here: the pool then asks for the old worker's stop (the
-  // drain first: new connections are the replacement's from now on), or starts the next slot's replacement.
-  e->pool.ready(w->id);
-  if (e->pool.current(w->slot) == w->id) e->slot_of(w->slot).socks = w->socks;  // a restart takes them over
-  if (e->pool.all_ready() && !std::exchange(e->was_ready, true) && e->ready) e->ready();
-  resteer(e);
-}
 
 process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid}; }
 
@@ -347,25 +108,6 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
 }
 
-// --ready listen: looks every 10 ms until the worker waits for connections on one of its sockets.
-void probe_accepting(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (!w->probe_timer) w->probe_timer.emplace(e->io);
-  w->probe_timer->expires_after(std::chrono::milliseconds(10));
-  w->probe_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
-    auto e = we.lock();
-    auto w = ww.lock();
-    if (ec || !e || !w || w->exited || w->ready) return;
-    if (accepting(w->pid, w->inodes)) return mark_ready(e, w);
-    probe_accepting(e, w);
-  });
-}
-
-std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
-  if (auto it = e.live.find(from); it != e.live.end()) return it->second;
-  // A process of the worker's group (a wrapper's child, a forked server) speaks for it, as NotifyAccess=all.
-  if (auto it = e.live.find(::getpgid(from)); it != e.live.end()) return it->second;
-  return nullptr;
-}
 
 // A start that failed before the program ran (spawn failed at chdir, no socket, EMFILE, …): for its slot, an exit
 // like any other, restarted with back-off and given up after the crash-loop limit. It has no process, so
@@ -388,10 +130,7 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   o.cwd = e->cfg.cwd;
   o.uid = e->cfg.uid;
   o.gid = e->cfg.gid;
-  if (e->output) {  // stdout and stderr through pipes of ours
-    while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
-    o.stdio[1] = o.stdio[2] = stdio::pipe;
-  }
+  pipe_output(*e, o);
   o.kill_tree = true;        // its own group: the stop signal and SIGKILL reach its children
   o.death_signal = SIGKILL;  // and it does not outlive clutch
   w->started = clock::now();
@@ -405,36 +144,14 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   e->live[w->pid] = w;
   e->say("clutch: " + who(*w) + " started");
   feed_watchdog(e, w);  // from the start, as systemd counts it
-  if (e->output) {
-    for (int stream : {child::out, child::err}) {
-      w->proc.on_data(stream, [we = std::weak_ptr(e), tag = tag_of(*w), stream](std::string_view data) {
-        if (auto e = we.lock(); e && e->output) e->output(tag, stream, data, false);
-      });
-      w->proc.on_end(stream, [we = std::weak_ptr(e), tag = tag_of(*w), stream] {
-        if (auto e = we.lock(); e && e->output) e->output(tag, stream, {}, true);
-      });
-    }
-  }
+  pass_output(e, w);
   // At the exit itself, not when the pipes end: a grandchild may hold them open for longer.
   w->proc.on_exit([we = std::weak_ptr(e), ww = std::weak_ptr(w)](const exit_status& st) {
     auto e = we.lock();
     auto w = ww.lock();
     if (e && w) on_exit(e, w, st);
   });
-  if (e->cfg.ready == ready_mode::none || (e->cfg.ready == ready_mode::listen && w->agent)) {
-    asio::post(e->io, [e, w] { mark_ready(e, w); });
-    return;
-  }
-  if (e->cfg.ready == ready_mode::listen) probe_accepting(e, w);
-  w->ready_timer.emplace(e->io, e->cfg.ready_timeout);
-  w->ready_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
-    auto e = we.lock();
-    auto w = ww.lock();
-    if (ec || !e || !w || w->ready || w->exited) return;
-    e->say("clutch: " + who(*w) + " not ready within " + std::to_string(e->cfg.ready_timeout.count()) + " ms");
-    if (!w->agent && e->pool.incoming(w->slot) == w->id) e->pool.not_ready(w->id);  // the reload fails
-    if (!w->exited) w->proc.kill(SIGKILL);
-  });
+  watch_readiness(e, w);
 }
 
 // The pool's start(): worker `id` for the slot, its current one or a reload's replacement (pool.incoming).
@@ -485,32 +202,10 @@ void start_agent(const std::shared_ptr<engine_state>& e, int id) {
 }
 
 
-// Resident bytes of one process, 0 if it cannot be read.
-std::uint64_t resident_bytes(int pid) {
-  const auto st = os::read_proc_stat(pid);
-  return st ? st->rss_pages * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) : 0;
-}
 
-void check_memory(const std::shared_ptr<engine_state>& e) {
-  e->memory_timer->expires_after(e->cfg.memory_check);
-  e->memory_timer->async_wait([we = std::weak_ptr(e)](error_code ec) {
-    auto e = we.lock();
-    if (ec || !e || e->stopping || e->cfg.max_memory == 0) return;  // 0: the limit was taken away (set_settings)
-    for (std::size_t i = 0; i < e->pool.size() && !e->pool.reloading(); ++i) {
-      auto w = e->worker_of(e->pool.current(i));
-      if (!w || !w->ready || w->asked_to_stop || w->exited) continue;
-      const auto rss = resident_bytes(w->pid);
-      if (rss <= e->cfg.max_memory) continue;
-      e->say("clutch: " + who(*w) + " uses " + std::to_string(rss >> 20) + " MiB, over --max-memory " +
-             std::to_string(e->cfg.max_memory >> 20) + " MiB: replacing it");
-      // A reload of that one slot: the replacement is ready before this worker gets its stop signal.
-      e->pool.reload({i});
-    }
-    check_memory(e);
-  });
-}
+}  // namespace detail
 
-}  // namespace
+using namespace detail;
 
 void engine_state::start(std::size_t slot, int id) { start_worker(shared_from_this(), slot, id); }
 
@@ -602,13 +297,7 @@ error_code engine::start() {
     return error_code(x.code().value(), boost::system::system_category());
   }
   e.notify->on_message([we = std::weak_ptr(state_)](pid_t from, const notify_message& m) {
-    auto e = we.lock();
-    if (!e) return;
-    auto w = find_sender(*e, from);
-    if (!w) return;
-    if (m.status) e->say("clutch: " + who(*w) + " status: " + *m.status);
-    if (m.watchdog) feed_watchdog(e, w);
-    if (m.ready) mark_ready(e, w);
+    if (auto e = we.lock()) on_notify(e, from, m);
   });
   // With an agent, the workers start once it is ready (mark_ready).
   if (e.cfg.agent.empty()) {
@@ -762,6 +451,5 @@ void engine::scale(unsigned n) {
       e.slots[i].socks.clear();
     }
 }
-
 
 }  // namespace clutch::supervisor
