@@ -350,91 +350,120 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
   }
 
+  // ---- the requests, one member each; `requests` below is the table `handle` dispatches on ----
+
+  void ls(const json::object&, const session_ptr& s) {
+    auto snap = snapshot();
+    s->send({{"ok", true}, {"apps", snap["apps"]}, {"supervisor", snap["supervisor"]}});
+    s->end();
+  }
+
+  void ping(const json::object&, const session_ptr& s) {
+    s->send({{"ok", true}, {"pid", ::getpid()}});
+    s->end();
+  }
+
+  // Answered once every app has stopped, so that the CLI returns only then.
+  void kill(const json::object&, const session_ptr& s) {
+    killers.push_back(s);
+    shutdown();
+  }
+
+  void status(const json::object& req, const session_ptr& s) {
+    auto list = named(req, s);
+    if (list.empty()) return;
+    auto& a = *list.front();
+    auto o = describe(a);
+    o["command"] = a.spec.run.program;
+    o["args"] = json::value_from(a.spec.run.args);
+    o["cwd"] = a.spec.run.cwd;
+    o["out_file"] = a.out ? a.out->path() : "";
+    o["err_file"] = a.err ? a.err->path() : "";
+    json::array listen;
+    if (a.eng)
+      for (const auto& at : a.eng->addresses()) listen.push_back(json::string(at));
+    o["listen"] = std::move(listen);
+    json::array events;
+    for (const auto& ev : a.events) {
+      json::object e{{"when", ev.when}, {"who", ev.who}, {"how", ev.how}, {"asked", ev.asked}};
+      if (ev.lines && !ev.asked) e["last_lines"] = json::value_from(ev.lines->lines());
+      events.push_back(std::move(e));
+    }
+    o["events"] = std::move(events);
+    s->send({{"ok", true}, {"app", std::move(o)}});
+    s->end();
+  }
+
+  void stop_apps(const json::object& req, const session_ptr& s) {
+    for_each_app(named(req, s), s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+      stop(a, [finish]() { finish(""); });
+    });
+  }
+
+  void delete_apps(const json::object& req, const session_ptr& s) {
+    for_each_app(named(req, s), s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+      stop(a, [this, a, finish]() {
+        apps.erase(a->spec.name);
+        finish("");
+      });
+    });
+  }
+
+  void restart(const json::object& req, const session_ptr& s) {
+    for_each_app(named(req, s), s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+      stop(a, [this, a, finish]() {
+        std::string why;
+        launch(a, why);
+        finish(why);
+      });
+    });
+  }
+
+  // {name} reloads running apps; {apps} is a file's apps, with the settings it has now (reload_file).
+  void reload(const json::object& req, const session_ptr& s) {
+    if (req.contains("apps")) return reload_file(req, s);
+    for_each_app(named(req, s), s, [](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+      if (a->st != app::state::running) return finish("it is " + std::string(state_name(a->st)));
+      a->eng->reload([finish](error_code ec) { finish(ec ? ec.message() : ""); });
+    });
+  }
+
+  void scale(const json::object& req, const session_ptr& s) {
+    auto list = named(req, s);
+    if (list.empty()) return;
+    const auto n = int_field(req, "workers");
+    if (n < 1 || n > 1024 || list.size() != 1) return fail(s, "scale takes one app and a count from 1 to 1024");
+    auto& a = *list.front();
+    a.spec.run.workers = static_cast<unsigned>(n);
+    a.spec.workers_auto = false;
+    a.source["workers"] = n;
+    if (a.eng) a.eng->scale(static_cast<unsigned>(n));
+    s->send({{"ok", true}, {"workers", n}});
+    s->end();
+  }
+
+  using request_handler = void (daemon_state::*)(const json::object&, const session_ptr&);
+  // Every request the daemon answers: {"cmd": NAME, …} → its member. The CLI's side is tools/clutch/main.cpp's
+  // command table.
+  static const std::map<std::string, request_handler, std::less<>>& requests() {
+    static const std::map<std::string, request_handler, std::less<>> table{
+        {"ls", &daemon_state::ls},           {"ping", &daemon_state::ping},
+        {"start", &daemon_state::start},     {"kill", &daemon_state::kill},
+        {"logs", &daemon_state::logs},       {"status", &daemon_state::status},
+        {"stop", &daemon_state::stop_apps},  {"delete", &daemon_state::delete_apps},
+        {"restart", &daemon_state::restart}, {"reload", &daemon_state::reload},
+        {"scale", &daemon_state::scale},
+    };
+    return table;
+  }
+
   void handle(json::object req, const session_ptr& s) {
     const std::string cmd(string_field(req, "cmd"));
     if (shutting_down) return fail(s, "the daemon is shutting down");
-    if (cmd == "ls") {
-      auto snap = snapshot();
-      s->send({{"ok", true}, {"apps", snap["apps"]}, {"supervisor", snap["supervisor"]}});
-      return s->end();
-    }
-    if (cmd == "start") return start(req, s);
-    if (cmd == "reload" && req.contains("apps")) return reload_file(req, s);
-    if (cmd == "ping") {
-      s->send({{"ok", true}, {"pid", ::getpid()}});
-      return s->end();
-    }
-    if (cmd == "kill") {  // answered once every app has stopped, so that the CLI returns only then
-      killers.push_back(s);
-      return shutdown();
-    }
-    if (cmd == "logs") return logs(req, s);
-    if (cmd != "status" && cmd != "stop" && cmd != "restart" && cmd != "reload" && cmd != "scale" &&
-        cmd != "delete")
-      return fail(s, "unknown request '" + cmd + "'");
-    auto list = named(req, s);
-    if (list.empty()) return;
-    if (cmd == "status") {
-      auto& a = *list.front();
-      auto o = describe(a);
-      o["command"] = a.spec.run.program;
-      o["args"] = json::value_from(a.spec.run.args);
-      o["cwd"] = a.spec.run.cwd;
-      o["out_file"] = a.out ? a.out->path() : "";
-      o["err_file"] = a.err ? a.err->path() : "";
-      json::array listen;
-      if (a.eng)
-        for (const auto& at : a.eng->addresses()) listen.push_back(json::string(at));
-      o["listen"] = std::move(listen);
-      json::array events;
-      for (const auto& ev : a.events) {
-        json::object e{{"when", ev.when}, {"who", ev.who}, {"how", ev.how}, {"asked", ev.asked}};
-        if (ev.lines && !ev.asked) e["last_lines"] = json::value_from(ev.lines->lines());
-        events.push_back(std::move(e));
-      }
-      o["events"] = std::move(events);
-      s->send({{"ok", true}, {"app", std::move(o)}});
-      return s->end();
-    }
-    if (cmd == "stop") {
-      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [finish]() { finish(""); });
-      });
-    }
-    if (cmd == "delete") {
-      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [this, a, finish]() {
-          apps.erase(a->spec.name);
-          finish("");
-        });
-      });
-    }
-    if (cmd == "restart") {
-      return for_each_app(list, s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        stop(a, [this, a, finish]() {
-          std::string why;
-          launch(a, why);
-          finish(why);
-        });
-      });
-    }
-    if (cmd == "reload") {
-      return for_each_app(list, s, [](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
-        if (a->st != app::state::running) return finish("it is " + std::string(state_name(a->st)));
-        a->eng->reload([finish](error_code ec) { finish(ec ? ec.message() : ""); });
-      });
-    }
-    if (cmd == "scale") {
-      const auto n = int_field(req, "workers");
-      if (n < 1 || n > 1024 || list.size() != 1) return fail(s, "scale takes one app and a count from 1 to 1024");
-      auto& a = *list.front();
-      a.spec.run.workers = static_cast<unsigned>(n);
-      a.spec.workers_auto = false;
-      a.source["workers"] = n;
-      if (a.eng) a.eng->scale(static_cast<unsigned>(n));
-      s->send({{"ok", true}, {"workers", n}});
-      return s->end();
-    }
+    const auto& table = requests();
+    const auto it = table.find(cmd);
+    if (it == table.end()) return fail(s, "unknown request '" + cmd + "'");
+    (this->*it->second)(req, s);
   }
 
   // logs {name (none or "all": every app), lines, follow}: {"ok"} (with "out_file", "err_file" for one app), the

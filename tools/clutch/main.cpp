@@ -274,12 +274,14 @@ clutch::error_code launch_daemon(const sv::daemon_paths& paths, unsigned metrics
 }
 
 // How long the daemon may stay silent before the CLI gives up on it (zero: no bound), or nullopt when
-// CLUTCH_TIMEOUT_MS is not a number. The commands it answers at once get 30 s. Those it answers once workers have
+// CLUTCH_TIMEOUT_MS is not a number. A command it answers at once gets 30 s. One it answers once workers have
 // stopped or are ready can rightly take longer than any fixed bound (kill_timeout, ready_timeout are the app's), so
-// they wait as long as it takes, and a daemon that dies still ends the wait (its connection closes).
-// CLUTCH_TIMEOUT_MS sets one bound for all of them; never for logs -f, which waits for lines as long as its user.
-std::optional<std::chrono::milliseconds> answer_timeout(std::string_view verb, bool follow) {
-  if (verb == "logs" && follow) return std::chrono::milliseconds::zero();
+// it waits as long as it takes, and a daemon that dies still ends the wait (its connection closes).
+// CLUTCH_TIMEOUT_MS sets one bound for all of them; never for an endless one (logs -f, which waits for lines as
+// long as its user).
+enum class answer { at_once, when_done, endless };
+std::optional<std::chrono::milliseconds> answer_timeout(answer kind) {
+  if (kind == answer::endless) return std::chrono::milliseconds::zero();
   if (const char* env = std::getenv("CLUTCH_TIMEOUT_MS"); env && *env) {
     char* end = nullptr;
     errno = 0;
@@ -287,8 +289,7 @@ std::optional<std::chrono::milliseconds> answer_timeout(std::string_view verb, b
     if (*end != '\0' || ms < 0 || errno == ERANGE) return std::nullopt;
     return std::chrono::milliseconds(ms);
   }
-  for (const char* waits : {"stop", "restart", "reload", "delete", "kill"})
-    if (verb == waits) return std::chrono::milliseconds::zero();
+  if (kind == answer::when_done) return std::chrono::milliseconds::zero();
   return std::chrono::seconds(30);
 }
 
@@ -463,9 +464,6 @@ split_args split_at_dashes(int argc, char** argv) {
   return {argc, {}};
 }
 
-const std::vector<std::string> commands{"run",    "start", "ls",     "status", "stop",   "restart",
-                                        "reload", "scale", "logs",   "kill",   "delete", "daemon"};
-
 // The edits (insert, delete, replace a character, or swap two neighbours) that turn a into b.
 std::size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<std::vector<std::size_t>> d(a.size() + 1, std::vector<std::size_t>(b.size() + 1));
@@ -521,16 +519,314 @@ bool explain_unknown_option(const CLI::App& cmd, const std::string& who, const s
   return false;
 }
 
+// ---- the commands ----------------------------------------------------------------------------------------
+
+// What a command line may set: each command binds the fields it takes to its options.
+struct cli_options {
+  app_options run_opts, start_opts;
+  unsigned short status_port = 0;
+  unsigned metrics_port = 0;
+  std::string file, name;
+  bool as_json = false, follow = false, timestamps = false;
+  long count = 0, lines = 15;
+  std::vector<std::string> program;  // PROGRAM [ARGS…] after --
+  std::chrono::milliseconds timeout{};
+};
+
+// One command: its name and help, its options, how long the daemon may take to answer it, and what it does. To
+// add one, add an entry to `commands()` here and, if it asks the daemon something new, one to daemon.cpp's
+// `requests`.
+struct command {
+  std::string name, help;
+  std::function<void(CLI::App&, cli_options&)> options = [](CLI::App&, cli_options&) {};
+  std::function<answer(const cli_options&)> waits = [](const cli_options&) { return answer::at_once; };
+  bool asks_daemon = true;  // false: run and daemon, which need no daemon's answer (nor CLUTCH_TIMEOUT_MS)
+  std::function<int(cli_options&)> run;
+};
+
+// Sends request and prints each answer; when no daemon runs, if_none decides (by default: say so, exit 1).
+int ask(const json::object& request, const cli_options& o, const std::function<bool(const json::object&)>& print,
+        const std::function<int()>& if_none = {}) {
+  const int rc = call(request, print, o.timeout);
+  if (rc != no_daemon_code) return rc;
+  if (if_none) return if_none();
+  std::cerr << "clutch: no daemon is running (" << sv::daemon_paths::from_environment().socket
+            << "); clutch start starts one" << std::endl;
+  return 1;
+}
+
+int run_command(cli_options& o) {
+  auto& opts = o.run_opts;
+  if (o.program.empty()) {
+    std::cerr << "clutch run: no command: give PROGRAM [ARGS…] after --" << std::endl;
+    return 2;
+  }
+  std::string why;
+  auto js = opts.to_json(o.program, why);
+  if (!js) {
+    std::cerr << "clutch run: " << why << std::endl;
+    return 2;
+  }
+  if (opts.workers == "auto") {
+    std::cerr << "clutch run: --workers auto is for the daemon's apps; give a number" << std::endl;
+    return 2;
+  }
+  auto spec = sv::app_from_json(*js, why);
+  if (opts.workers.empty()) spec->run.workers = std::max(1u, std::thread::hardware_concurrency());
+  return run(std::move(spec->run), spec->name, o.status_port);
+}
+
+int start_command(cli_options& o) {
+  if (o.file.empty()) {  // --name NAME [OPTIONS] -- PROGRAM
+    auto& opts = o.start_opts;
+    if (opts.name.empty()) {
+      std::cerr << "clutch start: give a TOML file, or --name NAME [OPTIONS] -- PROGRAM [ARGS…]" << std::endl;
+      return 2;
+    }
+    if (o.program.empty()) {
+      std::cerr << "clutch start: no command: give PROGRAM [ARGS…] after --" << std::endl;
+      return 2;
+    }
+    std::string why;
+    auto js = opts.to_json(o.program, why);
+    if (!js) {
+      std::cerr << "clutch start: " << why << std::endl;
+      return 2;
+    }
+    const int rc = call({{"cmd", "start"}, {"apps", json::array{*js}}}, [](const json::object&) { return true; },
+                        o.timeout, true, o.metrics_port);
+    if (rc == 0) std::cout << "clutch: started " << opts.name << std::endl;
+    return rc;
+  }
+  if (!o.program.empty() || !o.start_opts.name.empty()) {
+    std::cerr << "clutch start: a TOML file or --name … -- PROGRAM, not both" << std::endl;
+    return 2;
+  }
+  const auto print_apps = [](const json::object& a) {
+    for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
+    return true;
+  };
+  // `clutch start NAME` (PM2's `pm2 start web`): a known app, stopped or errored, starts again. A word that
+  // names no file and could be an app's name is taken as one.
+  if (!std::filesystem::exists(o.file) && o.file.find('/') == std::string::npos && !o.file.ends_with(".toml")) {
+    const int rc = call({{"cmd", "start"}, {"name", o.file}}, print_apps, o.timeout);
+    if (rc == no_daemon_code) std::cerr << "clutch: no daemon is running, so no app is known by name" << std::endl;
+    return rc;
+  }
+  std::string why;
+  auto cfg = sv::load_config(o.file, why);
+  if (!cfg) {
+    std::cerr << "clutch start: " << why << std::endl;
+    return 2;
+  }
+  json::array apps;
+  for (auto& a : cfg->apps) apps.push_back(a);
+  // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
+  return call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}}, print_apps, o.timeout, true,
+              o.metrics_port ? o.metrics_port : cfg->metrics_port);
+}
+
+// `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
+// none runs. `clutch reload NAME|all`: one worker at a time.
+int reload_command(cli_options& o) {
+  if (!o.name.ends_with(".toml") && o.name.find('/') == std::string::npos) {
+    return ask({{"cmd", "reload"}, {"name", o.name}}, o, [&](const json::object&) {
+      std::cout << "clutch: reload " << o.name << ": done" << std::endl;
+      return true;
+    });
+  }
+  std::string why;
+  auto cfg = sv::load_config(o.name, why);
+  if (!cfg) {
+    std::cerr << "clutch reload: " << why << std::endl;
+    return 2;
+  }
+  json::array apps;
+  for (auto& a : cfg->apps) apps.push_back(a);
+  return call({{"cmd", "reload"}, {"apps", std::move(apps)}},
+              [&](const json::object& a) {
+                for (const auto& s : a.at("apps").as_array())
+                  std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
+                            << clutch::detail::string_field(s.as_object(), "name") << std::endl;
+                return true;
+              },
+              o.timeout, true, cfg->metrics_port);
+}
+
+int kill_command(cli_options& o) {
+  int code = 0;
+  const int rc = ask(
+      {{"cmd", "kill"}}, o,
+      [&](const json::object& a) {
+        // It answers just before it ends: return once it has (a script may start a new one right after).
+        const auto pid = clutch::detail::int_field(a, "pid");
+        for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+             pid > 0 && running(static_cast<pid_t>(pid)) && std::chrono::steady_clock::now() < end;)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        if (pid > 0 && running(static_cast<pid_t>(pid))) {
+          std::cerr << "clutch: the daemon (pid " << pid << ") said it stopped every app but has not ended"
+                    << std::endl;
+          code = 1;
+          return false;
+        }
+        std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
+        return true;
+      },
+      [] {
+        std::cout << "clutch: no daemon was running" << std::endl;
+        return 0;
+      });
+  return rc ? rc : code;
+}
+
+// stop, restart, delete: NAME or all; done once every app named has.
+command app_verb(const std::string& verb) {
+  return {.name = verb,
+          .help = verb + " an app, or all",
+          .options = [](CLI::App& c, cli_options& o) { c.add_option("name", o.name, "the app, or all")->required(); },
+          .waits = [](const cli_options&) { return answer::when_done; },
+          .run = [verb](cli_options& o) {
+            return ask({{"cmd", verb}, {"name", o.name}}, o, [&](const json::object&) {
+              std::cout << "clutch: " << verb << " " << o.name << ": done" << std::endl;
+              return true;
+            });
+          }};
+}
+
+const std::vector<command>& commands() {
+  static const std::vector<command> table{
+      {.name = "run",
+       .help = "run PROGRAM as N workers in the foreground (also as a container's PID 1)",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             o.run_opts.add_to(&c, false);
+             c.add_option("--status-port", o.status_port, "serve /metrics, /api/status and /ready on 127.0.0.1:PORT");
+             c.footer("PROGRAM [ARGS…] follows, after --");
+           },
+       .asks_daemon = false,
+       .run = run_command},
+      {.name = "start",
+       .help = "start apps in the daemon (started if it is not running)",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             o.start_opts.add_to(&c, true);
+             c.add_option("file", o.file, "a TOML file of [[app]] tables");
+             c.add_option("--metrics-port", o.metrics_port, "if this start launches the daemon: its /metrics port");
+             c.footer("Without a file: --name NAME [OPTIONS] -- PROGRAM [ARGS…]");
+           },
+       .run = start_command},
+      {.name = "ls",
+       .help = "list the apps and their processes",
+       .options = [](CLI::App& c, cli_options& o) { c.add_flag("--json", o.as_json, "JSON instead of a table"); },
+       .run =
+           [](cli_options& o) {
+             const auto print = [&](const json::array& apps) {
+               if (o.as_json) std::cout << clutch::detail::json_text(apps) << std::endl;
+               else print_table(apps);
+             };
+             return ask(
+                 {{"cmd", "ls"}}, o,
+                 [&](const json::object& a) {
+                   print(a.at("apps").as_array());
+                   return true;
+                 },
+                 [&] {  // nothing runs: an empty list, as PM2's
+                   print({});
+                   return 0;
+                 });
+           }},
+      {.name = "status",
+       .help = "one app: its processes, and its last exits with their output",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_option("name", o.name, "the app")->required();
+             c.add_flag("--json", o.as_json, "JSON instead of text");
+           },
+       .run =
+           [](cli_options& o) {
+             return ask({{"cmd", "status"}, {"name", o.name}}, o, [&](const json::object& a) {
+               if (o.as_json) std::cout << clutch::detail::json_text(a.at("app")) << std::endl;
+               else print_status(a.at("app").as_object());
+               return true;
+             });
+           }},
+      app_verb("stop"),
+      app_verb("restart"),
+      {.name = "reload",
+       .help = "reload an app, or all, one worker at a time; or a TOML file's apps with the settings it has now "
+               "(starting new ones)",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_option("name", o.name, "the app, all, or a FILE.toml")->required();
+           },
+       .waits = [](const cli_options&) { return answer::when_done; },
+       .run = reload_command},
+      {.name = "scale",
+       .help = "change an app's number of workers",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_option("name", o.name, "the app")->required();
+             c.add_option("workers", o.count, "the new number")->required()->check(CLI::Range(1, 1024));
+           },
+       .run =
+           [](cli_options& o) {
+             return ask({{"cmd", "scale"}, {"name", o.name}, {"workers", o.count}}, o, [&](const json::object&) {
+               std::cout << "clutch: " << o.name << " now has " << o.count << " workers" << std::endl;
+               return true;
+             });
+           }},
+      {.name = "logs",
+       .help = "the last log lines of an app or of every app, and with -f the new ones",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_option("name", o.name, "the app (default: every app, each line prefixed with APP[ID])");
+             c.add_flag("-f,--follow", o.follow, "keep printing new lines");
+             c.add_option("-n,--lines", o.lines, "how many of the last lines of each file (default 15)")
+                 ->check(CLI::Range(0, 100000));
+             c.add_flag("--timestamps,--timestamp", o.timestamps,
+                        "each line after the time the daemon read it (ISO 8601, UTC, ms); blank for lines in the "
+                        "files from before this daemon");
+           },
+       .waits = [](const cli_options& o) { return o.follow ? answer::endless : answer::at_once; },
+       .run =
+           [](cli_options& o) {
+             const bool every = o.name.empty() || o.name == "all";
+             json::object request{{"cmd", "logs"}, {"name", every ? "all" : o.name}, {"lines", o.lines},
+                                  {"follow", o.follow}};
+             return ask(request, o, [&](const json::object& a) {
+               print_log_line(a, every, o.timestamps, o.follow);
+               return true;
+             });
+           }},
+      {.name = "kill",
+       .help = "stop every app and the daemon",
+       .waits = [](const cli_options&) { return answer::when_done; },
+       .run = kill_command},
+      app_verb("delete"),
+      {.name = "daemon",
+       .help = "run the daemon in the foreground",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_option("--metrics-port", o.metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
+           },
+       .asks_daemon = false,
+       .run = [](cli_options& o) { return run_daemon(o.metrics_port); }},
+  };
+  return table;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && argv[1][0] != '-' && std::find(commands.begin(), commands.end(), argv[1]) == commands.end()) {
+  std::vector<std::string> names;
+  for (const auto& c : commands()) names.push_back(c.name);
+  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
     std::cerr << "clutch: unknown command " << argv[1];
-    if (const auto guess = closest(argv[1], commands); !guess.empty()) {
+    if (const auto guess = closest(argv[1], names); !guess.empty()) {
       std::cerr << "; did you mean " << guess << "?" << std::endl;
     } else {
       std::string known;
-      for (const auto& c : commands) known += (known.empty() ? "" : ", ") + c;
+      for (const auto& c : names) known += (known.empty() ? "" : ", ") + c;
       std::cerr << " (the commands: " << known << ")" << std::endl;
     }
     return 2;
@@ -538,60 +834,15 @@ int main(int argc, char** argv) {
   CLI::App app{"clutch: any program as a cluster", "clutch"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "clutch " CLUTCH_VERSION);
-
-  auto* run_cmd = app.add_subcommand("run", "run PROGRAM as N workers in the foreground (also as a container's PID 1)");
-  app_options run_opts;
-  run_opts.add_to(run_cmd, false);
-  unsigned short status_port = 0;
-  run_cmd->add_option("--status-port", status_port, "serve /metrics, /api/status and /ready on 127.0.0.1:PORT");
-  run_cmd->footer("PROGRAM [ARGS…] follows, after --");
-
-  auto* start_cmd = app.add_subcommand("start", "start apps in the daemon (started if it is not running)");
-  app_options start_opts;
-  start_opts.add_to(start_cmd, true);
-  std::string file;
-  unsigned metrics_port = 0;
-  start_cmd->add_option("file", file, "a TOML file of [[app]] tables");
-  start_cmd->add_option("--metrics-port", metrics_port, "if this start launches the daemon: its /metrics port");
-  start_cmd->footer("Without a file: --name NAME [OPTIONS] -- PROGRAM [ARGS…]");
-
-  auto* ls_cmd = app.add_subcommand("ls", "list the apps and their processes");
-  bool as_json = false;
-  ls_cmd->add_flag("--json", as_json, "JSON instead of a table");
-  auto* status_cmd = app.add_subcommand("status", "one app: its processes, and its last exits with their output");
-  std::string name;
-  status_cmd->add_option("name", name, "the app")->required();
-  status_cmd->add_flag("--json", as_json, "JSON instead of text");
-  for (const char* verb : {"stop", "restart", "reload", "delete"}) {
-    const bool reload = std::string_view(verb) == "reload";
-    auto* c = app.add_subcommand(verb, reload ? "reload an app, or all, one worker at a time; or a TOML file's apps "
-                                                "with the settings it has now (starting new ones)"
-                                              : std::string(verb) + " an app, or all");
-    c->add_option("name", name, reload ? "the app, all, or a FILE.toml" : "the app, or all")->required();
-  }
-  auto* scale_cmd = app.add_subcommand("scale", "change an app's number of workers");
-  long count = 0;
-  scale_cmd->add_option("name", name, "the app")->required();
-  scale_cmd->add_option("workers", count, "the new number")->required()->check(CLI::Range(1, 1024));
-  auto* logs_cmd = app.add_subcommand("logs", "the last log lines of an app or of every app, and with -f the new ones");
-  bool follow = false, timestamps = false;
-  long lines = 15;
-  logs_cmd->add_option("name", name, "the app (default: every app, each line prefixed with APP[ID])");
-  logs_cmd->add_flag("-f,--follow", follow, "keep printing new lines");
-  logs_cmd->add_option("-n,--lines", lines, "how many of the last lines of each file (default 15)")
-      ->check(CLI::Range(0, 100000));
-  logs_cmd->add_flag("--timestamps,--timestamp", timestamps,
-                     "each line after the time the daemon read it (ISO 8601, UTC, ms); blank for lines in the files "
-                     "from before this daemon");
-  app.add_subcommand("kill", "stop every app and the daemon");
-  auto* daemon_cmd = app.add_subcommand("daemon", "run the daemon in the foreground");
-  daemon_cmd->add_option("--metrics-port", metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
+  cli_options o;
+  for (const auto& c : commands()) c.options(*app.add_subcommand(c.name, c.help), o);
 
   if (argc == 1) {  // as git: what there is to do, and a failure, since nothing was done
     std::cout << app.help() << std::flush;
     return 1;
   }
-  auto [ours, command] = split_at_dashes(argc, argv);
+  auto [ours, program] = split_at_dashes(argc, argv);
+  o.program = std::move(program);
   try {
     app.parse(ours, argv);
   } catch (const CLI::ParseError& e) {
@@ -607,149 +858,15 @@ int main(int argc, char** argv) {
     // --help and --version are not errors; every real one is a usage error: 2, whatever CLI11's own code for it.
     return app.exit(e) == 0 ? 0 : 2;
   }
-  auto* sub = app.get_subcommands().front();
-  const std::string verb = sub->get_name();
-  const auto timeout = answer_timeout(verb, follow);
-  if (!timeout && verb != "run" && verb != "daemon") {
-    std::cerr << "clutch: CLUTCH_TIMEOUT_MS must be a whole number of milliseconds (0: no bound)" << std::endl;
-    return 2;
-  }
-
-  if (verb == "run" || (verb == "start" && file.empty())) {
-    auto& opts = verb == "run" ? run_opts : start_opts;
-    if (verb == "start" && opts.name.empty()) {
-      std::cerr << "clutch start: give a TOML file, or --name NAME [OPTIONS] -- PROGRAM [ARGS…]" << std::endl;
+  const std::string verb = app.get_subcommands().front()->get_name();
+  const auto& c = *std::find_if(commands().begin(), commands().end(), [&](const command& k) { return k.name == verb; });
+  if (c.asks_daemon) {
+    const auto timeout = answer_timeout(c.waits(o));
+    if (!timeout) {
+      std::cerr << "clutch: CLUTCH_TIMEOUT_MS must be a whole number of milliseconds (0: no bound)" << std::endl;
       return 2;
     }
-    if (command.empty()) {
-      std::cerr << "clutch " << verb << ": no command: give PROGRAM [ARGS…] after --" << std::endl;
-      return 2;
-    }
-    std::string why;
-    auto o = opts.to_json(command, why);
-    if (!o) {
-      std::cerr << "clutch " << verb << ": " << why << std::endl;
-      return 2;
-    }
-    if (verb == "run") {
-      if (opts.workers == "auto") {
-        std::cerr << "clutch run: --workers auto is for the daemon's apps; give a number" << std::endl;
-        return 2;
-      }
-      auto spec = sv::app_from_json(*o, why);
-      if (opts.workers.empty()) spec->run.workers = std::max(1u, std::thread::hardware_concurrency());
-      return run(std::move(spec->run), spec->name, status_port);
-    }
-    const int rc = call({{"cmd", "start"}, {"apps", json::array{*o}}}, [](const json::object&) { return true; },
-                        *timeout, true, metrics_port);
-    if (rc == 0) std::cout << "clutch: started " << opts.name << std::endl;
-    return rc;
+    o.timeout = *timeout;
   }
-  if (verb == "start") {
-    if (!command.empty() || !start_opts.name.empty()) {
-      std::cerr << "clutch start: a TOML file or --name … -- PROGRAM, not both" << std::endl;
-      return 2;
-    }
-    // `clutch start NAME` (PM2's `pm2 start web`): a known app, stopped or errored, starts again. A word that
-    // names no file and could be an app's name is taken as one.
-    if (!std::filesystem::exists(file) && file.find('/') == std::string::npos && !file.ends_with(".toml")) {
-      const int rc = call({{"cmd", "start"}, {"name", file}},
-                          [&](const json::object& a) {
-                            for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
-                            return true;
-                          },
-                          *timeout);
-      if (rc == no_daemon_code) std::cerr << "clutch: no daemon is running, so no app is known by name" << std::endl;
-      return rc;
-    }
-    std::string why;
-    auto cfg = sv::load_config(file, why);
-    if (!cfg) {
-      std::cerr << "clutch start: " << why << std::endl;
-      return 2;
-    }
-    json::array apps;
-    for (auto& a : cfg->apps) apps.push_back(a);
-    // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
-    return call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}},
-                [&](const json::object& a) {
-                  for (const auto& s : a.at("apps").as_array()) print_started(s.as_object());
-                  return true;
-                },
-                *timeout, true, metrics_port ? metrics_port : cfg->metrics_port);
-  }
-  if (verb == "daemon") return run_daemon(metrics_port);
-  // `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
-  // none runs.
-  if (verb == "reload" && (name.ends_with(".toml") || name.find('/') != std::string::npos)) {
-    std::string why;
-    auto cfg = sv::load_config(name, why);
-    if (!cfg) {
-      std::cerr << "clutch reload: " << why << std::endl;
-      return 2;
-    }
-    json::array apps;
-    for (auto& a : cfg->apps) apps.push_back(a);
-    return call({{"cmd", "reload"}, {"apps", std::move(apps)}},
-                [&](const json::object& a) {
-                  for (const auto& s : a.at("apps").as_array())
-                    std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
-                              << clutch::detail::string_field(s.as_object(), "name") << std::endl;
-                  return true;
-                },
-                *timeout, true, cfg->metrics_port);
-  }
-
-  int code = 0;
-  json::object request{{"cmd", verb}};
-  if (!name.empty()) request["name"] = name;
-  if (verb == "scale") request["workers"] = count;
-  if (verb == "logs") {
-    request["lines"] = lines;
-    request["follow"] = follow;
-    if (name.empty()) request["name"] = "all";
-  }
-  const int rc = call(request, [&](const json::object& a) {
-    if (verb == "ls") {
-      if (as_json) std::cout << clutch::detail::json_text(a.at("apps")) << std::endl;
-      else print_table(a.at("apps").as_array());
-    } else if (verb == "status") {
-      if (as_json) std::cout << clutch::detail::json_text(a.at("app")) << std::endl;
-      else print_status(a.at("app").as_object());
-    } else if (verb == "logs") {
-      print_log_line(a, request.at("name") == "all", timestamps, follow);
-    } else if (verb == "kill") {
-      // It answers just before it ends: return once it has (a script may start a new one right after).
-      const auto pid = clutch::detail::int_field(a, "pid");
-      for (auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-           pid > 0 && running(static_cast<pid_t>(pid)) && std::chrono::steady_clock::now() < end;)
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      if (pid > 0 && running(static_cast<pid_t>(pid))) {
-        std::cerr << "clutch: the daemon (pid " << pid << ") said it stopped every app but has not ended" << std::endl;
-        code = 1;
-        return false;
-      }
-      std::cout << "clutch: the daemon stopped every app and ended" << std::endl;
-    } else if (verb == "scale") {
-      std::cout << "clutch: " << name << " now has " << count << " workers" << std::endl;
-    } else {
-      std::cout << "clutch: " << verb << " " << name << ": done" << std::endl;
-    }
-    return true;
-  }, *timeout);
-  if (rc == no_daemon_code) {
-    if (verb == "kill") {
-      std::cout << "clutch: no daemon was running" << std::endl;
-      return 0;
-    }
-    if (verb == "ls") {  // nothing runs: an empty list, as PM2's
-      if (as_json) std::cout << "[]" << std::endl;
-      else print_table({});
-      return 0;
-    }
-    std::cerr << "clutch: no daemon is running (" << sv::daemon_paths::from_environment().socket
-              << "); clutch start starts one" << std::endl;
-    return 1;
-  }
-  return rc ? rc : code;
+  return c.run(o);
 }
