@@ -22,6 +22,7 @@
 #include <boost/json/object.hpp>
 
 #include "clutch/cluster.hpp"
+#include "cluster/listener.hpp"
 #include "cluster/slot_pool.hpp"
 #include "common/handler_list.hpp"
 #include "os/fd.hpp"
@@ -54,31 +55,6 @@ struct worker_record {
   bool alive() const noexcept { return state != worker_state::dead; }
 };
 
-
-// One listening endpoint as workers asked for it ("address:port" as requested, so that port 0 in every worker is
-// one real port).
-struct listener {
-  std::string key;
-  scheduling policy{};
-  asio::ip::tcp::endpoint bound;               // the real address and port
-  int backlog = 511;
-  // shared: the socket every worker accepts on; reuseport: the first socket, until a slot claims it
-  os::unique_fd fd;
-  std::map<std::size_t, os::unique_fd> slots;  // reuseport: one socket per slot
-  std::set<std::size_t> users;                 // slots that listen here; the sockets close with the last
-
-  // round_robin
-  std::optional<asio::ip::tcp::acceptor> acceptor;
-  bool accepting = false;
-  std::vector<std::weak_ptr<worker_record>> workers;
-  std::size_t next = 0;
-  struct handoff {
-    asio::ip::tcp::socket sock;
-    std::weak_ptr<worker_record> to;
-  };
-  std::map<std::int64_t, handoff> pending;  // kept open here until the worker says it took its copy
-  std::deque<asio::ip::tcp::socket> waiting;  // accepted while no worker could take them
-};
 
 struct primary_state : std::enable_shared_from_this<primary_state>, slot_driver {
   primary_state(asio::io_context& io, settings s);
