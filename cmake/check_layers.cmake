@@ -8,7 +8,7 @@ set(OFFERS_os "*")
 set(OFFERS_common "*")
 set(OFFERS_process "process/held_child.hpp")
 set(OFFERS_ipc "ipc/text_frame.hpp")
-set(OFFERS_cluster "cluster/slot_pool.hpp")
+set(OFFERS_cluster "cluster/slot_pool.hpp;cluster/reuseport_group.hpp")
 set(OFFERS_app "")
 set(OFFERS_supervisor "*")  # to the CLI only, which is the supervisor's front
 

@@ -272,7 +272,7 @@ error_code engine::start() {
     error_code ec;
     if (e.cfg.steer && !spec.unix_socket) {
       // A member per slot now: the first binds (and learns the port, if 0 was asked for).
-      reuseport_group g(spec);
+      reuseport_group g(spec.tcp);
       for (auto& s : e.slots) {
         s.socks.push_back(g.add(ec));
         if (ec) return e.failed_to_bind(spec, ec);

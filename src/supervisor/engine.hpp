@@ -44,7 +44,7 @@ struct run_settings {
   unsigned workers = 1;
   std::vector<listen_spec> listen;
   // TCP listen specs: a socket per worker in one SO_REUSEPORT group, with clutch steering new connections away
-  // from a worker about to be stopped (steering.hpp). false: one socket that every worker shares.
+  // from a worker about to be stopped (cluster/reuseport_group.hpp). false: one socket that every worker shares.
   bool steer = true;
   // The agent (egg's model): a command run by /bin/sh -c, started first; the workers start once it is ready (as
   // `ready` says), and it is stopped after every worker. Empty: no agent. It is restarted agent_restart_delay after

@@ -20,13 +20,14 @@
 #include <string>
 #include <vector>
 
+#include "cluster/reuseport_group.hpp"
 #include "cluster/slot_pool.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/notify.hpp"
-#include "supervisor/steering.hpp"
 
 namespace clutch::supervisor {
 
+using cluster::detail::reuseport_group;
 using clock = std::chrono::steady_clock;
 
 struct worker {

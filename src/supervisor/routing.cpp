@@ -1,4 +1,4 @@
-// Routing new connections (steering.hpp's reuseport groups): which workers' sockets may get them, and the drain
+// Routing new connections (cluster/reuseport_group.hpp): which workers' sockets may get them, and the drain
 // of a worker about to stop.
 #include <algorithm>
 

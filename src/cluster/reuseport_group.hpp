@@ -4,7 +4,7 @@
 // queue is empty, and only then gives the old worker its stop signal: a worker that dies at once loses no
 // connection that was waiting for it.
 //
-//   supervisor::reuseport_group g(spec);
+//   cluster::detail::reuseport_group g(endpoint);
 //   int a = g.add(ec), b = g.add(ec);   // one member per worker (the first binds; port 0 is chosen then)
 //   g.steer({a});                       // new connections: a only; b keeps what it has queued
 //   if (g.queued(b) == 0) ...            // its accept queue (TCP_INFO on a listener)
@@ -20,13 +20,14 @@
 
 #include "clutch/error.hpp"
 #include "os/fd.hpp"
-#include "supervisor/listen.hpp"
 
-namespace clutch::supervisor {
+// Offered by the cluster layer to the supervisor, whose engine steers each --listen this way.
+namespace clutch::cluster::detail {
 
 class reuseport_group {
  public:
-  explicit reuseport_group(listen_spec spec) : spec_(std::move(spec)) {}
+  // The first member binds `at` (port 0: the kernel picks one); the others join on the port it got.
+  explicit reuseport_group(boost::asio::ip::tcp::endpoint at) : at_(at) {}
   // Every member leaves the group (shut down), even where a process still holds a copy.
   ~reuseport_group();
   reuseport_group(reuseport_group&&) = default;
@@ -44,10 +45,10 @@ class reuseport_group {
 
  private:
   error_code attach();
-  listen_spec spec_;
+  boost::asio::ip::tcp::endpoint at_;
   boost::asio::ip::tcp::endpoint bound_;
   std::vector<os::unique_fd> members_;  // in the kernel's order
   std::vector<int> steered_;
 };
 
-}  // namespace clutch::supervisor
+}  // namespace clutch::cluster::detail

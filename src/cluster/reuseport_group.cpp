@@ -1,4 +1,4 @@
-#include "supervisor/steering.hpp"
+#include "cluster/reuseport_group.hpp"
 
 #include <linux/filter.h>
 #include <netinet/in.h>
@@ -10,7 +10,7 @@
 
 #include "common/listen_socket.hpp"
 
-namespace clutch::supervisor {
+namespace clutch::cluster::detail {
 
 namespace asio = boost::asio;
 
@@ -23,7 +23,7 @@ int reuseport_group::add(error_code& ec) {
   asio::io_context scratch;  // the socket only passes through Asio's objects here
   asio::ip::tcp::acceptor a(scratch);
   // The first member binds what was asked (port 0: the kernel picks one); the others join on that port.
-  const auto at = members_.empty() ? spec_.tcp : bound_;
+  const auto at = members_.empty() ? at_ : bound_;
   asio::ip::tcp::endpoint bound;
   if ((ec = ::clutch::detail::open_listener(a, at, 511, true, bound))) return -1;
   if (members_.empty()) bound_ = bound;
@@ -83,4 +83,4 @@ std::size_t reuseport_group::queued(int fd) const {
   return info.tcpi_unacked;
 }
 
-}  // namespace clutch::supervisor
+}  // namespace clutch::cluster::detail
