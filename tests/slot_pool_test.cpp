@@ -8,6 +8,7 @@
 #include <chrono>
 #include <algorithm>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,7 +27,11 @@ namespace {
 struct fake_driver : slot_driver {
   std::vector<std::string> calls;
   void start(std::size_t slot, int id) override { calls.push_back(fmt("start", slot, id)); }
-  void stop(int id) override { calls.push_back("stop " + std::to_string(id)); }
+  bool stop(int id) override {
+    calls.push_back("stop " + std::to_string(id));
+    return !later.contains(id);
+  }
+  std::set<int> later;  // stop() returns false for these: the driver asks later (kill_at_deadline())
   void kill(int id) override { calls.push_back("kill " + std::to_string(id)); }
   void retired(std::size_t slot) override { calls.push_back("retired " + std::to_string(slot)); }
   void reload_done(clutch::error_code ec) override {
@@ -322,6 +327,38 @@ TEST_F(SlotPool, ADriverThatTimesReadinessFailsAReloadThroughNotReady) {
   EXPECT_EQ(pool.next_in_reload(), std::nullopt);
   EXPECT_EQ(pool.current(0), 1);
   EXPECT_FALSE(pool.retired(0));
+}
+
+}  // namespace
+
+namespace {
+
+// A driver that asks later (a drain first, an agent after the workers) starts the deadline itself; a watchdog's
+// kill_at_deadline kills without making the exit an asked-for one.
+TEST_F(SlotPool, TheKillDeadlineCountsFromWhenTheDriverAsksAndAWatchdogKillStillRestarts) {
+  auto s = quick();
+  s.kill_timeout = 20ms;
+  slot_pool pool(io, d, s);
+  pool.add_slot();
+  pool.add_slot();
+  d.take();
+  d.later.insert(1);
+  pool.stop_worker(1);
+  EXPECT_EQ(d.take(), (lines{"stop 1"}));
+  io.restart();
+  io.run_for(60ms);
+  EXPECT_TRUE(d.take().empty()) << "no deadline before the driver has asked";
+  pool.kill_at_deadline(1);
+  ASSERT_TRUE(run_until(io, [&] { return !d.calls.empty(); }));
+  EXPECT_EQ(d.take(), (lines{"kill 1"}));
+  EXPECT_EQ(pool.exited(1, exit_status{.signal = 9}), exit_outcome::retired);
+  EXPECT_EQ(d.take(), (lines{"retired 0"}));
+
+  pool.kill_at_deadline(2);  // the watchdog's: SIGABRT sent, SIGKILL at the deadline
+  ASSERT_TRUE(run_until(io, [&] { return !d.calls.empty(); }));
+  EXPECT_EQ(d.take(), (lines{"kill 2"}));
+  EXPECT_EQ(pool.exited(2, exit_status{.signal = 9}), exit_outcome::restarting) << "a crash, not a stop";
+  EXPECT_EQ(d.take(), (lines{"start 1 3"}));
 }
 
 }  // namespace

@@ -316,11 +316,7 @@ void check_stopped(const std::shared_ptr<master_state>& m) {
       m->agent->agent_child.kill(SIGKILL);
     } else {
       m->agent->l->chan().send(json::object{{"cmd", "CLUTCH_stop"}});
-      m->agent_timer.expires_after(m->cfg.kill_timeout);
-      m->agent_timer.async_wait([wp = std::weak_ptr(m->agent)](error_code ec) {
-        auto p = wp.lock();
-        if (!ec && p && !p->exited) p->agent_child.kill(SIGKILL);
-      });
+      m->agent_pool.kill_at_deadline(m->agent->id);  // its pool's kill() (SIGKILL) at kill_timeout
     }
     return;
   }
@@ -382,9 +378,11 @@ void stop(const std::shared_ptr<master_state>& m, done_handler h) {
 void agent_driver::start(std::size_t, int id) {
   if (auto s = m.lock()) start_agent(s, id);
 }
-// The pool's stop comes when the master's begins: check_stopped asks the agent once the app workers are gone.
-void agent_driver::stop(int) {
+// The pool's stop comes when the master's begins: check_stopped asks the agent once the app workers are gone, and
+// the deadline counts from then.
+bool agent_driver::stop(int) {
   if (auto s = m.lock()) check_stopped(s);
+  return false;
 }
 void agent_driver::kill(int) {
   if (auto s = m.lock(); s && s->agent && !s->agent->exited) s->agent->agent_child.kill(SIGKILL);
@@ -455,7 +453,6 @@ master::master(asio::io_context& io, settings s) : state_(std::make_shared<detai
 master::~master() {
   auto& m = *state_;
   m.agent_pool.abandon();  // no restart of the agent
-  m.agent_timer.cancel();
   m.start_timer.cancel();
   if (m.agent && !m.agent->exited) m.agent->agent_child.kill(SIGKILL);
   for (auto& [pid, p] : m.procs) p->process.kill(SIGKILL);  // kill_tree: its group, only while it is ours

@@ -69,7 +69,7 @@ struct master_state;
 struct agent_driver final : cluster::detail::slot_driver {
   std::weak_ptr<master_state> m;
   void start(std::size_t slot, int id) override;
-  void stop(int id) override;
+  bool stop(int id) override;
   void kill(int id) override;
 };
 
@@ -78,7 +78,6 @@ struct master_state : std::enable_shared_from_this<master_state> {
       : io(io),
         cfg(std::move(s)),
         start_timer(io),
-        agent_timer(io),
         rng(static_cast<unsigned>(::getpid())),
         agent_pool(io, agent_driver_,
                    cluster::detail::pool_settings{
@@ -90,8 +89,7 @@ struct master_state : std::enable_shared_from_this<master_state> {
                                    .limit = cfg.cluster.max_restarts,
                                    .first_at_once = false},
                        .ready_timeout = std::chrono::milliseconds(0),
-                       // 0: the master keeps the deadline, which starts once the app workers are gone
-                       .kill_timeout = std::chrono::milliseconds(0)}) {}
+                       .kill_timeout = cfg.kill_timeout}) {}
 
   asio::io_context& io;
   settings cfg;
@@ -120,7 +118,7 @@ struct master_state : std::enable_shared_from_this<master_state> {
   phase ph = phase::idle;
   std::unique_ptr<start_handler> starting;
   std::string why;
-  asio::steady_timer start_timer, agent_timer;
+  asio::steady_timer start_timer;
   std::vector<done_handler> stop_waiters;
   int sweeping = 0;  // process groups of exited roles still being emptied
   int reading = 0;   // roles' stderr pipes not yet at their end: a failed start waits for their last lines

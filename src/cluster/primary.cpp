@@ -194,11 +194,12 @@ primary_state::primary_state(asio::io_context& io, settings s)
 
 void primary_state::start(std::size_t slot, int id) { start_worker(shared_from_this(), slot, id); }
 
-void primary_state::stop(int id) {
+bool primary_state::stop(int id) {
   auto it = live.find(id);
-  if (it == live.end()) return;
+  if (it == live.end()) return true;
   let_go(*this, it->second);
   it->second->proc.send(json::object{{"cmd", "CLUTCH_disconnect"}});
+  return true;
 }
 
 void primary_state::kill(int id) {

@@ -75,7 +75,7 @@ struct primary_state : std::enable_shared_from_this<primary_state>, slot_driver 
 
   // slot_driver
   void start(std::size_t slot, int id) override;
-  void stop(int id) override;
+  bool stop(int id) override;
   void kill(int id) override;
   void retired(std::size_t slot) override;
   void reload_done(error_code ec) override;

@@ -71,9 +71,13 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
     auto* w = find(id);
     if (!w || w->stop_sent) return;
     w->leaving = w->stop_sent = true;
-    driver.stop(id);
-    // 0: the driver keeps the deadline (the app master's agent: it is asked to stop only after the app workers).
-    if (!find(id) || cfg.kill_timeout.count() == 0) return;
+    if (driver.stop(id)) arm_deadline(id);
+  }
+
+  // The kill deadline, once per worker: kill() at kill_timeout unless it has exited by then.
+  void arm_deadline(int id) {
+    auto* w = find(id);
+    if (!w || w->kill_timer) return;
     w->kill_timer.emplace(io, cfg.kill_timeout);
     w->kill_timer->async_wait([wi = weak_from_this(), id](error_code ec) {
       auto i = wi.lock();
@@ -298,6 +302,8 @@ exit_outcome slot_pool::exited(int id, const exit_status& status) {
 }
 
 void slot_pool::stop_worker(int id) { impl_->stop_worker(id); }
+
+void slot_pool::kill_at_deadline(int id) { impl_->arm_deadline(id); }
 
 void slot_pool::not_ready(int id) {
   auto& i = *impl_;

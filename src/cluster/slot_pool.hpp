@@ -48,8 +48,10 @@ class slot_driver {
   // already lists it (current() or, for a reload's replacement, incoming()). A start that fails is reported as an
   // exit (exited()), later.
   virtual void start(std::size_t slot, int id) = 0;
-  // Asks worker `id` to end gracefully; the pool kills it at the kill deadline if it is still there.
-  virtual void stop(int id) = 0;
+  // Asks worker `id` to end gracefully; the pool kills it kill_timeout later if it is still there. true: asked now;
+  // false: the driver asks later (after a drain, after the workers an agent serves) and then calls
+  // kill_at_deadline(id), from when the deadline counts.
+  virtual bool stop(int id) = 0;
   // Ends worker `id` now.
   virtual void kill(int id) = 0;
   // The slot has no worker and will not get one (exited or errored): what belongs to it may go.
@@ -65,7 +67,7 @@ struct pool_settings {
   ::clutch::detail::backoff_policy backoff{};
   // A reload's replacement not ready by then fails the reload (and is killed). 0: the driver times readiness.
   std::chrono::milliseconds ready_timeout{30000};
-  // stop_worker → kill, if it has not exited by then. 0: the driver keeps its own deadline.
+  // From the stop signal to kill(), if it has not exited by then.
   std::chrono::milliseconds kill_timeout{5000};
 };
 
@@ -99,6 +101,10 @@ class slot_pool {
 
   // Asks one worker to end (kill at the deadline); its slot is retired when it exits. Once per worker.
   void stop_worker(int id);
+  // kill(id) kill_timeout from now unless it exits first (armed once per worker): after a stop the driver asked
+  // for itself (its stop() returned false), or after a watchdog's SIGABRT (whose exit counts as a crash: the slot
+  // restarts).
+  void kill_at_deadline(int id);
   // A reload's replacement that is not ready in time, for a driver that times readiness itself (ready_timeout 0):
   // the reload fails with timed_out and the replacement is killed. Any other worker: nothing.
   void not_ready(int id);

@@ -28,14 +28,9 @@ void check_stopped(const std::shared_ptr<engine_state>& e) {
   for (auto& done : std::exchange(e->stop_waiters, {})) done();
 }
 
-// A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: SIGKILL to its group.
-void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  w->kill_timer.emplace(e->io, e->cfg.kill_timeout);
-  w->kill_timer->async_wait([ww = std::weak_ptr(w)](error_code ec) {
-    auto w = ww.lock();
-    if (!ec && w && !w->exited) w->proc.kill(SIGKILL);
-  });
-}
+// A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: its pool's kill(), SIGKILL
+// to its group.
+void kill_at_deadline(engine_state& e, const worker& w) { (w.agent ? e.agent_pool : e.pool).kill_at_deadline(w.id); }
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->exited || w->asked_to_stop) return;
@@ -44,7 +39,7 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   if (w->drain_timer) w->drain_timer->cancel();
   resteer(e);
   w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
-  kill_at_deadline(e, w);
+  kill_at_deadline(*e, *w);
 }
 
 
@@ -54,7 +49,7 @@ process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid
 
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
-  for (auto* t : {&w->kill_timer, &w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer})
+  for (auto* t : {&w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer})
     if (*t) (*t)->cancel();
   if (w->pid > 0) {  // else it never started, and start_failed has told why
     e->live.erase(w->pid);
@@ -211,11 +206,15 @@ void engine_state::start(std::size_t slot, int id) { start_worker(shared_from_th
 
 // A reload's old worker and a scale-down's: the drain first; a replacement not yet serving, or everyone at a stop:
 // the stop signal at once.
-void engine_state::stop(int id) {
+bool engine_state::stop(int id) {
   auto w = worker_of(id);
-  if (!w || w->exited || w->pid <= 0) return;  // never started: no process to signal
-  if (stopping || pool.incoming(w->slot) == id) stop_worker(shared_from_this(), w);
-  else drain_then_stop(shared_from_this(), w);
+  if (!w || w->exited || w->pid <= 0) return true;  // never started: no process to signal
+  if (stopping || pool.incoming(w->slot) == id) {
+    stop_worker(shared_from_this(), w);
+    return true;
+  }
+  drain_then_stop(shared_from_this(), w);  // stop_worker once drained: the deadline counts from then
+  return false;
 }
 
 void engine_state::kill(int id) {
@@ -236,9 +235,11 @@ void engine_state::stopped() { check_stopped(shared_from_this()); }
 void agent_driver::start(std::size_t, int id) {
   if (auto s = e.lock()) start_agent(s, id);
 }
-// Asked when the engine's stop begins (no restart from then on); check_stopped stops the agent after the workers.
-void agent_driver::stop(int) {
+// Asked when the engine's stop begins (no restart from then on); check_stopped stops the agent after the workers,
+// and the deadline counts from then.
+bool agent_driver::stop(int) {
   if (auto s = e.lock()) check_stopped(s);
+  return false;
 }
 void agent_driver::kill(int) {
   if (auto s = e.lock(); s && s->agent && !s->agent->exited && s->agent->pid > 0) s->agent->proc.kill(SIGKILL);
@@ -342,6 +343,7 @@ void engine::set_settings(const run_settings& next) {
   e.cfg.workers = workers;
   e.pool.settings().restart = e.cfg.restart;
   e.pool.settings().backoff = e.cfg.backoff;
+  e.pool.settings().kill_timeout = e.agent_pool.settings().kill_timeout = e.cfg.kill_timeout;
   if (!had_memory_limit && e.cfg.max_memory > 0 && !e.stopping) {
     e.memory_timer.emplace(e.io);
     check_memory(state_);

@@ -40,7 +40,7 @@ struct worker {
   bool asked_to_stop = false;
   bool exited = false;
   clock::time_point started{};
-  std::optional<asio::steady_timer> kill_timer, ready_timer, watchdog_timer, drain_timer, probe_timer;
+  std::optional<asio::steady_timer> ready_timer, watchdog_timer, drain_timer, probe_timer;
   std::vector<int> socks;  // its own listening sockets, one per steered group
   std::set<ino_t> inodes;  // every listening socket it got (--ready listen looks for them)
 };
@@ -58,7 +58,7 @@ struct engine_state;
 struct agent_driver final : cluster::detail::slot_driver {
   std::weak_ptr<engine_state> e;
   void start(std::size_t slot, int id) override;
-  void stop(int id) override;
+  bool stop(int id) override;
   void kill(int id) override;
 };
 
@@ -73,7 +73,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
              cluster::detail::pool_settings{.restart = cfg.restart,
                                             .backoff = cfg.backoff,
                                             .ready_timeout = std::chrono::milliseconds(0),  // readiness is ours
-                                            .kill_timeout = std::chrono::milliseconds(0)}),  // after the drain: ours
+                                            .kill_timeout = cfg.kill_timeout}),
         agent_pool(io, agent_driver_,
                    cluster::detail::pool_settings{
                        .restart = cluster::restart_policy::always,
@@ -84,7 +84,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
                                    .limit = cfg.backoff.limit,
                                    .first_at_once = false},
                        .ready_timeout = std::chrono::milliseconds(0),
-                       .kill_timeout = std::chrono::milliseconds(0)}) {}
+                       .kill_timeout = cfg.kill_timeout}) {}
   asio::io_context& io;
   run_settings cfg;
   std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
@@ -121,7 +121,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
 
   // slot_driver
   void start(std::size_t slot, int id) override;
-  void stop(int id) override;
+  bool stop(int id) override;
   void kill(int id) override;
   void reload_done(error_code ec) override;
   void stopped() override;
@@ -153,7 +153,8 @@ process_tag tag_of(const worker& w);
 // engine.cpp
 void start_workers(const std::shared_ptr<engine_state>& e);
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
-void kill_at_deadline(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+// Its pool kills it kill_timeout from now unless it exits first.
+void kill_at_deadline(engine_state& e, const worker& w);
 // readiness.cpp
 void watch_readiness(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);

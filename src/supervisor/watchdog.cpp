@@ -19,7 +19,7 @@ void feed_watchdog(const std::shared_ptr<engine_state>& e, const std::shared_ptr
            " ms): SIGABRT");
     // SIGABRT first, so that it can leave a core dump or a stack trace; then the group goes.
     ::kill(w->pid, SIGABRT);
-    kill_at_deadline(e, w);
+    kill_at_deadline(*e, *w);
   });
 }
 
