@@ -32,8 +32,7 @@ using ::clutch::detail::complete;
 namespace {
 
 std::string describe(const proc& p) {
-  if (p.r == role::agent) return "agent (pid " + std::to_string(p.pid) + ")";
-  return "app worker " + std::to_string(p.id) + " (pid " + std::to_string(p.pid) + ")";
+  return ::clutch::detail::process_label(p.r == role::agent, p.id, p.pid, "app worker");
 }
 
 using ::clutch::detail::describe;

@@ -1,4 +1,5 @@
-// How a process ended, as a log line says it: "exited with code 3", "killed by SIGSEGV".
+// How log lines name a process and say how it ended: "worker 3 (pid 812)", "agent (pid 811)"; "exited with code
+// 3", "killed by SIGSEGV".
 #pragma once
 
 #include <string>
@@ -6,6 +7,12 @@
 #include "clutch/child_process.hpp"
 
 namespace clutch::detail {
+
+// An agent is "agent"; a worker "worker N", or "app worker N" where its role is named (the app layer's).
+inline std::string process_label(bool agent, int id, int pid, const char* worker = "worker") {
+  return (agent ? std::string("agent") : std::string(worker) + " " + std::to_string(id)) + " (pid " +
+         std::to_string(pid) + ")";
+}
 
 inline std::string describe(const exit_status& st) {
   if (st.signal) {

@@ -173,8 +173,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   void on_exit(const std::shared_ptr<app>& a, const process_tag& tag, const exit_status& st, bool asked) {
     exit_event ev;
     ev.when = now_text();
-    ev.who = (tag.agent ? std::string("agent") : "worker " + std::to_string(tag.id)) + " (pid " +
-             std::to_string(tag.pid) + ")";
+    ev.who = ::clutch::detail::process_label(tag.agent, tag.id, tag.pid);
     ev.how = ::clutch::detail::describe(st);
     ev.asked = asked;
     // The lines it wrote last; the pipes may still bring a few more, and they land here too.

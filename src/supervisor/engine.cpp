@@ -14,7 +14,7 @@ namespace clutch::supervisor {
 namespace detail {
 
 std::string who(const worker& w) {
-  return (w.agent ? std::string("agent") : "worker " + std::to_string(w.id)) + " (pid " + std::to_string(w.pid) + ")";
+  return ::clutch::detail::process_label(w.agent, w.id, w.pid);
 }
 
 void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int id);
