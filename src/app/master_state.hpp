@@ -80,16 +80,12 @@ struct master_state : std::enable_shared_from_this<master_state> {
         start_timer(io),
         rng(static_cast<unsigned>(::getpid())),
         agent_pool(io, agent_driver_,
-                   cluster::detail::pool_settings{
-                       .restart = cluster::restart_policy::always,
-                       .backoff = {.first = cfg.agent_restart_delay,
-                                   .factor = cfg.cluster.restart_backoff,
-                                   .max = std::max(cfg.cluster.max_restart_delay, cfg.agent_restart_delay),
-                                   .stable_uptime = cfg.cluster.stable_uptime,
-                                   .limit = cfg.cluster.max_restarts,
-                                   .first_at_once = false},
-                       .ready_timeout = std::chrono::milliseconds(0),
-                       .kill_timeout = cfg.kill_timeout}) {}
+                   cluster::detail::one_helper(cfg.agent_restart_delay,
+                                               {.factor = cfg.cluster.restart_backoff,
+                                                .max = cfg.cluster.max_restart_delay,
+                                                .stable_uptime = cfg.cluster.stable_uptime,
+                                                .limit = cfg.cluster.max_restarts},
+                                               cfg.kill_timeout)) {}
 
   asio::io_context& io;
   settings cfg;

@@ -19,6 +19,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <map>
@@ -70,6 +71,21 @@ struct pool_settings {
   // From the stop signal to kill(), if it has not exited by then.
   std::chrono::milliseconds kill_timeout{5000};
 };
+
+// For a pool of one helper process (an agent): always restarted, after `first` even at its first exit, then
+// backing off as `like` says (its factor, max, stable_uptime and limit); readiness is the driver's.
+inline pool_settings one_helper(std::chrono::milliseconds first, const ::clutch::detail::backoff_policy& like,
+                                std::chrono::milliseconds kill_timeout) {
+  return {.restart = restart_policy::always,
+          .backoff = {.first = first,
+                      .factor = like.factor,
+                      .max = std::max(like.max, first),
+                      .stable_uptime = like.stable_uptime,
+                      .limit = like.limit,
+                      .first_at_once = false},
+          .ready_timeout = std::chrono::milliseconds(0),
+          .kill_timeout = kill_timeout};
+}
 
 // What became of a slot when its worker exited.
 enum class exit_outcome {

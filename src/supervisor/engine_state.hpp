@@ -75,16 +75,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
                                             .ready_timeout = std::chrono::milliseconds(0),  // readiness is ours
                                             .kill_timeout = cfg.kill_timeout}),
         agent_pool(io, agent_driver_,
-                   cluster::detail::pool_settings{
-                       .restart = cluster::restart_policy::always,
-                       .backoff = {.first = cfg.agent_restart_delay,
-                                   .factor = cfg.backoff.factor,
-                                   .max = std::max(cfg.backoff.max, cfg.agent_restart_delay),
-                                   .stable_uptime = cfg.backoff.stable_uptime,
-                                   .limit = cfg.backoff.limit,
-                                   .first_at_once = false},
-                       .ready_timeout = std::chrono::milliseconds(0),
-                       .kill_timeout = cfg.kill_timeout}) {}
+                   cluster::detail::one_helper(cfg.agent_restart_delay, cfg.backoff, cfg.kill_timeout)) {}
   asio::io_context& io;
   run_settings cfg;
   std::vector<listener> listeners;        // shared by every worker: given ones, unix paths, TCP unless steered
