@@ -48,8 +48,10 @@ void orphan_reaper::cancel() {
 void orphan_reaper::wait() {
   sigchld_.async_wait([this](boost::system::error_code ec, int) {
     if (ec) return;
-    const auto ours = ours_();
-    reap_strangers([&](pid_t p) { return std::find(ours.begin(), ours.end(), p) != ours.end(); });
+    // Sorted, so that each child is looked up in log time: with 400 children, one SIGCHLD was 160,000 compares.
+    auto ours = ours_();
+    std::sort(ours.begin(), ours.end());
+    reap_strangers([&](pid_t p) { return std::binary_search(ours.begin(), ours.end(), p); });
     wait();
   });
 }
