@@ -30,6 +30,13 @@ struct slot_info {
   std::chrono::milliseconds delay{0};  // the back-off chosen at its last exit
 };
 
+// A rolling reload under way: the slots still to replace, the replacement loading, the old worker stopping.
+struct reload_run {
+  std::deque<std::size_t> todo;
+  int fresh = 0, old = 0;
+  std::optional<asio::steady_timer> timer;
+};
+
 }  // namespace
 
 struct slot_pool::impl : std::enable_shared_from_this<impl> {
@@ -43,11 +50,6 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
   int next_id = 1;
   bool stopping = false;
   bool abandoned = false;
-  struct reload_run {
-    std::deque<std::size_t> todo;
-    int fresh = 0, old = 0;
-    std::optional<asio::steady_timer> timer;
-  };
   std::optional<reload_run> reload;
 
   worker_info* find(int id) {
