@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <deque>
-#include <stdexcept>
 
 namespace clutch::cluster::detail {
 
@@ -51,6 +50,9 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
   bool stopping = false;
   bool abandoned = false;
   std::optional<reload_run> reload;
+
+  // A slot a reload replaces: in use, with a worker to replace.
+  bool replaceable(std::size_t i) const { return !slots[i].retired && !slots[i].removed && slots[i].current; }
 
   worker_info* find(int id) {
     auto it = workers.find(id);
@@ -127,10 +129,9 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
     while (!reload->todo.empty()) {
       const std::size_t i = reload->todo.front();
       reload->todo.pop_front();
-      auto& s = slots[i];
-      if (s.retired || s.removed || !s.current) continue;
-      reload->fresh = next_id;  // known to the driver's start() already
-      const int fresh = start(i, true);
+      if (!replaceable(i)) continue;
+      const int fresh = reload->fresh = next_id;  // known before the driver's start() runs
+      start(i, true);
       // start() may not come back to a pool that still reloads: a driver must not re-enter, but be sure.
       if (!reload) return;
       if (cfg.ready_timeout.count() > 0) {
@@ -244,12 +245,8 @@ struct slot_pool::impl : std::enable_shared_from_this<impl> {
 slot_pool::slot_pool(asio::io_context& io, slot_driver& driver, pool_settings s)
     : impl_(std::make_shared<impl>(io, driver, std::move(s))) {}
 
-slot_pool::~slot_pool() {
-  impl_->end_restarts();
-  for (auto& [id, w] : impl_->workers)
-    if (w.kill_timer) w.kill_timer->cancel();
-  if (impl_->reload && impl_->reload->timer) impl_->reload->timer->cancel();
-}
+// The timers go with impl (it has no other owner), and their handlers hold it weakly: nothing runs after this.
+slot_pool::~slot_pool() = default;
 
 pool_settings& slot_pool::settings() noexcept { return impl_->cfg; }
 
@@ -327,7 +324,7 @@ bool slot_pool::reload(const std::vector<std::size_t>& slots) {
   if (i.reload || i.stopping) return false;
   i.reload.emplace();
   for (const auto s : slots)
-    if (s < i.slots.size() && !i.slots[s].retired && i.slots[s].current) i.reload->todo.push_back(s);
+    if (s < i.slots.size() && i.replaceable(s)) i.reload->todo.push_back(s);
   i.reload_next();
   return true;
 }
@@ -378,7 +375,7 @@ std::optional<std::size_t> slot_pool::next_in_reload() const {
   const auto& i = *impl_;
   if (!i.reload) return std::nullopt;
   for (const auto s : i.reload->todo)
-    if (!i.slots[s].retired && !i.slots[s].removed && i.slots[s].current) return s;
+    if (i.replaceable(s)) return s;
   return std::nullopt;
 }
 int slot_pool::current(std::size_t slot) const { return impl_->slots.at(slot).current; }
@@ -386,25 +383,8 @@ int slot_pool::incoming(std::size_t slot) const { return impl_->slots.at(slot).i
 unsigned slot_pool::restarts(std::size_t slot) const { return impl_->slots.at(slot).restarted; }
 std::chrono::milliseconds slot_pool::restart_delay(std::size_t slot) const { return impl_->slots.at(slot).delay; }
 
-std::optional<std::size_t> slot_pool::slot_of(int id) const {
-  auto it = impl_->workers.find(id);
-  if (it == impl_->workers.end()) return std::nullopt;
-  return it->second.slot;
-}
-
-bool slot_pool::is_ready(int id) const {
-  auto it = impl_->workers.find(id);
-  return it != impl_->workers.end() && it->second.ready;
-}
-
-bool slot_pool::asked_to_stop(int id) const {
-  auto it = impl_->workers.find(id);
-  return it != impl_->workers.end() && it->second.leaving;
-}
-
 bool slot_pool::reloading() const noexcept { return impl_->reload.has_value(); }
 bool slot_pool::stopping() const noexcept { return impl_->stopping; }
-std::size_t slot_pool::live() const noexcept { return impl_->workers.size(); }
 
 bool slot_pool::all_ready() const noexcept {
   const auto& i = *impl_;

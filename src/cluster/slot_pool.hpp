@@ -98,7 +98,7 @@ enum class exit_outcome {
 class slot_pool {
  public:
   slot_pool(asio::io_context& io, slot_driver& driver, pool_settings s);
-  // Cancels its timers; tells the driver nothing more (abandon() first to end a reload).
+  // Its timers go with it; it tells the driver nothing more (abandon() first to end a reload).
   ~slot_pool();
   slot_pool(const slot_pool&) = delete;
   slot_pool& operator=(const slot_pool&) = delete;
@@ -149,13 +149,9 @@ class slot_pool {
   int incoming(std::size_t slot) const;        // a reload's replacement, not yet ready; 0 if none
   unsigned restarts(std::size_t slot) const;   // how many times a worker was started again in it
   std::chrono::milliseconds restart_delay(std::size_t slot) const;  // the back-off chosen at its last exit
-  std::optional<std::size_t> slot_of(int id) const;  // of a worker that has not exited
-  bool is_ready(int id) const;
-  bool asked_to_stop(int id) const;            // stop_worker or let_go
   bool reloading() const noexcept;
   std::optional<std::size_t> next_in_reload() const;  // the slot a reload replaces after the current one
   bool stopping() const noexcept;
-  std::size_t live() const noexcept;           // workers started and not yet exited
   bool all_ready() const noexcept;             // every slot wanted has a ready worker, or is retired
 
  private:
