@@ -99,8 +99,7 @@ void handle_handoff_answer(const std::shared_ptr<primary_state>& p, const std::s
 
 void stop_routing(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
   w->routable = false;
-  auto listeners = p->listeners;  // a listener's dispatch may run handlers that change the map
-  for (auto& [key, l] : listeners) l->stop_routing(p, w);
+  for (auto& [key, l] : p->listeners) l->stop_routing(p, w);
 }
 
 void release_slot(const std::shared_ptr<primary_state>& p, std::size_t slot) {

@@ -54,11 +54,6 @@ void emit_disconnect(const std::shared_ptr<primary_state>& p, const std::shared_
   p->on_disconnect.call(wk);
 }
 
-void mark_ready(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w) {
-  if (std::exchange(w->ready, true)) return;
-  p->pool.ready(w->id);
-}
-
 void on_worker_exit(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
                     const exit_status& status) {
   if (std::exchange(w->exit_emitted, true)) return;
@@ -102,14 +97,12 @@ void on_internal(const std::shared_ptr<primary_state>& p, const std::shared_ptr<
     if (w->state == worker_state::online || w->state == worker_state::none) w->state = worker_state::listening;
     w->on_listening.call(at);
     p->on_listening.call(wk, at);
-    if (!p->cfg.wait_ready) mark_ready(p, w);
+    if (!p->cfg.wait_ready) p->pool.ready(w->id);  // once per worker: the pool ignores a repeat
   } else if (cmd == "CLUTCH_ready") {
-    mark_ready(p, w);
+    p->pool.ready(w->id);
   } else if (cmd == "CLUTCH_leaving") {
     // It leaves by itself (disconnect_self): its exit was asked for, and its slot is retired, not restarted.
-    w->asked_to_exit = true;
-    p->pool.let_go(w->id);
-    stop_routing(p, w);
+    let_go(*p, w);
   } else if (cmd == "CLUTCH_accepted" || cmd == "CLUTCH_refused") {
     handle_handoff_answer(p, w, msg, cmd == "CLUTCH_accepted");
   }
@@ -173,14 +166,13 @@ void start_worker(const std::shared_ptr<primary_state>& p, std::size_t slot, int
       while_both(p, w, [](auto& p, auto& w, const exit_status& st) { on_worker_exit(p, w, st); }));
 }
 
-// The worker takes nothing more from us; its exit was asked for.
+}  // namespace
+
 void let_go(primary_state& p, const std::shared_ptr<worker_record>& w) {
   w->asked_to_exit = true;
-  w->routable = false;
+  p.pool.let_go(w->id);
   stop_routing(p.shared_from_this(), w);
 }
-
-}  // namespace
 
 primary_state::primary_state(asio::io_context& io, settings s)
     : io(io),
@@ -254,11 +246,8 @@ void worker::disconnect() { detail::disconnect_worker(rec_); }
 
 error_code worker::kill(signal_spec sig) {
   if (!rec_->alive()) return {};
-  rec_->asked_to_exit = true;
-  if (auto p = rec_->owner.lock()) {
-    p->pool.let_go(rec_->id);
-    detail::stop_routing(p, rec_);
-  }
+  if (auto p = rec_->owner.lock()) detail::let_go(*p, rec_);
+  else rec_->asked_to_exit = true;
   auto ec = rec_->proc.kill(std::move(sig));
   if (!ec) rec_->proc.disconnect();
   return ec;

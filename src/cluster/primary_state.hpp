@@ -41,7 +41,6 @@ struct worker_record {
   bool fork_emitted = false;
   bool disconnect_emitted = false;
   bool exit_emitted = false;
-  bool ready = false;
   bool routable = true;  // may be given round-robin connections
   std::size_t rr_pending = 0;  // round-robin hand-offs it has not answered
 
@@ -90,6 +89,8 @@ struct primary_state : std::enable_shared_from_this<primary_state>, slot_driver 
 
 // primary.cpp
 void disconnect_worker(const std::shared_ptr<worker_record>& w);
+// Its exit was asked for (a disconnect, a kill, its own leaving): no more connections, and its slot is retired.
+void let_go(primary_state& p, const std::shared_ptr<worker_record>& w);
 
 // listeners.cpp
 void handle_listen(const std::shared_ptr<primary_state>& p, const std::shared_ptr<worker_record>& w,
