@@ -42,8 +42,16 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   kill_at_deadline(*e, *w);
 }
 
+// The pools' kill(): SIGKILL to its group now (a worker that never started has no process: child refuses).
+void kill_now(const std::shared_ptr<worker>& w) {
+  if (w && !w->exited) w->proc.kill(SIGKILL);
+}
 
-
+// A slot or the agent is not started again: why, for last_error and the log, with the last failure that led here.
+void give_up(engine_state& e, const std::string& what) {
+  e.last_error = what + (e.last_failure.empty() ? std::string() : " (last: " + e.last_failure + ")");
+  e.say("clutch: " + e.last_error);
+}
 
 process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid}; }
 
@@ -75,10 +83,8 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
              (delay.count() % 1000 == 0 ? std::to_string(delay.count() / 1000) + " s"
                                         : std::to_string(delay.count()) + " ms"));
     } else if (outcome == cluster::detail::exit_outcome::given_up) {
-      e->last_error = "the agent exited " + std::to_string(e->cfg.backoff.limit) +
-                      " times in a row; it is not started again" +
-                      (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
-      e->say("clutch: " + e->last_error);
+      give_up(*e, "the agent exited " + std::to_string(e->cfg.backoff.limit) +
+                      " times in a row; it is not started again");
     }
     return check_stopped(e);
   }
@@ -90,11 +96,8 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   }
   e->by_id.erase(w->id);
   // The pool restarts the slot (after its back-off), moves a reload on or fails it, or retires the slot.
-  if (e->pool.exited(w->id, st) == cluster::detail::exit_outcome::given_up) {
-    e->last_error = "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up" +
-                    (e->last_failure.empty() ? std::string() : " (last: " + e->last_failure + ")");
-    e->say("clutch: " + e->last_error);
-  }
+  if (e->pool.exited(w->id, st) == cluster::detail::exit_outcome::given_up)
+    give_up(*e, "worker slot " + std::to_string(w->slot + 1) + " crashed too often in a row; given up");
   release_sockets(e, w);
   resteer(e);
   check_stopped(e);
@@ -102,7 +105,6 @@ void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worke
   for (std::size_t i = 0; i < e->pool.size(); ++i) none_left = none_left && e->pool.retired(i);
   if (!e->stopping && none_left && e->live.empty() && e->all_gone) e->all_gone();
 }
-
 
 // A start that failed before the program ran (spawn failed at chdir, no socket, EMFILE, …): for its slot, an exit
 // like any other, restarted with back-off and given up after the crash-loop limit. It has no process, so
@@ -196,8 +198,6 @@ void start_agent(const std::shared_ptr<engine_state>& e, int id) {
   launch(e, e->agent, "/bin/sh", {"-c", e->cfg.agent}, {}, {{"CLUTCH_AGENT", "1"}});
 }
 
-
-
 }  // namespace detail
 
 using namespace detail;
@@ -217,10 +217,7 @@ bool engine_state::stop(int id) {
   return false;
 }
 
-void engine_state::kill(int id) {
-  auto w = worker_of(id);
-  if (w && !w->exited && w->pid > 0) w->proc.kill(SIGKILL);
-}
+void engine_state::kill(int id) { kill_now(worker_of(id)); }
 
 void engine_state::reload_done(error_code ec) {
   auto done = std::exchange(reload_cb, nullptr);
@@ -242,7 +239,7 @@ bool agent_driver::stop(int) {
   return false;
 }
 void agent_driver::kill(int) {
-  if (auto s = e.lock(); s && s->agent && !s->agent->exited && s->agent->pid > 0) s->agent->proc.kill(SIGKILL);
+  if (auto s = e.lock()) kill_now(s->agent);
 }
 
 engine::engine(asio::io_context& io, run_settings s) : state_(std::make_shared<engine_state>(io, std::move(s))) {
