@@ -61,6 +61,14 @@ def documented_handler_is_run():
 HELLO_PID = re.compile(rb'hello from (\d+)')
 
 
+def installed_pm2():
+    """bench/pm2's PM2, installed there from its lock file if missing (never globally): its version."""
+    if not PM2.exists():
+        log('installing PM2 into bench/pm2 (npm ci)')
+        subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=PM2_DIR, check=True, stdout=sys.stderr)
+    return json.loads((PM2_DIR / 'node_modules/pm2/package.json').read_text())['version']
+
+
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
@@ -490,9 +498,7 @@ def main():
         sys.exit('usage: bench/supervisor.py CLUTCH')
     if not shutil.which('wrk'):
         sys.exit('bench/supervisor.py: wrk is missing (scripts/install-deps --bench installs it)')
-    if not PM2.exists():
-        log('installing PM2 into bench/pm2 (npm ci)')
-        subprocess.run(['npm', 'ci', '--no-audit', '--no-fund'], cwd=PM2_DIR, check=True, stdout=sys.stderr)
+    pm2_version = installed_pm2()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below runs on SIGTERM too
     clutch_bin = Path(sys.argv[1]).resolve()
     pm2, clutch = Pm2(), Clutch(clutch_bin)
@@ -500,7 +506,6 @@ def main():
     if not os.access(clutch_bin, os.X_OK):
         clutch.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
     res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'graceful', 'abrupt')} for s in sides}
-    pm2_version = json.loads((PM2_DIR / 'node_modules/pm2/package.json').read_text())['version']
     node_version = subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()
     print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
           f' {WORKERS} instances of bench/hello.js each, Node {node_version}, 127.0.0.1; {os.cpu_count()} CPUs'
