@@ -1,6 +1,5 @@
 #include <signal.h>
 #include <sys/wait.h>
-
 #include <unistd.h>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -459,6 +458,14 @@ child failed_child(asio::io_context& io, error_code why) {
   auto state = std::make_shared<child_state>(io);
   state->spawn_failure = why;
   return child(std::move(state));
+}
+
+error_code signal_process(const child& c, int sig) {
+  const auto& s = c.state();
+  if (!s || s->pid <= 1 || !s->pidfd || !s->pidfd->is_open()) return clutch::errc::not_spawned;
+  if (s->reaped) return {};
+  if (int e = os::send_signal(s->pidfd->native_handle(), sig); e != 0 && e != ESRCH) return errno_error(e);
+  return {};
 }
 
 }  // namespace detail

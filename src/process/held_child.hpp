@@ -1,5 +1,5 @@
 // The process layer's one interface to the layers above it (child_state.hpp stays private): a child whose
-// 'exit' waits for one more thing than the process's end. The ipc layer's fork() uses it so that on_exit comes
+// 'exit' waits for one more thing than the process's end; and a signal to a child's own process alone. The ipc layer's fork() uses it so that on_exit comes
 // only once the channel has delivered what the child sent before it exited.
 //
 //   auto h = detail::start_held_child(io, file, argv, opts);
@@ -31,5 +31,10 @@ void on_process_end(child& c, std::function<void()> f);
 
 // A child that never started, with why (for a caller that found the problem before spawning).
 child failed_child(asio::io_context& io, error_code why);
+
+// sig to the child's own process only, even when kill() would reach its whole group (kill_tree): a watchdog's
+// SIGABRT, for a core dump of the one that hung. Through its pidfd, so never to a process that took the pid
+// after it was reaped; not_spawned for a child that never started.
+error_code signal_process(const child& c, int sig);
 
 }  // namespace clutch::detail

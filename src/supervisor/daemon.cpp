@@ -328,7 +328,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return out;
   }
 
-  // Runs action on each app; answers {"ok": …} once every one has called its finish(error text or "").
+  // Runs action on each app; answers {"ok": …} once every one has called its finish(error text or ""). An empty
+  // list answers nothing: named() has told the client why already.
   void for_each_app(const std::vector<std::shared_ptr<app>>& list, const session_ptr& s,
                     const std::function<void(const std::shared_ptr<app>&, std::function<void(std::string)>)>& action) {
     struct tally {

@@ -2,6 +2,7 @@
 // gets SIGABRT, then SIGKILL at kill_timeout, and is replaced.
 #include <signal.h>
 
+#include "process/held_child.hpp"
 #include "supervisor/engine_state.hpp"
 
 namespace clutch::supervisor::detail {
@@ -18,7 +19,7 @@ void feed_watchdog(const std::shared_ptr<engine_state>& e, const std::shared_ptr
     e->say("clutch: " + who(*w) + " missed its watchdog (" + std::to_string(e->cfg.watchdog.count()) +
            " ms): SIGABRT");
     // SIGABRT first, so that it can leave a core dump or a stack trace; then the group goes.
-    ::kill(w->pid, SIGABRT);
+    ::clutch::detail::signal_process(w->proc, SIGABRT);
     kill_at_deadline(*e, *w);
   });
 }
