@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/streambuf.hpp>
@@ -440,18 +441,43 @@ unsigned short free_port() {
   return a.local_endpoint().port();
 }
 
-std::pair<int, std::string> http_request(unsigned short port, const std::string& path) {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::socket s(io);
+namespace {
+
+template <typename Socket>
+std::pair<int, std::string> http_over(Socket& s, const std::string& path) {
   clutch::error_code ec;
-  s.connect({boost::asio::ip::address_v4::loopback(), port}, ec);
-  if (ec) return {0, {}};
   boost::asio::write(s, boost::asio::buffer("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), ec);
   std::string reply;
   boost::asio::read(s, boost::asio::dynamic_buffer(reply), ec);
   if (reply.size() < 12 || reply.compare(0, 5, "HTTP/") != 0) return {0, {}};
   const auto body = reply.find("\r\n\r\n");
   return {std::stoi(reply.substr(9, 3)), body == std::string::npos ? std::string() : reply.substr(body + 4)};
+}
+
+std::pair<int, std::string> http_tcp(const boost::asio::ip::address& at, unsigned short port, const std::string& path) {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::socket s(io);
+  clutch::error_code ec;
+  s.connect({at, port}, ec);
+  if (ec) return {0, {}};
+  return http_over(s, path);
+}
+
+}  // namespace
+
+std::pair<int, std::string> http_request(unsigned short port, const std::string& path) {
+  return http_tcp(boost::asio::ip::address_v4::loopback(), port, path);
+}
+std::pair<int, std::string> http_request_v6(unsigned short port, const std::string& path) {
+  return http_tcp(boost::asio::ip::address_v6::loopback(), port, path);
+}
+std::pair<int, std::string> http_request_unix(const std::string& socket_path, const std::string& path) {
+  boost::asio::io_context io;
+  boost::asio::local::stream_protocol::socket s(io);
+  clutch::error_code ec;
+  s.connect({socket_path}, ec);
+  if (ec) return {0, {}};
+  return http_over(s, path);
 }
 
 }  // namespace clutch_test

@@ -46,6 +46,9 @@ std::vector<pid_t> children_of(pid_t parent);
 // One GET of path on a fresh connection to 127.0.0.1:port: the status code and the body ({0, ""} when nothing
 // answered).
 std::pair<int, std::string> http_request(unsigned short port, const std::string& path = "/");
+// The same to [::1]:port, and over a Unix socket.
+std::pair<int, std::string> http_request_v6(unsigned short port, const std::string& path = "/");
+std::pair<int, std::string> http_request_unix(const std::string& socket_path, const std::string& path = "/");
 
 // A field of a JSON message, or "" / 0 when it is missing or of another type.
 std::string str(const boost::json::object& o, std::string_view name);

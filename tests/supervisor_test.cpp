@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "clutch_run.hpp"
 #include "helpers.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/listen.hpp"
@@ -25,6 +26,7 @@
 
 using namespace std::chrono_literals;
 using clutch_test::helper_args;
+using clutch_test::clutch_run;
 using clutch_test::run_until;
 using clutch_test::self;
 namespace asio = boost::asio;
@@ -187,44 +189,6 @@ TEST(ListenFds, ANodeProgramServesOnTheSocketsItInherits) {
 
 namespace {
 
-// A running `clutch run`, its output, and HTTP requests to its port.
-struct clutch_run {
-  asio::io_context io;
-  clutch::child proc;
-  std::string out, err;
-  std::optional<clutch::exit_status> exit;
-
-  explicit clutch_run(std::vector<std::string> args) {
-    clutch::options o;
-    o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
-    o.kill_tree = true;  // whatever happens, the test's end reaches everything it started
-    proc = clutch::spawn(io, CLUTCH_BINARY, args, o);
-    proc.on_data(clutch::child::out, [this](std::string_view d) { out += d; });
-    proc.on_data(clutch::child::err, [this](std::string_view d) { err += d; });
-    proc.async_wait([this](clutch::error_code, clutch::exit_status st) { exit = st; });
-  }
-  ~clutch_run() {
-    if (!exit) proc.kill(SIGKILL);
-  }
-  bool wait_for(const std::string& text, std::size_t times = 1) {
-    return run_until(io, [&] {
-      std::size_t n = 0;
-      for (auto at = err.find(text); at != std::string::npos; at = err.find(text, at + 1)) ++n;
-      return n >= times;
-    });
-  }
-  unsigned short port() {
-    const auto at = err.find("listening on 127.0.0.1:");
-    return at == std::string::npos ? 0 : static_cast<unsigned short>(std::stoi(err.substr(at + 23)));
-  }
-  // Pids from lines "worker N (pid P) started", in order.
-  std::vector<int> started() const {
-    std::vector<int> pids;
-    for (auto at = err.find("(pid "); at != std::string::npos; at = err.find("(pid ", at + 1))
-      if (err.compare(err.find(')', at), 10, ") started\n") == 0) pids.push_back(std::stoi(err.substr(at + 5)));
-    return pids;
-  }
-};
 
 // One request on a fresh connection; the body, or "" on any failure.
 std::string http_get(unsigned short port) {
@@ -462,7 +426,8 @@ TEST(ClutchRunCli, BadArgumentsGiveAClearMessageAndNonZeroExit) {
   for (const auto& b : std::vector<bad>{
            {{"run", "--listen", "nope", "--", "true"}, "--listen 'nope'"},
            {{"run", "--stop-signal", "SIGNOPE", "--", "true"}, "SIGNOPE"},
-           {{"run", "--workers", "0", "--", "true"}, "workers"},
+           {{"run", "--workers", "many", "--", "true"}, "workers"},
+           {{"run", "--workers", "2000", "--", "true"}, "1 to 1024"},
            {{"run"}, "command"},
            {{"frobnicate"}, "frobnicate"},
        }) {

@@ -14,7 +14,8 @@
 // The wire format is Node's 'json' serialization: one JSON text and '\n' per message over a Unix stream socket, the
 // child's end at NODE_CHANNEL_FD (fd 3 by default). Handles go as {"cmd":"NODE_HANDLE","type":…,"msg":…} with the
 // descriptor attached by SCM_RIGHTS, and later messages wait for the peer's NODE_HANDLE_ACK (a NACK resends).
-// Messages whose cmd begins with "NODE_" or "CLUTCH_" are internal: they never reach on_message.
+// Messages whose cmd begins with "NODE_" or "CLUTCH_" are internal: they never reach on_message (CLUTCH_ ones and
+// Node's cluster protocol, NODE_CLUSTER, reach on_internal_message).
 //
 // Threads: as for child_process.hpp, a channel belongs to one io_context running on one thread.
 #pragma once
@@ -79,9 +80,11 @@ struct channel_options {
 namespace detail {
 struct channel_state;
 using send_handler = asio::any_completion_handler<void(error_code)>;
-// Queues one message; returns whether the queue is under its high-water mark. handler may be empty.
+// Queues one message; returns whether the queue is under its high-water mark. handler may be empty. node_type
+// names the handle on the wire instead of handle::node_type(): "net.Native" gives a Node peer the bare handle, as
+// Node's cluster primary sends a listening socket to its worker.
 bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
-                  send_handler handler);
+                  send_handler handler, const char* node_type = nullptr);
 }  // namespace detail
 
 // One end of a message channel. Copies share the same channel.
@@ -113,7 +116,8 @@ class channel {
   // Node's 'disconnect': once, when the channel closes for any reason. ec is empty for an orderly close (either
   // side disconnected), else why: invalid_message, message_too_large, or the socket error.
   void on_disconnect(std::function<void(error_code ec)> handler);
-  // For clutch's own layers: messages whose cmd begins with "CLUTCH_" (NODE_ ones are handled here). Several
+  // For clutch's own layers: messages whose cmd begins with "CLUTCH_", and NODE_CLUSTER (other NODE_ ones are
+  // handled here). Several
   // layers share a channel, so each handler sees the handle by reference and moves it out only if the message is
   // its own: later handlers then find it empty.
   using internal_handler = std::function<void(const boost::json::value& message, handle& h)>;

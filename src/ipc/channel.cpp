@@ -37,6 +37,13 @@ bool starts_with(const boost::json::value& v, std::string_view prefix, const boo
   return true;
 }
 
+// Node's cluster protocol: {"cmd":"NODE_CLUSTER", "act":…}.
+bool is_cluster(const boost::json::object& o) {
+  auto it = o.find("cmd");
+  return it != o.end() && it->value().is_string() && it->value().get_string() == "NODE_CLUSTER";
+}
+bool is_cluster(const boost::json::value& v) { return v.is_object() && is_cluster(v.get_object()); }
+
 }  // namespace
 
 // Whether JSON needs an escape anywhere in s (a control character, '"' or '\\'), eight bytes at a time: Boost's
@@ -160,7 +167,7 @@ void channel_state::dispatch(std::string_view line) {
 
 void channel_state::deliver(const boost::json::value& msg, handle h) {
   const boost::json::object* obj = nullptr;
-  if (starts_with(msg, "CLUTCH_", &obj)) {
+  if (starts_with(msg, "CLUTCH_", &obj) || is_cluster(msg)) {
     // Each layer takes the handle of its own messages; the others find it empty.
     for (std::size_t i = 0, n = internal_handlers.size(); i < n && (open || i == 0); ++i) internal_handlers[i](msg, h);
     return;
@@ -184,8 +191,9 @@ void channel_state::on_node_message(const boost::json::object& msg) {
     auto it = msg.find("msg");
     const boost::json::value inner = it != msg.end() ? it->value() : boost::json::value{};
     const boost::json::object* inner_obj = nullptr;
-    // A handle for Node's own modules (cluster, net's socket lists) is theirs: it closes here, unseen.
-    if (!starts_with(inner, "NODE_", &inner_obj)) deliver(inner, std::move(h));
+    // A handle for Node's own modules (net's socket lists) is theirs: it closes here, unseen. NODE_CLUSTER is
+    // the cluster protocol, which a clutch layer may serve (the supervisor, as a Node worker's primary).
+    if (!starts_with(inner, "NODE_", &inner_obj) || is_cluster(*inner_obj)) deliver(inner, std::move(h));
   } else if (cmd == "NODE_HANDLE_ACK") {
     if (!pending) return;
     auto done = std::move(pending->handler);
@@ -203,8 +211,10 @@ void channel_state::on_node_message(const boost::json::object& msg) {
     }
     enqueue(pending->frame, pending->h.native_handle(), {});
     schedule_flush();
+  } else if (cmd == "NODE_CLUSTER") {
+    deliver(boost::json::value(msg), handle{});
   }
-  // Other NODE_ messages (NODE_SOCKET_*, NODE_CLUSTER) belong to Node's own net and cluster modules.
+  // Other NODE_ messages (NODE_SOCKET_*) belong to Node's own net module.
 }
 
 bool channel_state::send(std::string frame, handle h, send_handler handler, bool is_ack, bool accepted) {
@@ -398,7 +408,7 @@ bool send_text(channel& ch, std::string_view frame) {
 }
 
 bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::value& msg, handle h,
-                  send_handler handler) {
+                  send_handler handler, const char* node_type) {
   if (!s) throw std::logic_error("clutch::channel: send on an empty channel");
   if (h && h.what() == handle::kind::none) {
     // Only stream sockets travel: Node's receiving side could not make anything else of them.
@@ -408,7 +418,7 @@ bool channel_send(const std::shared_ptr<channel_state>& s, const boost::json::va
   if (!h) return s->send_value(msg, std::move(handler));
   boost::json::object wrapped;
   wrapped["cmd"] = "NODE_HANDLE";
-  wrapped["type"] = h.node_type();
+  wrapped["type"] = node_type ? node_type : h.node_type();
   wrapped["msg"] = msg;
   return s->send(boost::json::serialize(wrapped), std::move(h), std::move(handler));
 }

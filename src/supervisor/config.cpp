@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -112,7 +113,19 @@ struct reader {
 const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
-    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid"};
+    "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid",
+    "node_cluster", "instance_var", "shutdown_with_message"};
+
+// A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
+bool is_node_script(std::string_view program) {
+  for (std::string_view ext : {".js", ".mjs", ".cjs"})
+    if (program.size() > ext.size() && program.ends_with(ext)) return true;
+  return false;
+}
+bool is_node(std::string_view program) {
+  const auto base = program.substr(program.rfind('/') + 1);
+  return base == "node" || base == "nodejs" || is_node_script(program);
+}
 
 // A user or a group as PM2's ecosystem gives it: a number, or a name looked up now. A user's name also gives its
 // own group, for when no gid is given.
@@ -246,6 +259,27 @@ std::optional<app_spec> read_app(reader& r) {
       !r.text("agent", s.agent) || !r.text("out_file", a.out_file) || !r.text("err_file", a.err_file))
     return std::nullopt;
   if (s.program.empty()) return r.fail("command", "is missing"), std::nullopt;
+  // Node's cluster protocol for a Node program, unless node_cluster = false (true: for a wrapper, npm start…).
+  s.node_cluster = is_node(s.program);
+  if (const auto* v = o.if_contains("node_cluster")) {
+    if (!v->is_bool()) return r.fail("node_cluster", "must be true or false"), std::nullopt;
+    s.node_cluster = v->get_bool();
+  }
+  if (is_node_script(s.program)) {  // app.js: node runs it, as PM2 guesses from the extension
+    s.args.insert(s.args.begin(), s.program);
+    s.program = "node";
+  }
+  if (const auto* v = o.if_contains("shutdown_with_message")) {
+    if (!v->is_bool()) return r.fail("shutdown_with_message", "must be true or false"), std::nullopt;
+    s.shutdown_message = v->get_bool();
+  }
+  if (!r.text("instance_var", s.instance_var)) return std::nullopt;
+  if (!s.instance_var.empty() &&
+      (std::isdigit(static_cast<unsigned char>(s.instance_var[0])) ||
+       !std::all_of(s.instance_var.begin(), s.instance_var.end(),
+                    [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; })))
+    return r.fail("instance_var", "'" + s.instance_var + "' is not a variable's name (letters, digits, _)"),
+           std::nullopt;
   if (const auto* env = o.if_contains("env")) {
     if (!env->is_object()) return r.fail("env", "must be a table of strings"), std::nullopt;
     for (const auto& [k, v] : env->get_object()) {
@@ -280,11 +314,16 @@ std::optional<app_spec> read_app(reader& r) {
   std::string ready = "none", restart = "always", stop_signal = "SIGTERM";
   if (!r.text("ready", ready) || !r.text("restart", restart) || !r.text("stop_signal", stop_signal))
     return std::nullopt;
-  if (ready != "none" && ready != "notify" && ready != "listen")
-    return r.fail("ready", "must be none, notify or listen"), std::nullopt;
-  s.ready = ready == "notify" ? ready_mode::notify : ready == "listen" ? ready_mode::listen : ready_mode::none;
-  if (s.ready == ready_mode::listen && s.listen.empty())
+  if (ready != "none" && ready != "notify" && ready != "listen" && ready != "message")
+    return r.fail("ready", "must be none, notify, listen or message"), std::nullopt;
+  s.ready = ready == "notify"    ? ready_mode::notify
+            : ready == "listen"  ? ready_mode::listen
+            : ready == "message" ? ready_mode::message
+                                 : ready_mode::none;
+  if (s.ready == ready_mode::listen && s.listen.empty() && !s.node_cluster)
     return r.fail("ready", "listen needs a socket to watch: give listen too"), std::nullopt;
+  if (s.ready == ready_mode::message && !s.node_cluster)
+    return r.fail("ready", "message is a Node worker's process.send('ready'): it needs node_cluster"), std::nullopt;
   if (restart != "always" && restart != "on-failure" && restart != "never")
     return r.fail("restart", "must be always, on-failure or never"), std::nullopt;
   s.restart = restart == "never"        ? cluster::restart_policy::never

@@ -38,8 +38,8 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   if (w->watchdog_timer) w->watchdog_timer->cancel();
   if (w->drain_timer) w->drain_timer->cancel();
   resteer(e);
-  w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
-  kill_at_deadline(*e, *w);
+  if (speaks_node(*e, *w)) return disconnect_then_signal(e, w);
+  send_stop_signal(e, w);
 }
 
 // The pools' kill(): SIGKILL to its group now (a worker that never started has no process: child refuses).
@@ -57,7 +57,7 @@ process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid
 
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;
-  for (auto* t : {&w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer})
+  for (auto* t : {&w->ready_timer, &w->watchdog_timer, &w->drain_timer, &w->probe_timer, &w->grace_timer})
     if (*t) (*t)->cancel();
   if (w->pid > 0) {  // else it never started, and start_failed has told why
     e->live.erase(w->pid);
@@ -131,8 +131,20 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   o.kill_tree = true;        // its own group: the stop signal and SIGKILL reach its children
   o.death_signal = SIGKILL;  // and it does not outlive clutch
   w->started = clock::now();
+  const bool node = e->cfg.node_cluster && !w->agent;
+  if (node) {
+    // The channel after the sockets (fds 3, 4, … stay LISTEN_FDS's), as Node's primary would fork it.
+    while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
+    o.stdio.push_back(stdio::ipc);
+  }
   try {
-    w->proc = spawn(e->io, program, args, o);
+    if (node) {
+      auto forked = fork(e->io, program, args, o);
+      w->chan = forked.channel();
+      w->proc = std::move(forked);
+    } else {
+      w->proc = spawn(e->io, program, args, o);
+    }
   } catch (const std::exception& x) {  // std::bad_alloc, or an Asio object that could not be made (EMFILE)
     return start_failed(e, w, x.what());  // w->proc stays empty: no process, nothing to signal
   }
@@ -142,6 +154,7 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   e->say("clutch: " + who(*w) + " started");
   feed_watchdog(e, w);  // from the start, as systemd counts it
   pass_output(e, w);
+  if (node) serve_node(e, w);
   // At the exit itself, not when the pipes end: a grandchild may hold them open for longer.
   w->proc.on_exit([we = std::weak_ptr(e), ww = std::weak_ptr(w)](const exit_status& st) {
     auto e = we.lock();
@@ -158,23 +171,16 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int 
   w->slot = slot;
   e->by_id[id] = w;
   const bool incoming = e->pool.incoming(slot) == id;
-  auto& s = e->slot_of(slot);
   // Its members of the steered groups: new ones for a reload's replacement (the old worker keeps its own until
   // it is gone), else the slot's, so that a restarted worker takes over what waits in them.
-  if (incoming || s.socks.empty()) {
-    for (auto& g : e->groups) {
-      error_code ec;
-      const int fd = g.add(ec);
-      if (ec) {
-        drop_sockets(*e, w->socks);
-        w->socks.clear();
-        return start_failed(e, w, "no socket on " + address_text(g.bound()) + ": " + ec.message());
-      }
-      w->socks.push_back(fd);
+  for (std::size_t g = 0; g < e->groups.size(); ++g) {
+    error_code ec;
+    member_for(e, w, g, ec);
+    if (ec) {
+      if (incoming) drop_sockets(*e, w->socks);
+      w->socks.clear();
+      return start_failed(e, w, "no socket on " + address_text(e->groups[g].bound()) + ": " + ec.message());
     }
-    if (!incoming) s.socks = w->socks;
-  } else {
-    w->socks = s.socks;
   }
   std::vector<std::pair<int, std::string>> fds;
   for (const auto& src : e->sources)
@@ -184,7 +190,10 @@ void start_worker(const std::shared_ptr<engine_state>& e, std::size_t slot, int 
   std::vector<int> numbers;
   for (const auto& [fd, name] : fds) numbers.push_back(fd);
   w->inodes = socket_inodes(numbers);
-  launch(e, w, e->cfg.program, e->cfg.args, std::move(o), {{"CLUTCH_WORKER_ID", std::to_string(w->id)}});
+  environment::map vars{{"CLUTCH_WORKER_ID", std::to_string(w->id)}};
+  if (!e->cfg.instance_var.empty()) vars[e->cfg.instance_var] = std::to_string(slot);
+  if (e->cfg.node_cluster) vars["NODE_UNIQUE_ID"] = std::to_string(w->id);
+  launch(e, w, e->cfg.program, e->cfg.args, std::move(o), std::move(vars));
   if (incoming) resteer(e);  // the slot next in line changed
 }
 
@@ -210,8 +219,8 @@ bool engine_state::stop(int id) {
   auto w = worker_of(id);
   if (!w || w->exited || w->pid <= 0) return true;  // never started: no process to signal
   if (stopping || pool.incoming(w->slot) == id) {
-    stop_worker(shared_from_this(), w);
-    return true;
+    stop_worker(shared_from_this(), w);  // which arms the deadline with the stop signal
+    return false;
   }
   drain_then_stop(shared_from_this(), w);  // stop_worker once drained: the deadline counts from then
   return false;

@@ -11,7 +11,8 @@
 // that connects meanwhile is lost: it waits in the backlog); notify — once it sends READY=1 to NOTIFY_SOCKET
 // (sd_notify), from its own pid or any process of its group. The same socket takes WATCHDOG=1 and STATUS=.
 // listen — once a process of its tree waits for connections on one of its sockets (accepting.hpp): for programs
-// that say nothing, but take a while before they accept.
+// that say nothing, but take a while before they accept; a Node cluster worker also by its `listening` message.
+// message — once a Node cluster worker sends 'ready' (process.send('ready'), as PM2's wait_ready).
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -32,7 +33,8 @@
 
 namespace clutch::supervisor {
 
-enum class ready_mode { none, notify, listen };
+// message: a Node worker's process.send('ready') (PM2's wait_ready); node_cluster only.
+enum class ready_mode { none, notify, listen, message };
 
 struct run_settings {
   std::string program;
@@ -53,6 +55,16 @@ struct run_settings {
   std::string agent;
   std::chrono::milliseconds agent_restart_delay{1000};
   ready_mode ready = ready_mode::none;
+  // Node's cluster protocol (node_cluster.cpp): every worker gets a channel (NODE_CHANNEL_FD, after its sockets)
+  // and NODE_UNIQUE_ID, so that cluster.isWorker is true inside and Node's net asks clutch for every listen():
+  // an address `listen` names gets the worker's own socket of that group, any other is bound on first request and
+  // shared by the app's workers the same way. A stop sends Node's disconnect first (the worker closes its servers
+  // and finishes what is in flight), then the stop signal once its channel closes or kill_timeout has passed.
+  bool node_cluster = false;
+  // node_cluster: the message 'shutdown' goes to a worker just before its stop signal (PM2's shutdown_with_message).
+  bool shutdown_message = false;
+  // The variable that holds a worker's slot, 0…N−1, kept by every replacement in that slot (PM2's instance_var).
+  std::string instance_var = "NODE_APP_INSTANCE";
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
   std::chrono::milliseconds ready_timeout{30000};  // notify, listen: a worker not ready by then is killed (restarted)

@@ -5,11 +5,13 @@
 //   memory_limit.cpp  a worker past max_memory is replaced (a reload of its slot)
 //   routing.cpp       which workers new connections reach (steering), the drain before a stop
 //   output.cpp        stdout and stderr through pipes, to on_output
+//   node_cluster.cpp  Node's cluster protocol: a Node worker's listen() answered with clutch's sockets
 #pragma once
 
 #include <sys/types.h>
 
 #include <boost/asio/steady_timer.hpp>
+#include <boost/json/value.hpp>
 #include <algorithm>
 #include <chrono>
 #include <functional>
@@ -20,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "clutch/ipc.hpp"
 #include "cluster/reuseport_group.hpp"
 #include "cluster/slot_pool.hpp"
 #include "supervisor/engine.hpp"
@@ -40,9 +43,25 @@ struct worker {
   bool asked_to_stop = false;
   bool exited = false;
   clock::time_point started{};
-  std::optional<asio::steady_timer> ready_timer, watchdog_timer, drain_timer, probe_timer;
-  std::vector<int> socks;  // its own listening sockets, one per steered group
+  std::optional<asio::steady_timer> ready_timer, watchdog_timer, drain_timer, probe_timer, grace_timer;
+  std::vector<int> socks;  // its own listening sockets, by steered group (-1: none of that group)
   std::set<ino_t> inodes;  // every listening socket it got (--ready listen looks for them)
+  // node_cluster: Node's channel to it, the sequence number of our next message, and the servers it listens
+  // on (Node's key → its index in engine_state::node_servers).
+  std::optional<channel> chan;
+  std::int64_t seq = 0;
+  std::map<std::string, std::size_t> servers;
+  std::set<std::size_t> closed;  // steered groups it closed its server on: no new connections for it there
+  bool protocol_error = false;   // said once
+  bool signalled = false;        // the stop signal has been sent
+};
+
+// A server Node workers asked for (node_cluster): which of the engine's sockets answers it.
+struct node_server {
+  bool steered = false;
+  std::size_t index = 0;     // into groups (steered) or listeners
+  boost::json::value data;   // the first worker's _getServerData (TLS ticket keys), given to every worker
+  std::string request;       // what it answers: Node's key without the call index, for a port's second server
 };
 
 // What the engine keeps of a slot besides the pool's view of it (which worker, restarts, reload, retired).
@@ -86,6 +105,9 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
     std::string name;
   };
   std::vector<source> sources;  // what a worker gets at fds 3, 4, …, in this order
+  std::vector<node_server> node_servers;  // what Node workers asked for (node_cluster.cpp)
+  std::map<std::string, std::size_t> node_keys;  // Node's key of a server → node_servers
+  std::map<std::size_t, int> spare_members;      // a new group's first member, until a worker takes it
   std::unique_ptr<notify_socket> notify;
   std::vector<slot> slots;                      // by the pool's slot index (sized on demand)
   std::map<int, std::shared_ptr<worker>> live;  // by pid
@@ -162,6 +184,16 @@ void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_p
 // output.cpp
 void pipe_output(const engine_state& e, options& o);
 void pass_output(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+// node_cluster.cpp
+// Whether w speaks Node's cluster protocol (a worker of a node_cluster engine whose channel is open).
+bool speaks_node(const engine_state& e, const worker& w);
+void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+// Node's disconnect, then the stop signal once its channel closes (or kill_timeout has passed).
+void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+void send_stop_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
+// A member of group g for w: its own, else its slot's (not for a reload's replacement), else a new one.
+int member_for(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, std::size_t g,
+               error_code& ec);
 
 }  // namespace detail
 }  // namespace clutch::supervisor

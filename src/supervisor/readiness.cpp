@@ -1,5 +1,6 @@
-// Readiness: when a worker counts as ready (run_settings::ready: none, notify, listen), within ready_timeout; and
-// what it says on NOTIFY_SOCKET (READY=1, WATCHDOG=1, STATUS=).
+// Readiness: when a worker counts as ready (run_settings::ready: none, notify, listen, message), within
+// ready_timeout; and what it says on NOTIFY_SOCKET (READY=1, WATCHDOG=1, STATUS=). A Node worker's `listening` and
+// 'ready' come through node_cluster.cpp.
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
@@ -47,7 +48,8 @@ std::shared_ptr<worker> find_sender(const engine_state& e, pid_t from) {
 
 // After a launch: ready at once (none; the agent under listen), or once it says so or accepts, within ready_timeout.
 void watch_readiness(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (e->cfg.ready == ready_mode::none || (e->cfg.ready == ready_mode::listen && w->agent)) {
+  // The agent has no socket to watch and no channel: ready at once but under notify.
+  if (e->cfg.ready == ready_mode::none || (e->cfg.ready != ready_mode::notify && w->agent)) {
     asio::post(e->io, [e, w] { mark_ready(e, w); });
     return;
   }

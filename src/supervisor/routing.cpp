@@ -30,7 +30,7 @@ void resteer(const std::shared_ptr<engine_state>& e) {
   for (std::size_t g = 0; g < e->groups.size(); ++g) {
     std::vector<int> fds;
     for (const auto* w : chosen)
-      if (g < w->socks.size()) fds.push_back(w->socks[g]);
+      if (g < w->socks.size() && w->socks[g] >= 0 && !w->closed.contains(g)) fds.push_back(w->socks[g]);
     if (auto ec = e->groups[g].steer(std::move(fds))) e->say("clutch: cannot steer connections: " + ec.message());
   }
 }
@@ -61,7 +61,7 @@ void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_p
       }
       std::size_t waiting = 0;
       for (std::size_t g = 0; g < w->socks.size() && g < e->groups.size(); ++g)
-        waiting += e->groups[g].queued(w->socks[g]);
+        if (w->socks[g] >= 0) waiting += e->groups[g].queued(w->socks[g]);
       if (waiting == 0 || clock::now() >= deadline) {
         *poll = nullptr;
         return stop_worker(e, w);
@@ -74,7 +74,8 @@ void drain_then_stop(const std::shared_ptr<engine_state>& e, const std::shared_p
 
 // Sockets (one per steered group, in group order) leave their groups.
 void drop_sockets(engine_state& e, const std::vector<int>& socks) {
-  for (std::size_t g = 0; g < socks.size() && g < e.groups.size(); ++g) e.groups[g].remove(socks[g]);
+  for (std::size_t g = 0; g < socks.size() && g < e.groups.size(); ++g)
+    if (socks[g] >= 0) e.groups[g].remove(socks[g]);
 }
 
 // A worker that has exited: its sockets leave their groups unless its slot's next worker is to take them over.

@@ -47,6 +47,13 @@ using clutch::detail::number_of;
 
 namespace {
 
+// A script node runs, as PM2 guesses from the extension: `clutch start app.js`.
+bool node_script(std::string_view file) {
+  for (std::string_view ext : {".js", ".mjs", ".cjs"})
+    if (file.size() > ext.size() && file.ends_with(ext)) return true;
+  return false;
+}
+
 // The options `run` and `start --name` share: what an app is. They become the JSON object that config.hpp
 // checks, as a TOML file's apps do.
 struct app_options {
@@ -54,11 +61,14 @@ struct app_options {
   std::string workers;
   std::vector<std::string> listen, env;
   std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid;
+  std::string instance_var;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
-  bool shared_socket = false;
+  bool shared_socket = false, node_cluster = false, no_node_cluster = false, shutdown_message = false;
 
   void add_to(CLI::App* cmd, bool daemon) {
-    cmd->add_option("--workers", workers, "worker processes (default: CPUs; start: also \"auto\")");
+    cmd->add_option("--workers,-i,--instances", workers,
+                    "worker processes: N, max or 0 (the CPUs), -N (the CPUs but N); default: the CPUs"
+                    "; start: also \"auto\"");
     cmd->add_option("--listen", listen, "[NAME=][HOST:]PORT or unix:PATH, bound by clutch and passed as LISTEN_FDS");
     cmd->add_option("--ready", ready,
                     "when a worker counts as ready: none (default: once it runs), notify (it sends READY=1) or "
@@ -74,6 +84,14 @@ struct app_options {
     cmd->add_option("--uid", uid, "the user the workers run as: a name or a number (PM2's uid)");
     cmd->add_option("--gid", gid, "their group: a name or a number (default: the user's own group)");
     cmd->add_option("--env", env, "KEY=VALUE added to the workers' environment (repeatable)");
+    cmd->add_flag("--node-cluster", node_cluster,
+                  "serve Node's cluster protocol to the workers (the default for node and .js programs; for a "
+                  "wrapper such as npm start)");
+    cmd->add_flag("--no-node-cluster", no_node_cluster, "a Node program without Node's cluster protocol");
+    cmd->add_option("--instance-var", instance_var,
+                    "the variable that holds a worker's instance number, 0…N-1 (default NODE_APP_INSTANCE)");
+    cmd->add_flag("--shutdown-with-message", shutdown_message,
+                  "a Node worker gets the message 'shutdown' before its stop signal (PM2's shutdown_with_message)");
     cmd->add_flag("--shared-socket", shared_socket,
                   "one TCP socket per --listen that every worker accepts from (default: a socket per worker, with "
                   "new connections steered away from a worker about to stop)");
@@ -89,7 +107,11 @@ struct app_options {
   // The app as config.hpp takes it; why says what is wrong.
   std::optional<json::object> to_json(const std::vector<std::string>& command, std::string& why) const {
     json::object o;
-    o["name"] = name.empty() ? std::filesystem::path(command.front()).filename().string() : name;
+    // As PM2: app.js is named app.
+    const std::filesystem::path given(command.front());
+    o["name"] = !name.empty()                ? name
+                : node_script(command.front()) ? given.stem().string()
+                                               : given.filename().string();
     std::string program = command.front();
     // A relative path is the caller's: the daemon's own folder is another.
     if (program.find('/') != std::string::npos && program.front() != '/')
@@ -97,20 +119,31 @@ struct app_options {
     o["command"] = program;
     o["args"] = json::value_from(std::vector<std::string>(command.begin() + 1, command.end()));
     if (!workers.empty()) {
+      const long cpus = std::max(1u, std::thread::hardware_concurrency());
       if (workers == "auto") {
         o["workers"] = "auto";
+      } else if (workers == "max") {
+        o["workers"] = cpus;
       } else {
         try {
           std::size_t used = 0;
           const long n = std::stol(workers, &used);
           if (used != workers.size()) throw std::invalid_argument(workers);
-          o["workers"] = n;
+          // PM2's -i: 0 is every CPU, -N all but N (at least one).
+          o["workers"] = n == 0 ? cpus : n < 0 ? std::max(1L, cpus + n) : n;
         } catch (const std::exception&) {
-          why = "--workers '" + workers + "' must be a number (or auto)";
+          why = "--workers '" + workers + "' must be a number, max (or auto)";
           return std::nullopt;
         }
       }
     }
+    if (node_cluster && no_node_cluster) {
+      why = "--node-cluster and --no-node-cluster: one or the other";
+      return std::nullopt;
+    }
+    if (node_cluster || no_node_cluster) o["node_cluster"] = node_cluster;
+    if (!instance_var.empty()) o["instance_var"] = instance_var;
+    if (shutdown_message) o["shutdown_with_message"] = true;
     if (!listen.empty()) o["listen"] = json::value_from(listen);
     if (!ready.empty()) o["ready"] = ready;
     if (!stop_signal.empty()) o["stop_signal"] = stop_signal;
@@ -576,7 +609,24 @@ int run_command(cli_options& o) {
   return run(std::move(spec->run), spec->name, o.status_port);
 }
 
+// PM2's ecosystem file (ecosystem.config.js, NAME.config.cjs…), as opposed to an app's script.
+bool ecosystem_file(const std::string& file) {
+  const auto base = std::filesystem::path(file).filename().string();
+  return base.starts_with("ecosystem") || base.find(".config.") != std::string::npos;
+}
+
 int start_command(cli_options& o) {
+  if (node_script(o.file) && ecosystem_file(o.file)) {
+    std::cerr << "clutch start: " << o.file
+              << ": PM2's ecosystem files are not read yet; write its apps as a TOML file (docs/pm2-migration.md)"
+              << std::endl;
+    return 2;
+  }
+  // `clutch start app.js [-i N] [--name api] [-- ARGS…]`, as PM2's: node runs the script, named after it.
+  if (node_script(o.file)) {
+    o.program.insert(o.program.begin(), std::exchange(o.file, {}));
+    if (o.start_opts.name.empty()) o.start_opts.name = std::filesystem::path(o.program.front()).stem().string();
+  }
   if (o.file.empty()) {  // --name NAME [OPTIONS] -- PROGRAM
     auto& opts = o.start_opts;
     if (opts.name.empty()) {
@@ -710,9 +760,10 @@ const std::vector<command>& commands() {
        .options =
            [](CLI::App& c, cli_options& o) {
              o.start_opts.add_to(&c, true);
-             c.add_option("file", o.file, "a TOML file of [[app]] tables");
+             c.add_option("file", o.file, "a TOML file of [[app]] tables, or a Node script (app.js: as PM2's start)");
              c.add_option("--metrics-port", o.metrics_port, "if this start launches the daemon: its /metrics port");
-             c.footer("Without a file: --name NAME [OPTIONS] -- PROGRAM [ARGS…]");
+             c.footer("A script: SCRIPT.js [OPTIONS] [-- ARGS…]. Without a file: --name NAME [OPTIONS] -- PROGRAM "
+                      "[ARGS…]");
            },
        .run = start_command},
       {.name = "ls",

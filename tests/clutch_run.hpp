@@ -1,0 +1,65 @@
+// `clutch run` as the tests run it: the real binary, its output, and what it says it started.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <csignal>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "clutch/child_process.hpp"
+#include "helpers.hpp"
+
+namespace clutch_test {
+
+// A running `clutch run`, its output, and HTTP requests to its port.
+struct clutch_run {
+  boost::asio::io_context io;
+  clutch::child proc;
+  std::string out, err;
+  std::optional<clutch::exit_status> exit;
+
+  // env: added to the test's own environment.
+  explicit clutch_run(std::vector<std::string> args, clutch::environment::map env = {}) {
+    clutch::options o;
+    o.env = clutch::environment::add(std::move(env));
+    o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
+    o.kill_tree = true;  // whatever happens, the test's end reaches everything it started
+    proc = clutch::spawn(io, CLUTCH_BINARY, args, o);
+    proc.on_data(clutch::child::out, [this](std::string_view d) { out += d; });
+    proc.on_data(clutch::child::err, [this](std::string_view d) { err += d; });
+    proc.async_wait([this](clutch::error_code, clutch::exit_status st) { exit = st; });
+  }
+  ~clutch_run() {
+    if (!exit) proc.kill(SIGKILL);
+  }
+  bool wait_for(const std::string& text, std::size_t times = 1) {
+    return run_until(io, [&] {
+      std::size_t n = 0;
+      for (auto at = err.find(text); at != std::string::npos; at = err.find(text, at + 1)) ++n;
+      return n >= times;
+    });
+  }
+  // The same for what the workers print (stdout).
+  bool wait_out(const std::string& text, std::size_t times = 1) {
+    return run_until(io, [&] {
+      std::size_t n = 0;
+      for (auto at = out.find(text); at != std::string::npos; at = out.find(text, at + 1)) ++n;
+      return n >= times;
+    });
+  }
+  unsigned short port() {
+    const auto at = err.find("listening on 127.0.0.1:");
+    return at == std::string::npos ? 0 : static_cast<unsigned short>(std::stoi(err.substr(at + 23)));
+  }
+  // Pids from lines "worker N (pid P) started", in order.
+  std::vector<int> started() const {
+    std::vector<int> pids;
+    for (auto at = err.find("(pid "); at != std::string::npos; at = err.find("(pid ", at + 1))
+      if (err.compare(err.find(')', at), 10, ") started\n") == 0) pids.push_back(std::stoi(err.substr(at + 5)));
+    return pids;
+  }
+};
+
+}  // namespace clutch_test

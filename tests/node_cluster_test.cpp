@@ -1,0 +1,325 @@
+// Node's cluster protocol served by clutch: real Node programs that know nothing of clutch (tests/fixtures/
+// node_server.js calls listen() as Node's docs do), under the real `clutch run` and daemon, with real requests.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/json/parse.hpp>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "clutch/child_process.hpp"
+#include "clutch_run.hpp"
+#include "helpers.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using clutch_test::clutch_run;
+using clutch_test::free_port;
+using clutch_test::run_until;
+using clutch_test::temp_dir;
+
+const std::string server_js = CLUTCH_FIXTURES "/node_server.js";
+
+// "PID INSTANCE true" as the fixture answers; pid 0 when nothing answered.
+struct answer {
+  int pid = 0;
+  std::string instance;
+  bool worker = false;
+};
+answer parse(const std::string& body) {
+  answer a;
+  std::istringstream in(body);
+  std::string worker;
+  in >> a.pid >> a.instance >> worker;
+  a.worker = worker == "true";
+  return a;
+}
+answer get(unsigned short port) {
+  auto [code, body] = clutch_test::http_request(port);
+  return code == 200 ? parse(body) : answer{};
+}
+
+std::vector<std::string> run_args(std::vector<std::string> opts) {
+  std::vector<std::string> a{"run"};
+  a.insert(a.end(), opts.begin(), opts.end());
+  a.insert(a.end(), {"--", "node", server_js});
+  return a;
+}
+
+// Requests until every one of `instances` has answered (bounded); pid by instance.
+std::map<std::string, int> answers_from(unsigned short port, std::size_t instances) {
+  std::map<std::string, int> seen;
+  for (auto end = std::chrono::steady_clock::now() + 20s; seen.size() < instances && std::chrono::steady_clock::now() < end;) {
+    auto a = get(port);
+    if (a.pid) seen[a.instance] = a.pid;
+  }
+  return seen;
+}
+
+void stop_cleanly(clutch_run& c) {
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+  // Node's disconnect closed every server; each worker then ended by itself, with code 0.
+  EXPECT_EQ(c.exit->code, 0) << c.err;
+}
+
+TEST(NodeCluster, AnAppThatListensOnItsOwnPortIsServedByEveryWorkerAsInstances0To1) {
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err << c.out;
+  auto seen = answers_from(port, 2);
+  ASSERT_EQ(seen.size(), 2u) << c.err;
+  EXPECT_TRUE(seen.contains("0") && seen.contains("1"));
+  EXPECT_TRUE(get(port).worker) << "cluster.isWorker is true inside";
+  const auto started = c.started();
+  for (const auto& [instance, pid] : seen) EXPECT_NE(std::find(started.begin(), started.end(), pid), started.end());
+  stop_cleanly(c);
+  EXPECT_EQ(c.err.find("killed by"), std::string::npos) << c.err;
+}
+
+// The killed worker's slot keeps its socket: connections meant for it wait there for its replacement, which has
+// the same instance number.
+TEST(NodeCluster, AKilledWorkerIsReplacedInItsOwnInstanceAndNoRequestFails) {
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+  auto before = answers_from(port, 2);
+  ASSERT_EQ(before.size(), 2u);
+  ::kill(before["0"], SIGKILL);
+  int failed = 0;
+  std::map<std::string, int> after;
+  for (auto end = std::chrono::steady_clock::now() + 20s;
+       (after.size() < 2 || after["0"] == before["0"]) && std::chrono::steady_clock::now() < end;) {
+    auto a = get(port);
+    failed += a.pid == 0;
+    if (a.pid) after[a.instance] = a.pid;
+  }
+  EXPECT_NE(after["0"], before["0"]) << c.err;
+  EXPECT_NE(after["0"], 0) << c.err;
+  EXPECT_EQ(after["1"], before["1"]);
+  EXPECT_EQ(failed, 0) << c.err;
+  stop_cleanly(c);
+}
+
+// A handler-less app (SIGTERM would kill it mid-request) reloaded while a client keeps asking: Node's disconnect
+// comes first, so each old worker finishes what it has and exits by itself.
+TEST(NodeCluster, AReloadUnderARequestLoopLosesNoRequestAndKeepsTheInstances) {
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+  auto before = answers_from(port, 2);
+  ASSERT_EQ(before.size(), 2u);
+  std::atomic<bool> done{false};
+  std::atomic<int> failed{0}, served{0};
+  std::thread client([&] {
+    while (!done) (get(port).pid ? served : failed)++;
+  });
+  ::kill(c.proc.pid(), SIGHUP);
+  const bool reloaded = c.wait_for("reload done");
+  done = true;
+  client.join();
+  ASSERT_TRUE(reloaded) << c.err;
+  EXPECT_EQ(failed, 0) << c.err;
+  EXPECT_GT(served, 0);
+  auto after = answers_from(port, 2);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_NE(after["0"], before["0"]);
+  EXPECT_NE(after["1"], before["1"]);
+  EXPECT_NE(c.err.find("exited with code 0"), std::string::npos) << c.err;
+  stop_cleanly(c);
+}
+
+TEST(NodeCluster, TheAppSeesNodesOwnBindError) {
+  // Someone else holds the port: the worker's listen() fails with EADDRINUSE, as it would under Node's primary.
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor other(io, {boost::asio::ip::address_v6::any(), 0});
+  const auto port = other.local_endpoint().port();
+  clutch_run c(run_args({"--workers", "1", "--restart", "never"}), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(c.wait_out("error EADDRINUSE")) << c.err << c.out;
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+}
+
+// Node's primary keys a listen(0) by its call's index: every worker's first server shares one port, every
+// worker's second server another.
+TEST(NodeCluster, ListenZeroGivesTheNthServerOfEveryWorkerTheSamePort) {
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", "0"}, {"SERVERS", "2"}});
+  ASSERT_TRUE(c.wait_out("ports", 2)) << c.err;
+  std::set<std::string> lines;
+  for (auto at = c.out.find("ports "); at != std::string::npos; at = c.out.find("ports ", at + 1))
+    lines.insert(c.out.substr(at, c.out.find('\n', at) - at));
+  ASSERT_EQ(lines.size(), 1u) << c.out;
+  std::istringstream in(lines.begin()->substr(6));
+  unsigned short a = 0, b = 0;
+  in >> a >> b;
+  EXPECT_NE(a, 0);
+  EXPECT_NE(a, b);
+  EXPECT_EQ(answers_from(a, 2).size(), 2u);
+  EXPECT_EQ(answers_from(b, 2).size(), 2u);
+  stop_cleanly(c);
+}
+
+TEST(NodeCluster, UnixSocketPathsAndIpv6Work) {
+  temp_dir d;
+  const std::string path = d.path + "/app.sock";
+  {
+    clutch_run c(run_args({"--workers", "2"}), {{"SOCKET_PATH", path}});
+    ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+    std::set<std::string> instances;
+    for (int i = 0; i < 200 && instances.size() < 2; ++i) {
+      auto [code, body] = clutch_test::http_request_unix(path);
+      if (code == 200) instances.insert(parse(body).instance);
+    }
+    EXPECT_EQ(instances.size(), 2u) << c.err;
+    stop_cleanly(c);
+    EXPECT_FALSE(std::filesystem::exists(path)) << "the socket file clutch made is left behind";
+  }
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}, {"HOST", "::1"}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+  std::set<std::string> instances;
+  for (int i = 0; i < 200 && instances.size() < 2; ++i) {
+    auto [code, body] = clutch_test::http_request_v6(port);
+    if (code == 200) instances.insert(parse(body).instance);
+  }
+  EXPECT_EQ(instances.size(), 2u) << c.err;
+  EXPECT_EQ(clutch_test::http_request(port).first, 0) << "::1 only, not 127.0.0.1";
+  stop_cleanly(c);
+}
+
+// server.close() in one worker (Node's close act): new connections go to the other worker only.
+TEST(NodeCluster, AServerClosedInOneWorkerGetsNoNewConnection) {
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}, {"CLOSE_IN", "0"}});
+  ASSERT_TRUE(c.wait_out("closed")) << c.err << c.out;
+  int from_0 = 0, from_1 = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto a = get(port);
+    from_0 += a.instance == "0";
+    from_1 += a.instance == "1";
+  }
+  EXPECT_EQ(from_0, 0);
+  EXPECT_EQ(from_1, 40) << c.err;
+  stop_cleanly(c);
+}
+
+// https and http2 servers hand their TLS ticket keys to the primary (_getServerData); every worker gets the
+// first one's, so that a session resumes on any of them.
+TEST(NodeCluster, HttpsAndHttp2WorkersShareTheirTicketKeys) {
+  temp_dir d;
+  auto gen = clutch::spawn_sync("openssl", {"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                                            d.path + "/key.pem", "-out", d.path + "/cert.pem", "-subj",
+                                            "/CN=localhost", "-days", "1"});
+  ASSERT_EQ(gen.status.code, 0) << gen.err;
+  clutch_run c(run_args({"--workers", "2"}),
+               {{"PORT", "0"}, {"TLS", d.path + "/key.pem:" + d.path + "/cert.pem"}});
+  ASSERT_TRUE(c.wait_out("tickets", 2)) << c.err << c.out;
+  std::set<std::string> tickets, ports;
+  for (auto at = c.out.find("tickets "); at != std::string::npos; at = c.out.find("tickets ", at + 1))
+    tickets.insert(c.out.substr(at, c.out.find('\n', at) - at));
+  for (auto at = c.out.find("ports "); at != std::string::npos; at = c.out.find("ports ", at + 1))
+    ports.insert(c.out.substr(at + 6, c.out.find(' ', at + 6) - at - 6));
+  EXPECT_EQ(tickets.size(), 1u) << c.out;
+  ASSERT_EQ(ports.size(), 1u) << c.out;
+  // A real TLS request through the shared https port, from Node.
+  auto r = clutch::spawn_sync(
+      "node", {"-e", "require('https').get({port: " + *ports.begin() +
+                         ", rejectUnauthorized: false}, (res) => res.pipe(process.stdout)).on('error', (e) => "
+                         "{ console.error(e); process.exit(1); })"});
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  EXPECT_TRUE(parse(r.out).worker) << r.out;
+  stop_cleanly(c);
+}
+
+// PM2's wait_ready: a worker is ready once it sends 'ready'; one that never does is not ready in time.
+TEST(NodeCluster, ReadyMessageIsWaitedFor) {
+  {
+    const auto port = free_port();
+    clutch_run c(run_args({"--workers", "2", "--ready", "message"}),
+                 {{"PORT", std::to_string(port)}, {"READY_AFTER", "200"}});
+    ASSERT_TRUE(c.wait_for(") ready", 2)) << c.err;
+    ::kill(c.proc.pid(), SIGHUP);
+    ASSERT_TRUE(c.wait_for("reload done")) << c.err;
+    EXPECT_TRUE(c.wait_for(") ready", 4)) << c.err;
+    stop_cleanly(c);
+  }
+  clutch_run c(run_args({"--workers", "1", "--ready", "message", "--ready-timeout", "400"}),
+               {{"PORT", std::to_string(free_port())}});
+  ASSERT_TRUE(c.wait_for("not ready within 400 ms")) << c.err;
+  EXPECT_EQ(c.err.find(") ready"), std::string::npos) << c.err;
+}
+
+TEST(NodeCluster, ShutdownMessageComesBeforeTheStop) {
+  clutch_run c(run_args({"--workers", "2", "--shutdown-with-message"}),
+               {{"PORT", std::to_string(free_port())}, {"ON_SHUTDOWN", "1"}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+  stop_cleanly(c);
+  EXPECT_TRUE(c.wait_out("got shutdown", 2)) << c.out;
+}
+
+// A worker that sends what Node's never would (an unknown act, a malformed queryServer, a flood of 200 servers)
+// gets refusals; clutch says so once, and the other worker serves on.
+TEST(NodeCluster, AWorkerThatBreaksTheProtocolHarmsOnlyItself) {
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}, {"HOSTILE", "1"}});
+  ASSERT_TRUE(c.wait_out("refused")) << c.err << c.out;
+  const auto at = c.out.find("refused ");
+  EXPECT_GE(std::stoi(c.out.substr(at + 8)), 130) << "at most 64 servers a worker";
+  EXPECT_NE(c.err.find("'bogus' is not one clutch serves"), std::string::npos) << c.err;
+  EXPECT_EQ(answers_from(port, 2).size(), 2u) << c.err;
+  std::size_t fds = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(c.proc.pid()) + "/fd"))
+    ++fds;
+  EXPECT_LT(fds, 120u);
+  stop_cleanly(c);
+}
+
+// A wrapper (a shell here; npm start in life) is told to speak it; a Node program can be told not to.
+TEST(NodeCluster, AWrapperCanBeToldToSpeakItAndNodeToNot) {
+  {
+    const auto port = free_port();
+    clutch_run c({"run", "--workers", "2", "--node-cluster", "--", "/bin/sh", "-c", "node " + server_js + "; exit $?"},
+                 {{"PORT", std::to_string(port)}});
+    ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+    EXPECT_EQ(answers_from(port, 2).size(), 2u) << c.err;
+    stop_cleanly(c);
+  }
+  const auto port = free_port();
+  clutch_run c(run_args({"--workers", "1", "--no-node-cluster"}), {{"PORT", std::to_string(port)}});
+  ASSERT_TRUE(c.wait_out("listening")) << c.err;
+  auto a = get(port);
+  EXPECT_NE(a.pid, 0);
+  EXPECT_FALSE(a.worker);
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
+}
+
+// PM2's `pm2 start app.js -i 2`: the daemon's app is named after the script and node runs it.
+TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
+  temp_dir home;
+  const auto port = free_port();
+  auto cli = [&](std::vector<std::string> args) {
+    clutch::options o;
+    o.env = clutch::environment::add({{"CLUTCH_HOME", home.path}, {"PORT", std::to_string(port)}});
+    o.timeout = 60s;
+    return clutch::spawn_sync(CLUTCH_BINARY, args, o);
+  };
+  auto r = cli({"start", server_js, "-i", "2"});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  EXPECT_NE(r.out.find("started node_server"), std::string::npos) << r.out;
+  EXPECT_EQ(answers_from(port, 2).size(), 2u);
+  auto ls = cli({"ls", "--json"});
+  EXPECT_NE(ls.out.find("\"node_server\""), std::string::npos) << ls.out;
+  r = cli({"start", std::filesystem::path(server_js).parent_path().string() + "/ecosystem.config.js"});
+  EXPECT_EQ(r.status.code, 2);
+  EXPECT_NE(r.err.find("ecosystem"), std::string::npos) << r.err;
+  EXPECT_EQ(cli({"kill"}).status.code, 0);
+}
+
+}  // namespace
