@@ -32,12 +32,13 @@ struct answer {
   int pid = 0;
   std::string instance;
   bool worker = false;
+  std::string greeting;
 };
 answer parse(const std::string& body) {
   answer a;
   std::istringstream in(body);
   std::string worker;
-  in >> a.pid >> a.instance >> worker;
+  in >> a.pid >> a.instance >> worker >> a.greeting;
   a.worker = worker == "true";
   return a;
 }
@@ -300,16 +301,23 @@ TEST(NodeCluster, AWrapperCanBeToldToSpeakItAndNodeToNot) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
 }
 
-// PM2's `pm2 start app.js -i 2`: the daemon's app is named after the script and node runs it.
-TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
+// The clutch command, in a home of its own, with env added to the test's environment.
+struct cli_in {
   temp_dir home;
-  const auto port = free_port();
-  auto cli = [&](std::vector<std::string> args) {
+  clutch::sync_result operator()(std::vector<std::string> args, clutch::environment::map env = {}) const {
     clutch::options o;
-    o.env = clutch::environment::add({{"CLUTCH_HOME", home.path}, {"PORT", std::to_string(port)}});
+    env["CLUTCH_HOME"] = home.path;
+    o.env = clutch::environment::add(std::move(env));
     o.timeout = 60s;
     return clutch::spawn_sync(CLUTCH_BINARY, args, o);
-  };
+  }
+};
+
+// PM2's `pm2 start app.js -i 2`: the daemon's app is named after the script and node runs it.
+TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
+  const auto port = free_port();
+  cli_in clutch_cli;
+  auto cli = [&](std::vector<std::string> args) { return clutch_cli(std::move(args), {{"PORT", std::to_string(port)}}); };
   auto r = cli({"start", server_js, "-i", "2"});
   ASSERT_EQ(r.status.code, 0) << r.err;
   EXPECT_NE(r.out.find("started node_server"), std::string::npos) << r.out;
@@ -319,6 +327,29 @@ TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
   r = cli({"start", std::filesystem::path(server_js).parent_path().string() + "/ecosystem.config.js"});
   EXPECT_EQ(r.status.code, 2);
   EXPECT_NE(r.err.find("ecosystem"), std::string::npos) << r.err;
+  EXPECT_EQ(cli({"kill"}).status.code, 0);
+}
+
+// As under PM2, an app starts from the environment of the `clutch start` that started it, not the daemon's, and
+// keeps it until restart or reload --update-env gives it the caller's again.
+TEST(NodeCluster, AnAppStartsFromItsStartersEnvironmentAndUpdateEnvTakesItAgain) {
+  cli_in cli;
+  const std::string port = std::to_string(free_port());
+  ASSERT_EQ(cli({"start", "--name", "first", "--", "sleep", "600"}, {{"GREETING", "daemon"}}).status.code, 0);
+  auto r = cli({"start", server_js, "-i", "1"}, {{"PORT", port}, {"GREETING", "hello"}});
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  auto greeting = [&] {
+    std::string g;
+    clutch_test::eventually([&] { return !(g = get(static_cast<unsigned short>(std::stoi(port))).greeting).empty(); });
+    return g;
+  };
+  EXPECT_EQ(greeting(), "hello");
+  ASSERT_EQ(cli({"restart", "node_server"}, {{"GREETING", "ignored"}}).status.code, 0);
+  EXPECT_EQ(greeting(), "hello");
+  ASSERT_EQ(cli({"restart", "node_server", "--update-env"}, {{"PORT", port}, {"GREETING", "bye"}}).status.code, 0);
+  EXPECT_EQ(greeting(), "bye");
+  ASSERT_EQ(cli({"reload", "node_server", "--update-env"}, {{"PORT", port}, {"GREETING", "again"}}).status.code, 0);
+  EXPECT_EQ(greeting(), "again");
   EXPECT_EQ(cli({"kill"}).status.code, 0);
 }
 

@@ -349,6 +349,30 @@ TEST(ClutchRunStop, SigtermEndsEveryTreeEvenAGrandchildThatIgnoresIt) {
   for (int pid : pids) EXPECT_FALSE(clutch_test::process_alive(pid)) << pid;
 }
 
+// kill_mode = "mixed": the stop signal reaches the main process only, which stops its child itself (here with
+// SIGUSR1); "group" (the default) signals the child too.
+TEST(ClutchRunStop, KillModeMixedSignalsTheMainProcessOnly) {
+  const std::string script =
+      "child() { trap 'echo child got TERM; exit 0' TERM; trap 'echo child told by main; exit 0' USR1; "
+      "echo child up; while :; do sleep 0.05; done; }; child & c=$!; "
+      "trap 'echo main got TERM; sleep 0.3; kill -USR1 $c; wait $c; exit 0' TERM; echo up; while :; do sleep 0.05; done";
+  for (const std::string mode : {"mixed", "group"}) {
+    clutch_run c({"run", "--workers", "1", "--kill-mode", mode, "--", "/bin/sh", "-c", script});
+    // Both have set their traps.
+    ASSERT_TRUE(run_until(c.io, [&] { return c.out.find("\nup\n") != std::string::npos || c.out.starts_with("up\n"); }));
+    ASSERT_TRUE(run_until(c.io, [&] { return c.out.find("child up") != std::string::npos; })) << c.err;
+    ::kill(c.proc.pid(), SIGTERM);
+    ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+    EXPECT_NE(c.out.find("main got TERM"), std::string::npos) << c.out;
+    if (mode == "mixed") {
+      EXPECT_NE(c.out.find("child told by main"), std::string::npos) << c.out;
+      EXPECT_EQ(c.out.find("child got TERM"), std::string::npos) << c.out;
+    } else {
+      EXPECT_NE(c.out.find("child got TERM"), std::string::npos) << c.out;
+    }
+  }
+}
+
 TEST(ClutchRunStop, TheUnixSocketFileItMadeIsRemovedAndOnlyThatOne) {
   char tmpl[] = "/tmp/clutch-u-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);

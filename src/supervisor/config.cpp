@@ -114,7 +114,7 @@ const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
     "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid",
-    "node_cluster", "instance_var", "shutdown_with_message"};
+    "node_cluster", "instance_var", "shutdown_with_message", "kill_mode"};
 
 // A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
 bool is_node_script(std::string_view program) {
@@ -311,9 +311,12 @@ std::optional<app_spec> read_app(reader& r) {
     if (!spec) return r.fail("listen", bad, std::to_string(s.listen.size())), std::nullopt;
     s.listen.push_back(*spec);
   }
-  std::string ready = "none", restart = "always", stop_signal = "SIGTERM";
-  if (!r.text("ready", ready) || !r.text("restart", restart) || !r.text("stop_signal", stop_signal))
+  std::string ready = "none", restart = "always", stop_signal = "SIGTERM", kill_mode = "group";
+  if (!r.text("ready", ready) || !r.text("restart", restart) || !r.text("stop_signal", stop_signal) ||
+      !r.text("kill_mode", kill_mode))
     return std::nullopt;
+  if (kill_mode != "group" && kill_mode != "mixed") return r.fail("kill_mode", "must be group or mixed"), std::nullopt;
+  s.kill_mixed = kill_mode == "mixed";
   if (ready != "none" && ready != "notify" && ready != "listen" && ready != "message")
     return r.fail("ready", "must be none, notify, listen or message"), std::nullopt;
   s.ready = ready == "notify"    ? ready_mode::notify

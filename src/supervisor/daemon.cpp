@@ -91,6 +91,16 @@ struct app {
   std::deque<std::pair<std::string, std::string>> written[2];  // {time, line}
 };
 
+// The environment of the `clutch` command that sent req ("env": {NAME: VALUE}), if it sent one.
+std::optional<environment::map> caller_env(const json::object& req) {
+  const auto* env = req.if_contains("env");
+  if (!env || !env->is_object()) return std::nullopt;
+  environment::map out;
+  for (const auto& [k, v] : env->get_object())
+    if (v.is_string() && !k.empty()) out[std::string(k)] = std::string(v.get_string());
+  return out;
+}
+
 const char* state_name(app::state s) {
   switch (s) {
     case app::state::running: return "running";
@@ -409,8 +419,17 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     });
   }
 
+  // --update-env (PM2's): the apps start from the caller's environment from now on.
+  static void update_env(const json::object& req, app& a) {
+    const auto* u = req.if_contains("update_env");
+    if (!u || !u->is_bool() || !u->get_bool()) return;
+    if (auto env = caller_env(req)) a.spec.run.base_env = std::move(env);
+    if (a.eng) a.eng->set_settings(a.spec.run);
+  }
+
   void restart(const json::object& req, const session_ptr& s) {
-    for_each_app(named(req, s), s, [this](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+    for_each_app(named(req, s), s, [this, req](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+      update_env(req, *a);
       stop(a, [this, a, finish]() {
         std::string why;
         launch(a, why);
@@ -422,8 +441,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   // {name} reloads running apps; {apps} is a file's apps, with the settings it has now (reload_file).
   void reload(const json::object& req, const session_ptr& s) {
     if (req.contains("apps")) return reload_file(req, s);
-    for_each_app(named(req, s), s, [](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
+    for_each_app(named(req, s), s, [req](const std::shared_ptr<app>& a, std::function<void(std::string)> finish) {
       if (a->st != app::state::running) return finish("it is " + std::string(state_name(a->st)));
+      update_env(req, *a);
       a->eng->reload([finish](error_code ec) { finish(ec ? ec.message() : ""); });
     });
   }
@@ -581,6 +601,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     for (auto& [spec, source] : specs) {
       auto a = std::make_shared<app>();
       a->spec = std::move(spec);
+      a->spec.run.base_env = caller_env(req);
       a->source = std::move(source);
       const auto name = a->spec.name;
       apps[name] = a;
@@ -660,9 +681,13 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       else s->send({{"ok", false}, {"error", t->errors}, {"apps", t->done}});
       s->end();
     };
+    const auto* u = req.if_contains("update_env");
+    const bool take_env = u && u->is_bool() && u->get_bool();
     for (auto& [spec, source] : specs) {
       const std::string name = spec.name;
       auto it = apps.find(name);
+      // A new app starts from the caller's environment; a known one keeps its own unless --update-env.
+      spec.run.base_env = it == apps.end() || take_env ? caller_env(req) : it->second->spec.run.base_env;
       if (it == apps.end() || it->second->st != app::state::running) {
         auto a = std::make_shared<app>();
         a->spec = std::move(spec);

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "common/exit_text.hpp"
+#include "process/held_child.hpp"
 #include "supervisor/accepting.hpp"
 #include "supervisor/engine_state.hpp"
 
@@ -31,6 +32,20 @@ void check_stopped(const std::shared_ptr<engine_state>& e) {
 // A worker asked to end (stop signal, watchdog) that is still there after kill_timeout: its pool's kill(), SIGKILL
 // to its group.
 void kill_at_deadline(engine_state& e, const worker& w) { (w.agent ? e.agent_pool : e.pool).kill_at_deadline(w.id); }
+
+// The stop signal (once), and the kill deadline from now.
+void send_stop_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  if (w->exited || std::exchange(w->signalled, true)) return;
+  if (w->grace_timer) w->grace_timer->cancel();
+  if (e->cfg.kill_mixed) {
+    error_code ec;
+    const int sig = signal_spec(e->cfg.stop_signal).resolve(ec);
+    if (!ec) ::clutch::detail::signal_process(w->proc, sig);  // its main process only
+  } else {
+    w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
+  }
+  kill_at_deadline(*e, *w);
+}
 
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   if (w->exited || w->asked_to_stop) return;
@@ -123,6 +138,7 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
             const std::vector<std::string>& args, options o, environment::map vars) {
   if (e->notify) vars["NOTIFY_SOCKET"] = e->notify->address();
   if (e->cfg.watchdog.count() > 0) vars["WATCHDOG_USEC"] = std::to_string(e->cfg.watchdog.count() * 1000);
+  if (e->cfg.base_env) o.env = environment::replace(*e->cfg.base_env).plus(o.env.vars());
   o.env = o.env.plus(e->cfg.env).plus(vars);
   o.cwd = e->cfg.cwd;
   o.uid = e->cfg.uid;

@@ -41,6 +41,9 @@ struct run_settings {
   std::vector<std::string> args;
   std::string cwd;               // empty: clutch's own
   environment::map env;          // added to clutch's environment (the agent gets them too)
+  // The environment the processes start from instead of clutch's own: the daemon's apps get the one of the
+  // `clutch start` that started them, as PM2's do (env is then added to it).
+  std::optional<environment::map> base_env;
   std::optional<uid_t> uid;      // the user the workers and the agent run as (PM2's uid); unset: clutch's
   std::optional<gid_t> gid;
   unsigned workers = 1;
@@ -67,6 +70,11 @@ struct run_settings {
   std::string instance_var = "NODE_APP_INSTANCE";
   signal_spec stop_signal{SIGTERM};
   std::chrono::milliseconds kill_timeout{5000};   // stop signal → SIGKILL of the worker's whole group
+  // kill_mode = "mixed" (systemd's): the stop signal goes to the worker's main process only, for programs that
+  // stop their own children (a gunicorn master, a Node app with child processes); SIGKILL still goes to the whole
+  // group at kill_timeout, and what the main process leaves behind is ended too. false ("group"): the stop
+  // signal goes to the whole group.
+  bool kill_mixed = false;
   std::chrono::milliseconds ready_timeout{30000};  // notify, listen: a worker not ready by then is killed (restarted)
   // A worker must send WATCHDOG=1 at least this often (it gets WATCHDOG_USEC, as from systemd); one that misses
   // gets SIGABRT, SIGKILL after kill_timeout, and is replaced. 0: no watchdog.

@@ -168,6 +168,8 @@ void start_workers(const std::shared_ptr<engine_state>& e);
 void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // Its pool kills it kill_timeout from now unless it exits first.
 void kill_at_deadline(engine_state& e, const worker& w);
+// The stop signal, once (to its group, or its main process under kill_mode mixed), and the deadline from then.
+void send_stop_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // readiness.cpp
 void watch_readiness(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 void mark_ready(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
@@ -190,7 +192,6 @@ bool speaks_node(const engine_state& e, const worker& w);
 void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // Node's disconnect, then the stop signal once its channel closes (or kill_timeout has passed).
 void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
-void send_stop_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // A member of group g for w: its own, else its slot's (not for a reload's replacement), else a new one.
 int member_for(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, std::size_t g,
                error_code& ec);

@@ -319,11 +319,4 @@ void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::s
   });
 }
 
-void send_stop_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (w->exited || std::exchange(w->signalled, true)) return;
-  if (w->grace_timer) w->grace_timer->cancel();
-  w->proc.kill(e->cfg.stop_signal);  // kill_tree: its whole group
-  kill_at_deadline(*e, *w);
-}
-
 }  // namespace clutch::supervisor::detail

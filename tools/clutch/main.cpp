@@ -27,6 +27,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "common/json_fields.hpp"
@@ -60,7 +61,7 @@ struct app_options {
   std::string name;
   std::string workers;
   std::vector<std::string> listen, env;
-  std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid;
+  std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid, kill_mode;
   std::string instance_var;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
   bool shared_socket = false, node_cluster = false, no_node_cluster = false, shutdown_message = false;
@@ -76,6 +77,9 @@ struct app_options {
     cmd->add_option("--ready-timeout", ready_timeout_ms, "ms a worker has to be ready (notify, listen; default 30000)");
     cmd->add_option("--stop-signal", stop_signal, "what a worker's group gets to stop (default SIGTERM)");
     cmd->add_option("--kill-timeout", kill_timeout_ms, "ms from the stop signal to SIGKILL (default 5000)");
+    cmd->add_option("--kill-mode", kill_mode,
+                    "group (default): the stop signal to the worker's whole process group; mixed: to its main "
+                    "process only (it stops its own children), SIGKILL to the group at the deadline");
     cmd->add_option("--watchdog", watchdog_ms, "ms within which each worker must send WATCHDOG=1 (0: none)");
     cmd->add_option("--agent", agent, "a command (run by /bin/sh -c) started before the workers, stopped after");
     cmd->add_option("--max-memory", max_memory, "replace a worker gracefully past this RSS (e.g. 512M, 2G)");
@@ -148,6 +152,7 @@ struct app_options {
     if (!ready.empty()) o["ready"] = ready;
     if (!stop_signal.empty()) o["stop_signal"] = stop_signal;
     if (!restart.empty()) o["restart"] = restart;
+    if (!kill_mode.empty()) o["kill_mode"] = kill_mode;
     if (!agent.empty()) o["agent"] = agent;
     if (!max_memory.empty()) o["max_memory"] = max_memory;
     if (!log_max_size.empty()) o["log_max_size"] = log_max_size;
@@ -560,7 +565,7 @@ struct cli_options {
   unsigned short status_port = 0;
   unsigned metrics_port = 0;
   std::string file, name;
-  bool as_json = false, follow = false, timestamps = false;
+  bool as_json = false, follow = false, timestamps = false, update_env = false;
   long count = 0, lines = 15;
   std::vector<std::string> program;  // PROGRAM [ARGS…] after --
   std::chrono::milliseconds timeout{};
@@ -609,6 +614,25 @@ int run_command(cli_options& o) {
   return run(std::move(spec->run), spec->name, o.status_port);
 }
 
+// req with this command's environment ("env"), which new apps start from, as under PM2; with update_env
+// (--update-env), the apps it names too. Not what belongs to this process alone: its supervisor's sockets and
+// channels.
+json::object with_env(json::object req, bool update_env = false) {
+  static const std::set<std::string_view> own{
+      "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+      "NODE_CHANNEL_FD", "NODE_CHANNEL_SERIALIZATION_MODE", "NODE_UNIQUE_ID", "CLUTCH_WORKER_ID", "CLUTCH_AGENT"};
+  json::object env;
+  for (char** e = environ; *e; ++e) {
+    const std::string_view kv(*e);
+    const auto eq = kv.find('=');
+    if (eq == std::string_view::npos || eq == 0 || own.contains(kv.substr(0, eq))) continue;
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  req["env"] = std::move(env);
+  if (update_env) req["update_env"] = true;
+  return req;
+}
+
 // PM2's ecosystem file (ecosystem.config.js, NAME.config.cjs…), as opposed to an app's script.
 bool ecosystem_file(const std::string& file) {
   const auto base = std::filesystem::path(file).filename().string();
@@ -643,7 +667,7 @@ int start_command(cli_options& o) {
       std::cerr << "clutch start: " << why << std::endl;
       return 2;
     }
-    const int rc = call({{"cmd", "start"}, {"apps", json::array{*js}}}, [](const json::object&) { return true; },
+    const int rc = call(with_env({{"cmd", "start"}, {"apps", json::array{*js}}}), [](const json::object&) { return true; },
                         o.timeout, true, o.metrics_port);
     if (rc == 0) std::cout << "clutch: started " << opts.name << std::endl;
     return rc;
@@ -672,7 +696,7 @@ int start_command(cli_options& o) {
   json::array apps;
   for (auto& a : cfg->apps) apps.push_back(a);
   // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
-  return call({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}}, print_apps, o.timeout, true,
+  return call(with_env({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}}), print_apps, o.timeout, true,
               o.metrics_port ? o.metrics_port : cfg->metrics_port);
 }
 
@@ -680,7 +704,7 @@ int start_command(cli_options& o) {
 // none runs. `clutch reload NAME|all`: one worker at a time.
 int reload_command(cli_options& o) {
   if (!o.name.ends_with(".toml") && o.name.find('/') == std::string::npos) {
-    return ask({{"cmd", "reload"}, {"name", o.name}}, o, [&](const json::object&) {
+    return ask(with_env({{"cmd", "reload"}, {"name", o.name}}, o.update_env), o, [&](const json::object&) {
       std::cout << "clutch: reload " << o.name << ": done" << std::endl;
       return true;
     });
@@ -693,7 +717,7 @@ int reload_command(cli_options& o) {
   }
   json::array apps;
   for (auto& a : cfg->apps) apps.push_back(a);
-  return call({{"cmd", "reload"}, {"apps", std::move(apps)}},
+  return call(with_env({{"cmd", "reload"}, {"apps", std::move(apps)}}, o.update_env),
               [&](const json::object& a) {
                 for (const auto& s : a.at("apps").as_array())
                   std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
@@ -733,10 +757,15 @@ int kill_command(cli_options& o) {
 command app_verb(const std::string& verb) {
   return {.name = verb,
           .help = verb + " an app, or all",
-          .options = [](CLI::App& c, cli_options& o) { c.add_option("name", o.name, "the app, or all")->required(); },
+          .options =
+              [verb](CLI::App& c, cli_options& o) {
+                c.add_option("name", o.name, "the app, or all")->required();
+                if (verb == "restart")
+                  c.add_flag("--update-env", o.update_env, "the app starts from this command's environment now");
+              },
           .waits = [](const cli_options&) { return answer::when_done; },
           .run = [verb](cli_options& o) {
-            return ask({{"cmd", verb}, {"name", o.name}}, o, [&](const json::object&) {
+            return ask(with_env({{"cmd", verb}, {"name", o.name}}, o.update_env), o, [&](const json::object&) {
               std::cout << "clutch: " << verb << " " << o.name << ": done" << std::endl;
               return true;
             });
@@ -809,6 +838,7 @@ const std::vector<command>& commands() {
        .options =
            [](CLI::App& c, cli_options& o) {
              c.add_option("name", o.name, "the app, all, or a FILE.toml")->required();
+             c.add_flag("--update-env", o.update_env, "the apps start from this command's environment now");
            },
        .waits = [](const cli_options&) { return answer::when_done; },
        .run = reload_command},
