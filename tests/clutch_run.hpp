@@ -11,6 +11,8 @@
 #include "clutch/child_process.hpp"
 #include "helpers.hpp"
 
+#include <chrono>
+
 namespace clutch_test {
 
 // A running `clutch run`, its output, and HTTP requests to its port.
@@ -59,6 +61,18 @@ struct clutch_run {
     for (auto at = err.find("(pid "); at != std::string::npos; at = err.find("(pid ", at + 1))
       if (err.compare(err.find(')', at), 10, ") started\n") == 0) pids.push_back(std::stoi(err.substr(at + 5)));
     return pids;
+  }
+};
+
+// The clutch command with a daemon home of its own (CLUTCH_HOME), and env added to the test's environment.
+struct clutch_home {
+  temp_dir home;
+  clutch::sync_result operator()(std::vector<std::string> args, clutch::environment::map env = {}) const {
+    clutch::options o;
+    env["CLUTCH_HOME"] = home.path;
+    o.env = clutch::environment::add(std::move(env));
+    o.timeout = std::chrono::seconds(60);
+    return clutch::spawn_sync(CLUTCH_BINARY, args, o);
   }
 };
 

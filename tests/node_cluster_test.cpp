@@ -16,6 +16,7 @@
 #include "clutch/child_process.hpp"
 #include "clutch_run.hpp"
 #include "helpers.hpp"
+#include "node_server.hpp"
 
 namespace {
 
@@ -24,44 +25,13 @@ using clutch_test::clutch_run;
 using clutch_test::free_port;
 using clutch_test::run_until;
 using clutch_test::temp_dir;
-
-const std::string server_js = CLUTCH_FIXTURES "/node_server.js";
-
-// "PID INSTANCE true" as the fixture answers; pid 0 when nothing answered.
-struct answer {
-  int pid = 0;
-  std::string instance;
-  bool worker = false;
-  std::string greeting;
-};
-answer parse(const std::string& body) {
-  answer a;
-  std::istringstream in(body);
-  std::string worker;
-  in >> a.pid >> a.instance >> worker >> a.greeting;
-  a.worker = worker == "true";
-  return a;
-}
-answer get(unsigned short port) {
-  auto [code, body] = clutch_test::http_request(port);
-  return code == 200 ? parse(body) : answer{};
-}
+using namespace clutch_test::node_server;
 
 std::vector<std::string> run_args(std::vector<std::string> opts) {
   std::vector<std::string> a{"run"};
   a.insert(a.end(), opts.begin(), opts.end());
   a.insert(a.end(), {"--", "node", server_js});
   return a;
-}
-
-// Requests until every one of `instances` has answered (bounded); pid by instance.
-std::map<std::string, int> answers_from(unsigned short port, std::size_t instances) {
-  std::map<std::string, int> seen;
-  for (auto end = std::chrono::steady_clock::now() + 20s; seen.size() < instances && std::chrono::steady_clock::now() < end;) {
-    auto a = get(port);
-    if (a.pid) seen[a.instance] = a.pid;
-  }
-  return seen;
 }
 
 void stop_cleanly(clutch_run& c) {
@@ -301,22 +271,11 @@ TEST(NodeCluster, AWrapperCanBeToldToSpeakItAndNodeToNot) {
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
 }
 
-// The clutch command, in a home of its own, with env added to the test's environment.
-struct cli_in {
-  temp_dir home;
-  clutch::sync_result operator()(std::vector<std::string> args, clutch::environment::map env = {}) const {
-    clutch::options o;
-    env["CLUTCH_HOME"] = home.path;
-    o.env = clutch::environment::add(std::move(env));
-    o.timeout = 60s;
-    return clutch::spawn_sync(CLUTCH_BINARY, args, o);
-  }
-};
 
 // PM2's `pm2 start app.js -i 2`: the daemon's app is named after the script and node runs it.
 TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
   const auto port = free_port();
-  cli_in clutch_cli;
+  clutch_test::clutch_home clutch_cli;
   auto cli = [&](std::vector<std::string> args) { return clutch_cli(std::move(args), {{"PORT", std::to_string(port)}}); };
   auto r = cli({"start", server_js, "-i", "2"});
   ASSERT_EQ(r.status.code, 0) << r.err;
@@ -330,27 +289,5 @@ TEST(NodeCluster, StartAScriptWithInstancesAsPm2Does) {
   EXPECT_EQ(cli({"kill"}).status.code, 0);
 }
 
-// As under PM2, an app starts from the environment of the `clutch start` that started it, not the daemon's, and
-// keeps it until restart or reload --update-env gives it the caller's again.
-TEST(NodeCluster, AnAppStartsFromItsStartersEnvironmentAndUpdateEnvTakesItAgain) {
-  cli_in cli;
-  const std::string port = std::to_string(free_port());
-  ASSERT_EQ(cli({"start", "--name", "first", "--", "sleep", "600"}, {{"GREETING", "daemon"}}).status.code, 0);
-  auto r = cli({"start", server_js, "-i", "1"}, {{"PORT", port}, {"GREETING", "hello"}});
-  ASSERT_EQ(r.status.code, 0) << r.err;
-  auto greeting = [&] {
-    std::string g;
-    clutch_test::eventually([&] { return !(g = get(static_cast<unsigned short>(std::stoi(port))).greeting).empty(); });
-    return g;
-  };
-  EXPECT_EQ(greeting(), "hello");
-  ASSERT_EQ(cli({"restart", "node_server"}, {{"GREETING", "ignored"}}).status.code, 0);
-  EXPECT_EQ(greeting(), "hello");
-  ASSERT_EQ(cli({"restart", "node_server", "--update-env"}, {{"PORT", port}, {"GREETING", "bye"}}).status.code, 0);
-  EXPECT_EQ(greeting(), "bye");
-  ASSERT_EQ(cli({"reload", "node_server", "--update-env"}, {{"PORT", port}, {"GREETING", "again"}}).status.code, 0);
-  EXPECT_EQ(greeting(), "again");
-  EXPECT_EQ(cli({"kill"}).status.code, 0);
-}
 
 }  // namespace

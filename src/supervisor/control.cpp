@@ -45,7 +45,16 @@ daemon_paths daemon_paths::from_environment() {
   p.lock_file = p.home + "/daemon.lock";
   p.daemon_log = p.home + "/daemon.log";
   p.logs = p.home + "/logs";
+  p.table = p.home + "/apps.json";
+  p.dump = p.home + "/dump.json";
   return p;
+}
+
+std::string daemon_paths::reachable_socket() const {
+  const std::string in_home = home + "/clutch.sock";
+  struct stat st {};
+  if (socket != in_home && ::stat(socket.c_str(), &st) != 0 && ::stat(in_home.c_str(), &st) == 0) return in_home;
+  return socket;
 }
 
 error_code private_folder(const std::string& path) {

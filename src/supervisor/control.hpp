@@ -31,7 +31,11 @@ namespace clutch::supervisor {
 // $CLUTCH_HOME/clutch.sock when CLUTCH_HOME is set, else $XDG_RUNTIME_DIR/clutch.sock, else ~/.clutch/clutch.sock.
 struct daemon_paths {
   std::string home, socket, pid_file, lock_file, daemon_log, logs;
+  std::string table, dump;  // the live app table and `clutch save`'s (app_table.hpp)
   static daemon_paths from_environment();
+  // Where the CLI finds the daemon: `socket`, or $CLUTCH_HOME/clutch.sock (~/.clutch/clutch.sock) when only that
+  // one is there: a daemon started without XDG_RUNTIME_DIR (by systemd, `clutch startup`'s unit) listens there.
+  std::string reachable_socket() const;
 };
 
 // Makes a folder (and its parents) that only its owner can enter; an existing one must be ours.

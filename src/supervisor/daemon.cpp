@@ -19,6 +19,7 @@
 
 #include "common/exit_text.hpp"
 #include "common/json_fields.hpp"
+#include "supervisor/app_table.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/logs.hpp"
@@ -302,11 +303,12 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       auto d = self.lock();
       if (!d) return;
       // The engine is gone only after its own callback has returned.
-      asio::post(d->io, [a] {
+      asio::post(d->io, [a, self] {
         if (a->eng && !a->gave_up && !a->eng->last_error().empty()) a->last_error = a->eng->last_error();
         a->eng.reset();  // its sockets close before a waiter (a restart) binds them again
         a->st = a->gave_up ? app::state::errored : app::state::stopped;
         for (auto& w : std::exchange(a->stopped_waiters, {})) w();
+        if (auto d = self.lock()) d->persist();
       });
     });
   }
@@ -360,7 +362,76 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     }
   }
 
+  // ---- the app table on disk (app_table.hpp) -----------------------------------------------------------------
+
+  std::vector<table_entry> table() const {
+    std::vector<table_entry> out;
+    for (const auto& [name, a] : apps) out.push_back({a->source, a->spec.run.base_env, a->st == app::state::running});
+    return out;
+  }
+
+  // The live table, after every change: what a daemon after a crash of this one restores.
+  void persist() {
+    if (shutting_down) return;  // a clean end: the next daemon restores nothing of it
+    if (auto ec = write_table(cfg.paths.table, table())) say("clutch: cannot write " + cfg.paths.table + ": " + ec.message());
+  }
+
+  // Apps from a table, those not known already: each defined again, the running ones started (one that cannot
+  // start is errored, and says why). Their names.
+  json::array restore(const std::vector<table_entry>& entries) {
+    std::vector<std::pair<app_spec, json::object>> specs;
+    std::map<std::string, bool> running;
+    for (const auto& e : entries) {
+      std::string why;
+      auto spec = app_from_json(e.source, why);
+      if (!spec) {
+        say("clutch: an app cannot be restored: " + why);
+        continue;
+      }
+      if (apps.contains(spec->name) || running.contains(spec->name)) continue;
+      spec->run.base_env = e.env;
+      running[spec->name] = e.running;
+      specs.emplace_back(std::move(*spec), e.source);
+    }
+    assign_auto_workers(specs);
+    json::array names;
+    for (auto& [spec, source] : specs) {
+      auto a = std::make_shared<app>();
+      a->spec = std::move(spec);
+      a->source = std::move(source);
+      const auto name = a->spec.name;
+      apps[name] = a;
+      names.push_back(json::string(name));
+      std::string why;
+      if (!running[name]) continue;  // stopped, as it was
+      if (launch(a, why)) {
+        a->st = app::state::errored;
+        say(name + ": cannot be restored: " + why);
+        continue;
+      }
+      say(name + ": restored, " + std::to_string(a->spec.run.workers) + " workers of " + a->spec.run.program);
+    }
+    persist();
+    return names;
+  }
+
   // ---- the requests, one member each; `requests` below is the table `handle` dispatches on ----
+
+  // PM2's save: the table as it is now, for `clutch resurrect` (and `clutch daemon --resurrect` at boot).
+  void save(const json::object&, const session_ptr& s) {
+    if (auto ec = write_table(cfg.paths.dump, table())) return fail(s, "cannot write " + cfg.paths.dump + ": " + ec.message());
+    s->send({{"ok", true}, {"file", cfg.paths.dump}, {"apps", apps.size()}});
+    s->end();
+  }
+
+  void resurrect(const json::object&, const session_ptr& s) {
+    std::string why;
+    auto entries = read_table(cfg.paths.dump, why);
+    if (!entries) return fail(s, why);
+    if (entries->empty()) return fail(s, "nothing was saved (clutch save first): " + cfg.paths.dump);
+    s->send({{"ok", true}, {"apps", restore(*entries)}});
+    s->end();
+  }
 
   void ls(const json::object&, const session_ptr& s) {
     auto snap = snapshot();
@@ -472,7 +543,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
         {"logs", &daemon_state::logs},       {"status", &daemon_state::status},
         {"stop", &daemon_state::stop_apps},  {"delete", &daemon_state::delete_apps},
         {"restart", &daemon_state::restart}, {"reload", &daemon_state::reload},
-        {"scale", &daemon_state::scale},
+        {"scale", &daemon_state::scale},     {"save", &daemon_state::save},
+        {"resurrect", &daemon_state::resurrect},
     };
     return table;
   }
@@ -484,6 +556,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     const auto it = table.find(cmd);
     if (it == table.end()) return fail(s, "unknown request '" + cmd + "'");
     (this->*it->second)(req, s);
+    persist();
   }
 
   // logs {name (none or "all": every app), lines, follow}: {"ok"} (with "out_file", "err_file" for one app), the
@@ -802,6 +875,24 @@ error_code daemon::start() {
       return d ? d->snapshot() : json::object{};
     });
     if (auto ec = d.metrics->listen(static_cast<unsigned short>(d.cfg.metrics_port))) return ec;
+  }
+  // We hold the lock, so the last daemon is gone: its pid file left behind says it ended without stopping its
+  // apps (killed, crashed, the machine reset). Its live table brings them back as they were.
+  std::string last_pid;
+  if (std::ifstream(p.pid_file) >> last_pid || d.cfg.resurrect) {
+    const bool crashed = !last_pid.empty();
+    const auto& file = crashed ? p.table : p.dump;
+    std::string why;
+    if (auto entries = read_table(file, why)) {
+      const auto names = d.restore(*entries);
+      if (crashed)
+        d.say("clutch: the last daemon (pid " + last_pid + ") ended without stopping its apps; restored " +
+              std::to_string(names.size()) + " apps from " + file);
+      else
+        d.say("clutch: resurrected " + std::to_string(names.size()) + " apps from " + file);
+    } else {
+      d.say("clutch: nothing restored: " + why);
+    }
   }
   std::ofstream(p.pid_file) << ::getpid() << '\n';
   d.say("clutch: daemon " + std::to_string(::getpid()) + " listening on " + p.socket +

@@ -7,7 +7,7 @@
 //   on SIGUSR1: d.reopen_logs();
 //
 // Requests (one JSON line each; see control.hpp): start {apps: […]}, ls, status {name}, stop|restart|reload|delete
-// {name | "all"}, scale {name, workers}, logs {name, lines, follow}, kill.
+// {name | "all"}, scale {name, workers}, logs {name, lines, follow}, save, resurrect, kill.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -24,6 +24,10 @@ namespace clutch::supervisor {
 struct daemon_settings {
   daemon_paths paths;
   unsigned metrics_port = 0;  // 0: no HTTP status endpoint
+  // Restore `clutch save`'s table at start (`clutch daemon --resurrect`, as the unit of `clutch startup` runs
+  // it). A daemon that finds the last one ended without stopping its apps (killed, crashed, the machine reset)
+  // restores that one's live table instead, in any case.
+  bool resurrect = false;
 };
 
 struct daemon_state;

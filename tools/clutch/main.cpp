@@ -14,6 +14,7 @@
 // STOPPING=1 to its NOTIFY_SOCKET.
 // The daemon keeps its files in $CLUTCH_HOME (default ~/.clutch); see src/supervisor/control.hpp.
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,10 +25,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "common/json_fields.hpp"
@@ -247,9 +251,12 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   return code;
 }
 
-int run_daemon(unsigned metrics_port) {
+int run_daemon(unsigned metrics_port, bool resurrect) {
   asio::io_context io{1};
-  sv::daemon d(io, {.paths = sv::daemon_paths::from_environment(), .metrics_port = metrics_port});
+  // systemd's Type=notify (`clutch startup`'s unit): READY=1 once the apps are restored and requests are taken.
+  const auto parent = sv::notify_client::from_environment();
+  sv::daemon d(io, {.paths = sv::daemon_paths::from_environment(), .metrics_port = metrics_port,
+                    .resurrect = resurrect});
   sv::orphan_reaper children(io, [&] { return d.pids(); });
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGUSR1);
   signals.add(SIGHUP);
@@ -272,6 +279,7 @@ int run_daemon(unsigned metrics_port) {
               << std::endl;
     return 1;
   }
+  parent.send("READY=1\nSTATUS=taking requests");
   io.run();
   return 0;
 }
@@ -337,7 +345,8 @@ std::optional<std::chrono::milliseconds> answer_timeout(answer kind) {
 constexpr int no_daemon_code = 3;
 int call(const json::object& request, const std::function<bool(const json::object&)>& print,
          std::chrono::milliseconds timeout, bool start_daemon = false, unsigned metrics_port = 0) {
-  const auto paths = sv::daemon_paths::from_environment();
+  auto paths = sv::daemon_paths::from_environment();
+  paths.socket = paths.reachable_socket();
   int code = 0;
   bool first = true;
   auto take = [&](const json::object& a) {
@@ -565,7 +574,8 @@ struct cli_options {
   unsigned short status_port = 0;
   unsigned metrics_port = 0;
   std::string file, name;
-  bool as_json = false, follow = false, timestamps = false, update_env = false;
+  bool as_json = false, follow = false, timestamps = false, update_env = false, resurrect = false, install = false;
+  std::string unit_dir = "/etc/systemd/system";
   long count = 0, lines = 15;
   std::vector<std::string> program;  // PROGRAM [ARGS…] after --
   std::chrono::milliseconds timeout{};
@@ -754,6 +764,57 @@ int kill_command(cli_options& o) {
 }
 
 // stop, restart, delete: NAME or all; done once every app named has.
+// `clutch startup`: PM2's startup for systemd. The unit runs `clutch daemon --resurrect` as this user, with this
+// CLUTCH_HOME and PATH (so that node is found), restarted whatever ends it; a crash's successor restores the live
+// table by itself. Stop: `clutch kill`, every app stopped gracefully.
+int startup_command(cli_options& o) {
+  const auto paths = sv::daemon_paths::from_environment();
+  const passwd* pw = ::getpwuid(::geteuid());
+  const std::string user = pw ? pw->pw_name : std::to_string(::geteuid());
+  const std::string exe = clutch::os::self_command().exe;
+  const char* path = std::getenv("PATH");
+  std::ostringstream unit;
+  unit << "[Unit]\nDescription=clutch: the apps of " << user << " (" << paths.home << ")\n"
+       << "After=network-online.target\nWants=network-online.target\n\n"
+       << "[Service]\nType=notify\nNotifyAccess=main\nUser=" << user << "\n";
+  if (std::getenv("CLUTCH_HOME")) unit << "Environment=CLUTCH_HOME=" << paths.home << "\n";
+  if (path) unit << "Environment=PATH=" << path << "\n";
+  unit << "ExecStart=" << exe << " daemon --resurrect\nExecReload=" << exe << " reload all\nExecStop=" << exe
+       << " kill\nRestart=always\nRestartSec=100ms\nLimitNOFILE=infinity\n\n"
+       << "[Install]\nWantedBy=multi-user.target\n";
+  const std::string name = "clutch-" + user + ".service";
+  if (!o.install) {
+    std::cout << "# " << name << ": `clutch startup --install` writes it to " << o.unit_dir
+              << " and enables it; `clutch save` chooses the apps it starts.\n"
+              << unit.str();
+    return 0;
+  }
+  const std::string file = o.unit_dir + "/" + name;
+  {
+    std::ofstream out(file);
+    out << unit.str();
+    if (!out.flush()) {
+      std::cerr << "clutch startup: cannot write " << file << ": " << std::strerror(errno) << std::endl;
+      return 1;
+    }
+  }
+  std::cout << "clutch: wrote " << file << std::endl;
+  // Enabled when systemd runs this machine; else it is left for the user to enable.
+  if (::access("/run/systemd/system", F_OK) == 0) {
+    for (const auto& args : {std::vector<std::string>{"daemon-reload"}, std::vector<std::string>{"enable", name}}) {
+      auto r = clutch::spawn_sync("systemctl", args);
+      if (r.status.code != 0 || r.error) {
+        std::cerr << "clutch startup: systemctl " << args.back() << " failed: " << r.err << std::endl;
+        return 1;
+      }
+    }
+    std::cout << "clutch: enabled " << name << " (clutch save chooses the apps it starts)" << std::endl;
+  } else {
+    std::cout << "clutch: systemd is not running here; enable it with: systemctl enable " << name << std::endl;
+  }
+  return 0;
+}
+
 command app_verb(const std::string& verb) {
   return {.name = verb,
           .help = verb + " an app, or all",
@@ -889,9 +950,42 @@ const std::vector<command>& commands() {
        .options =
            [](CLI::App& c, cli_options& o) {
              c.add_option("--metrics-port", o.metrics_port, "serve /metrics, /api/status and /ready on 127.0.0.1");
+             c.add_flag("--resurrect", o.resurrect, "start the apps clutch save saved (as at boot)");
            },
        .asks_daemon = false,
-       .run = [](cli_options& o) { return run_daemon(o.metrics_port); }},
+       .run = [](cli_options& o) { return run_daemon(o.metrics_port, o.resurrect); }},
+      {.name = "save",
+       .help = "save the apps as they are now, for clutch resurrect and the daemon of clutch startup",
+       .run =
+           [](cli_options& o) {
+             return ask({{"cmd", "save"}}, o, [](const json::object& a) {
+               std::cout << "clutch: saved " << clutch::detail::int_field(a, "apps") << " apps to "
+                         << clutch::detail::string_field(a, "file") << std::endl;
+               return true;
+             });
+           }},
+      {.name = "resurrect",
+       .help = "start the apps clutch save saved (the daemon is started if it is not running)",
+       .waits = [](const cli_options&) { return answer::when_done; },
+       .run =
+           [](cli_options& o) {
+             return call({{"cmd", "resurrect"}},
+                         [](const json::object& a) {
+                           for (const auto& n : a.at("apps").as_array())
+                             std::cout << "clutch: restored " << n.as_string().c_str() << std::endl;
+                           return true;
+                         },
+                         o.timeout, true);
+           }},
+      {.name = "startup",
+       .help = "print a systemd unit that starts the daemon at boot with the saved apps (--install: write it)",
+       .options =
+           [](CLI::App& c, cli_options& o) {
+             c.add_flag("--install", o.install, "write it and enable it (systemctl), instead of printing it");
+             c.add_option("--unit-dir", o.unit_dir, "where --install writes it (default /etc/systemd/system)");
+           },
+       .asks_daemon = false,
+       .run = startup_command},
   };
   return table;
 }

@@ -1,0 +1,94 @@
+// The app table's file: {"version": 1, "apps": [{"app": {…}, "env": {…} | null, "running": bool}]}.
+#include "supervisor/app_table.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "os/fd.hpp"
+
+namespace clutch::supervisor {
+
+namespace json = boost::json;
+
+namespace {
+error_code errno_code(int e) { return {e, boost::system::system_category()}; }
+}  // namespace
+
+error_code write_table(const std::string& path, const std::vector<table_entry>& apps) {
+  json::array list;
+  for (const auto& a : apps) {
+    json::object e{{"app", a.source}, {"running", a.running}};
+    if (a.env) {
+      json::object env;
+      for (const auto& [k, v] : *a.env) env[k] = v;
+      e["env"] = std::move(env);
+    } else {
+      e["env"] = nullptr;
+    }
+    list.push_back(std::move(e));
+  }
+  const std::string text = json::serialize(json::object{{"version", 1}, {"apps", std::move(list)}}) + "\n";
+  // A new file beside it, then rename: whoever reads it, a daemon after a crash included, sees one or the other.
+  const std::string tmp = path + ".new";
+  os::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return errno_code(errno);
+  for (std::size_t done = 0; done < text.size();) {
+    const auto n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int e = errno;
+      ::unlink(tmp.c_str());
+      return errno_code(e);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return errno_code(e);
+  }
+  return {};
+}
+
+std::optional<std::vector<table_entry>> read_table(const std::string& path, std::string& why) {
+  std::ifstream in(path);
+  if (!in) return std::vector<table_entry>{};
+  std::stringstream text;
+  text << in.rdbuf();
+  json::error_code ec;
+  const auto doc = json::parse(text.str(), ec);
+  const auto* top = doc.if_object();
+  const auto* apps = top ? top->if_contains("apps") : nullptr;
+  if (ec || !apps || !apps->is_array()) {
+    why = path + ": not an app table clutch wrote";
+    return std::nullopt;
+  }
+  std::vector<table_entry> out;
+  for (const auto& v : apps->get_array()) {
+    const auto* o = v.if_object();
+    const auto* app = o ? o->if_contains("app") : nullptr;
+    if (!app || !app->is_object()) {
+      why = path + ": an entry without its app";
+      return std::nullopt;
+    }
+    table_entry e;
+    e.source = app->get_object();
+    if (const auto* env = o->if_contains("env"); env && env->is_object()) {
+      e.env.emplace();
+      for (const auto& [k, val] : env->get_object())
+        if (val.is_string()) (*e.env)[std::string(k)] = std::string(val.get_string());
+    }
+    const auto* running = o->if_contains("running");
+    e.running = running && running->is_bool() && running->get_bool();
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace clutch::supervisor
