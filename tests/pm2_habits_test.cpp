@@ -183,4 +183,46 @@ TEST(Pm2Habits, StartupGivesASystemdUnitAndTheDaemonSpeaksItsProtocol) {
   EXPECT_EQ(ended->code, 0);
 }
 
+// PM2's ecosystem file, read as is (node evaluates it): both apps run with its settings and env_production, and
+// the fields clutch does not support are named once each.
+TEST(Pm2Habits, AnEcosystemFileStartsAsIsWithItsEnv) {
+  clutch_test::clutch_home cli;
+  const auto api = free_port(), worker = free_port();
+  const std::map<std::string, std::string> ports{{"API_PORT", std::to_string(api)}, {"WORKER_PORT", std::to_string(worker)}};
+  clutch::environment::map env(ports.begin(), ports.end());
+  auto r = cli({"start", CLUTCH_FIXTURES "/ecosystem.config.js", "--env", "production"}, env);
+  ASSERT_EQ(r.status.code, 0) << r.err;
+  for (const std::string field : {"watch", "cron_restart"}) {
+    const auto at = r.err.find(field + " is not supported");
+    EXPECT_NE(at, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find(field + " is not supported", at + 1), std::string::npos) << "said once";
+  }
+  EXPECT_EQ(r.err.find("max_memory_restart"), std::string::npos) << r.err;
+  auto from_api = answers_from(api, 2);
+  EXPECT_EQ(from_api.size(), 2u);
+  EXPECT_EQ(get(api).greeting, "production");
+  auto w = get(worker);
+  EXPECT_EQ(w.instance, "0") << "instance_var INSTANCE_ID";
+  EXPECT_EQ(w.greeting, "-");
+  auto status = cli({"status", "worker", "--json"});
+  EXPECT_NE(status.out.find("--max-old-space-size=128"), std::string::npos) << status.out;
+  // wait_ready: its reload waits for process.send('ready').
+  r = cli({"reload", "worker"});
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  // PM2's startOrReload of the same file: both reloaded with what it says now.
+  r = cli({"reload", CLUTCH_FIXTURES "/ecosystem.config.js", "--env", "production"}, env);
+  EXPECT_EQ(r.status.code, 0) << r.err;
+  EXPECT_NE(r.out.find("reloaded api"), std::string::npos) << r.out;
+  auto t = table_of(cli);
+  EXPECT_EQ(t["api"].second, 2u);
+  EXPECT_EQ(t["worker"].second, 1u);
+  EXPECT_EQ(cli({"kill"}).status.code, 0);
+  // A file node cannot evaluate is a clear error, and nothing starts.
+  temp_dir d;
+  std::ofstream(d.path + "/ecosystem.config.js") << "module.exports = {apps: [ {name: 'x', script: 'a.js'} ";
+  r = cli({"start", d.path + "/ecosystem.config.js"});
+  EXPECT_EQ(r.status.code, 2);
+  EXPECT_NE(r.err.find("ecosystem.config.js"), std::string::npos) << r.err;
+}
+
 }  // namespace

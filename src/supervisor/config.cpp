@@ -114,7 +114,8 @@ const std::set<std::string_view> known_keys{
     "name",        "command",      "args",       "cwd",      "env",         "workers",  "listen",
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
     "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid",
-    "node_cluster", "instance_var", "shutdown_with_message", "kill_mode"};
+    "node_cluster", "instance_var", "shutdown_with_message", "kill_mode", "max_restarts", "min_uptime",
+    "restart_delay"};
 
 // A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
 bool is_node_script(std::string_view program) {
@@ -356,6 +357,19 @@ std::optional<app_spec> read_app(reader& r) {
     s.gid = id;
   } else if (users_group) {
     s.gid = *users_group;  // a user's own group, not clutch's (root's) with another uid
+  }
+  // PM2's crash-loop settings: exits in a row before a slot is given up, the run that counts as stable, and a
+  // fixed delay before each restart (instead of at once, then growing).
+  std::int64_t max_restarts = s.backoff.limit, min_uptime = s.backoff.stable_uptime.count(), restart_delay = -1;
+  if (!r.number("max_restarts", 1, 1000000, max_restarts) || !r.number("min_uptime", 0, 86400000, min_uptime) ||
+      !r.number("restart_delay", 0, 86400000, restart_delay))
+    return std::nullopt;
+  s.backoff.limit = static_cast<unsigned>(max_restarts);
+  s.backoff.stable_uptime = std::chrono::milliseconds(min_uptime);
+  if (restart_delay >= 0) {
+    s.backoff.first = std::chrono::milliseconds(restart_delay);
+    s.backoff.factor = 1;
+    s.backoff.first_at_once = restart_delay == 0;
   }
   s.kill_timeout = std::chrono::milliseconds(kill_timeout);
   s.watchdog = std::chrono::milliseconds(watchdog);

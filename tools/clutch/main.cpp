@@ -40,6 +40,7 @@
 #include "supervisor/config.hpp"
 #include "supervisor/control.hpp"
 #include "supervisor/daemon.hpp"
+#include "supervisor/ecosystem.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/notify.hpp"
 #include "supervisor/reaper.hpp"
@@ -570,7 +571,7 @@ bool explain_unknown_option(const CLI::App& cmd, const std::string& who, const s
 
 // What a command line may set: each command binds the fields it takes to its options.
 struct cli_options {
-  app_options run_opts, start_opts;
+  app_options run_opts, start_opts, reload_opts;
   unsigned short status_port = 0;
   unsigned metrics_port = 0;
   std::string file, name;
@@ -643,21 +644,32 @@ json::object with_env(json::object req, bool update_env = false) {
   return req;
 }
 
-// PM2's ecosystem file (ecosystem.config.js, NAME.config.cjs…), as opposed to an app's script.
-bool ecosystem_file(const std::string& file) {
-  const auto base = std::filesystem::path(file).filename().string();
-  return base.starts_with("ecosystem") || base.find(".config.") != std::string::npos;
+// A TOML file's apps, or a PM2 ecosystem file's (its --env NAME among opts.env: an entry without '=';
+// KEY=VALUE entries are added to every app's env). Unsupported ecosystem fields are said on stderr.
+std::optional<sv::config_file> load_apps(const std::string& file, const app_options& opts, std::string& why) {
+  if (!sv::is_ecosystem_file(file)) return sv::load_config(file, why);
+  std::string env_name;
+  json::object vars;
+  for (const auto& e : opts.env) {
+    const auto eq = e.find('=');
+    if (eq == std::string::npos) env_name = e;
+    else vars[e.substr(0, eq)] = e.substr(eq + 1);
+  }
+  std::vector<std::string> unsupported;
+  auto cfg = sv::load_ecosystem(file, env_name, why, unsupported);
+  for (const auto& u : unsupported) std::cerr << "clutch: " << u << std::endl;
+  if (cfg && !vars.empty())
+    for (auto& a : cfg->apps) {
+      auto& env = a["env"];
+      if (!env.is_object()) env = json::object{};
+      for (const auto& [k, v] : vars) env.as_object()[k] = v;
+    }
+  return cfg;
 }
 
 int start_command(cli_options& o) {
-  if (node_script(o.file) && ecosystem_file(o.file)) {
-    std::cerr << "clutch start: " << o.file
-              << ": PM2's ecosystem files are not read yet; write its apps as a TOML file (docs/pm2-migration.md)"
-              << std::endl;
-    return 2;
-  }
   // `clutch start app.js [-i N] [--name api] [-- ARGS…]`, as PM2's: node runs the script, named after it.
-  if (node_script(o.file)) {
+  if (node_script(o.file) && !sv::is_ecosystem_file(o.file)) {
     o.program.insert(o.program.begin(), std::exchange(o.file, {}));
     if (o.start_opts.name.empty()) o.start_opts.name = std::filesystem::path(o.program.front()).stem().string();
   }
@@ -692,13 +704,14 @@ int start_command(cli_options& o) {
   };
   // `clutch start NAME` (PM2's `pm2 start web`): a known app, stopped or errored, starts again. A word that
   // names no file and could be an app's name is taken as one.
-  if (!std::filesystem::exists(o.file) && o.file.find('/') == std::string::npos && !o.file.ends_with(".toml")) {
+  if (!std::filesystem::exists(o.file) && o.file.find('/') == std::string::npos && !o.file.ends_with(".toml") &&
+      !sv::is_ecosystem_file(o.file)) {
     const int rc = call({{"cmd", "start"}, {"name", o.file}}, print_apps, o.timeout);
     if (rc == no_daemon_code) std::cerr << "clutch: no daemon is running, so no app is known by name" << std::endl;
     return rc;
   }
   std::string why;
-  auto cfg = sv::load_config(o.file, why);
+  auto cfg = load_apps(o.file, o.start_opts, why);
   if (!cfg) {
     std::cerr << "clutch start: " << why << std::endl;
     return 2;
@@ -713,14 +726,14 @@ int start_command(cli_options& o) {
 // `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
 // none runs. `clutch reload NAME|all`: one worker at a time.
 int reload_command(cli_options& o) {
-  if (!o.name.ends_with(".toml") && o.name.find('/') == std::string::npos) {
+  if (!o.name.ends_with(".toml") && o.name.find('/') == std::string::npos && !sv::is_ecosystem_file(o.name)) {
     return ask(with_env({{"cmd", "reload"}, {"name", o.name}}, o.update_env), o, [&](const json::object&) {
       std::cout << "clutch: reload " << o.name << ": done" << std::endl;
       return true;
     });
   }
   std::string why;
-  auto cfg = sv::load_config(o.name, why);
+  auto cfg = load_apps(o.name, o.reload_opts, why);
   if (!cfg) {
     std::cerr << "clutch reload: " << why << std::endl;
     return 2;
@@ -850,7 +863,9 @@ const std::vector<command>& commands() {
        .options =
            [](CLI::App& c, cli_options& o) {
              o.start_opts.add_to(&c, true);
-             c.add_option("file", o.file, "a TOML file of [[app]] tables, or a Node script (app.js: as PM2's start)");
+             c.add_option("file", o.file,
+                          "a TOML file of [[app]] tables, a PM2 ecosystem file (--env NAME: its env_NAME), or a "
+                          "Node script (app.js: as PM2's start)");
              c.add_option("--metrics-port", o.metrics_port, "if this start launches the daemon: its /metrics port");
              c.footer("A script: SCRIPT.js [OPTIONS] [-- ARGS…]. Without a file: --name NAME [OPTIONS] -- PROGRAM "
                       "[ARGS…]");
@@ -898,8 +913,9 @@ const std::vector<command>& commands() {
                "(starting new ones)",
        .options =
            [](CLI::App& c, cli_options& o) {
-             c.add_option("name", o.name, "the app, all, or a FILE.toml")->required();
+             c.add_option("name", o.name, "the app, all, a FILE.toml or a PM2 ecosystem file")->required();
              c.add_flag("--update-env", o.update_env, "the apps start from this command's environment now");
+             c.add_option("--env", o.reload_opts.env, "an ecosystem file's env_NAME to apply (PM2's --env)");
            },
        .waits = [](const cli_options&) { return answer::when_done; },
        .run = reload_command},
