@@ -201,7 +201,8 @@ TEST(Pm2Habits, AnEcosystemFileStartsAsIsWithItsEnv) {
   auto from_api = answers_from(api, 2);
   EXPECT_EQ(from_api.size(), 2u);
   EXPECT_EQ(get(api).greeting, "production");
-  auto w = get(worker);
+  clutch_test::node_server::answer w;
+  ASSERT_TRUE(clutch_test::eventually([&] { return (w = get(worker)).pid != 0; }));
   EXPECT_EQ(w.instance, "0") << "instance_var INSTANCE_ID";
   EXPECT_EQ(w.greeting, "-");
   auto status = cli({"status", "worker", "--json"});
