@@ -67,22 +67,16 @@ std::size_t server_of_source(engine_state& e, std::size_t i) {
   return e.node_keys[request] = e.node_servers.size() - 1;
 }
 
-unsigned short port_of(const engine_state& e, const node_server& s) {
-  return s.steered ? e.groups[s.index].bound().port() : e.listeners[s.index].bound.port();
-}
-
-// Which server answers a TCP request for port (> 0): a configured source, or one a worker asked for before.
-std::optional<std::size_t> server_on_port(engine_state& e, unsigned short port) {
+// The configured source that answers a TCP request for at (port > 0): the same port, and the same address or
+// either of them a wildcard (listen(3000) asks for none: Node's `::`).
+std::optional<std::size_t> configured_tcp(engine_state& e, const asio::ip::tcp::endpoint& at) {
   for (std::size_t i = 0; i < e.sources.size(); ++i) {
     const auto& src = e.sources[i];
-    const bool tcp = src.steered || !e.listeners[src.index].spec.unix_socket;
-    if (tcp && (src.steered ? e.groups[src.index].bound().port() : e.listeners[src.index].bound.port()) == port)
+    if (!src.steered && e.listeners[src.index].spec.unix_socket) continue;
+    const auto bound = src.steered ? e.groups[src.index].bound() : e.listeners[src.index].bound;
+    if (bound.port() != at.port()) continue;
+    if (bound.address() == at.address() || bound.address().is_unspecified() || at.address().is_unspecified())
       return server_of_source(e, i);
-  }
-  for (std::size_t i = 0; i < e.node_servers.size(); ++i) {
-    const auto& s = e.node_servers[i];
-    const bool tcp = s.steered || !e.listeners[s.index].spec.unix_socket;
-    if (tcp && port_of(e, s) == port) return i;
   }
   return std::nullopt;
 }
@@ -171,13 +165,11 @@ void query_server(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
     } else {
       spec.tcp.address(asio::ip::address_v6::any());  // as Node: dual-stack ::, or 0.0.0.0 without IPv6
     }
-    if (port > 0) {
-      server = server_on_port(*e, static_cast<unsigned short>(port));
-    } else if (auto it = e->node_keys.find(key); it != e->node_keys.end()) {
-      server = it->second;  // listen(0): every worker's Nth call shares the port the first one got
-    }
+    // Another worker's request for the same: its server. For port 0, the Nth call of every worker shares one.
+    const std::string by = port > 0 ? request : key;
+    if (port > 0) server = configured_tcp(*e, spec.tcp);
+    if (auto it = e->node_keys.find(by); !server && it != e->node_keys.end()) server = it->second;
     if (!server) {
-      const std::string by = port > 0 ? request : key;
       server = bind_server(*e, spec, by, ec);
       if (ec && !address) {
         ec = {};
