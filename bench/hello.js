@@ -2,6 +2,7 @@
 //   PORT=N node bench/hello.js          listens on 127.0.0.1:N (PM2's cluster mode shares it among the instances)
 //   LISTEN_FDS=1 node bench/hello.js    listens on fd 3, the socket clutch bound and passed (systemd style)
 //   HELLO_ABRUPT=1                      dies at once on SIGINT/SIGTERM, dropping whatever is in flight
+//   HELLO_NO_HANDLER=1                  no signal handler at all (Node's default: SIGINT/SIGTERM end it at once)
 // By default SIGINT and SIGTERM are graceful, with the stop handler docs/pm2-migration.md gives (the part between
 // the two "docs/pm2-migration.md" lines below, which bench/supervisor.py checks is the doc's text, word for word).
 'use strict';
@@ -21,7 +22,9 @@ if (process.env.LISTEN_FDS) {
   server.listen(Number(process.env.PORT || 3000), process.env.HOST || '127.0.0.1');
 }
 
-if (process.env.HELLO_ABRUPT === '1') {
+if (process.env.HELLO_NO_HANDLER === '1') {
+  // as most apps are written
+} else if (process.env.HELLO_ABRUPT === '1') {
   for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.exit(0));
 } else {
 // --- docs/pm2-migration.md: the stop handler ---

@@ -3,15 +3,21 @@
 
   bench/supervisor.py CLUTCH     env: SAMPLES (5) per timed metric, RELOADS (2) per reload mode, LS_RUNS (10)
 
+Three sides: PM2 (cluster mode: `pm2 start bench/hello.js -i 2`), clutch with the app taking clutch's socket at
+fd 3 (`clutch start --listen … -- node bench/hello.js`), and "clutch node": the unmodified app under PM2's very
+command line (`clutch start bench/hello.js -i 2`), its listen() served by clutch's Node cluster protocol.
+
 PM2 is the one in bench/pm2 (npm ci there if missing); each side gets a daemon home of its own in a temp dir
 (PM2_HOME, CLUTCH_HOME), so nothing touches ~/.pm2. Only one supervisor runs while cold starts are timed; for the
 rest both run side by side, each on its own port, and their samples alternate so the machine's noise falls on both.
   daemon RSS       VmRSS of PM2's God daemon / clutch's daemon, 1 s after `start` has returned, at each cold start
   start -> port    from `start` with no daemon running until a GET on the port is answered (2 ms polls)
   SIGKILL -> new   SIGKILL to the worker that answered a GET, until a GET is answered by a pid not seen before
+  worker RSS       VmRSS of each worker once the app is up (the same app alone, without a supervisor: a row)
   reload           wrk -t1 -cN -d6s, `reload hello` 1.5 s in: failed requests (socket errors + non-2xx);
                    with the app graceful on SIGINT/SIGTERM (the stop handler of docs/pm2-migration.md, N = 64
-                   kept-alive connections), then abrupt (HELLO_ABRUPT=1, N = 16)
+                   kept-alive connections), then abrupt (HELLO_ABRUPT=1, N = 16), then with no signal handler
+                   at all (HELLO_NO_HANDLER=1, N = 16)
   ls               wall time of `pm2 ls` / `clutch ls` with the app running
 Progress goes to stderr, the report to stdout.
 """
@@ -46,7 +52,8 @@ SETTLE = 1.0          # s after `start` returns before the daemon's RSS is read
 UP = 1.2              # s a (re)started worker lives before the next kill: PM2 counts exits before its min_uptime
                       # (1 s) as unstable restarts and gives up after 16 of them
 WRK_SECONDS, RELOAD_AFTER = 6, 1.5
-CONNECTIONS = {'graceful': 64, 'abrupt': 16}
+CONNECTIONS = {'graceful': 64, 'abrupt': 16, 'no handler': 16}
+MODE_ENV = {'graceful': {}, 'abrupt': {'HELLO_ABRUPT': '1'}, 'no handler': {'HELLO_NO_HANDLER': '1'}}
 DOC = ROOT / 'docs' / 'pm2-migration.md'
 
 
@@ -131,8 +138,9 @@ class Supervisor:
     home_var = ''
 
     def __init__(self):
-        self.home = tempfile.mkdtemp(prefix=f'clutch-bench-{self.name.lower()}-')
-        base = {k: v for k, v in os.environ.items() if k not in ('PORT', 'LISTEN_FDS', 'LISTEN_PID', 'HELLO_ABRUPT')}
+        self.home = tempfile.mkdtemp(prefix=f'clutch-bench-{self.name.lower().replace(" ", "-")}-')
+        base = {k: v for k, v in os.environ.items()
+                if k not in ('PORT', 'LISTEN_FDS', 'LISTEN_PID', 'HELLO_ABRUPT', 'HELLO_NO_HANDLER')}
         self.env = dict(base, **{self.home_var: self.home})
         self.port = None
         self.broken = None  # why this side is not measured at all
@@ -154,10 +162,10 @@ class Supervisor:
                          f'{(out.stderr or out.stdout).strip()[-500:]}')
         return out
 
-    def launch(self, abrupt):
+    def launch(self, mode):
         """The start command, without waiting for it; on a new port."""
         self.port = free_port()
-        argv, env = self.start_argv(abrupt)
+        argv, env = self.start_argv(mode)
         self.started = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                         text=True)
 
@@ -173,9 +181,9 @@ class Supervisor:
         if proc.returncode != 0:
             raise Failed(f'`start` exited with {proc.returncode}: {err.strip()[-500:]}')
 
-    def start(self, abrupt=False):
+    def start(self, mode='graceful'):
         """Starts the app (and the daemon if needed) and returns once both workers answer, then UP s later."""
-        self.launch(abrupt)
+        self.launch(mode)
         self.finish_start()
         t0 = time.monotonic()
         self.seen = answered = set()
@@ -266,8 +274,8 @@ class Pm2(Supervisor):
     def argv(self, *args):
         return [str(PM2), *args]
 
-    def start_argv(self, abrupt):
-        env = dict(self.env, PORT=str(self.port), **({'HELLO_ABRUPT': '1'} if abrupt else {}))
+    def start_argv(self, mode):
+        env = dict(self.env, PORT=str(self.port), **MODE_ENV[mode])
         return self.argv('start', str(HELLO), '-i', str(WORKERS), '--name', 'hello'), env
 
     def worker_pids(self):
@@ -302,8 +310,8 @@ class Clutch(Supervisor):
     def argv(self, *args):
         return [str(self.binary), *args]
 
-    def start_argv(self, abrupt):
-        env_args = ['--env', 'HELLO_ABRUPT=1'] if abrupt else []
+    def start_argv(self, mode):
+        env_args = [a for k, v in MODE_ENV[mode].items() for a in ('--env', f'{k}={v}')]
         return self.argv('start', '--name', 'hello', '--workers', str(WORKERS), '--listen', f'127.0.0.1:{self.port}',
                          *env_args, '--', shutil.which('node') or 'node', str(HELLO)), self.env
 
@@ -332,6 +340,39 @@ class Clutch(Supervisor):
         return ('ls',)
 
 
+class ClutchNode(Clutch):
+    """The unmodified app, started as PM2 starts it: its listen(PORT) goes to clutch (Node's cluster protocol)."""
+    name = 'clutch node'
+
+    def start_argv(self, mode):
+        env = dict(self.env, PORT=str(self.port), **MODE_ENV[mode])
+        return self.argv('start', str(HELLO), '-i', str(WORKERS), '--name', 'hello'), env
+
+
+def worker_rss(sup):
+    """The median VmRSS (KiB) of the app's workers now."""
+    pids = sup.listed_pids()
+    if not pids:
+        raise Failed('no worker listed')
+    return statistics.median(rss_kib(p) for p in pids)
+
+
+def alone_rss():
+    """VmRSS (KiB) of bench/hello.js run by node alone, once it answers: what a supervisor's worker adds to."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ('LISTEN_FDS', 'LISTEN_PID', 'NODE_CHANNEL_FD')}
+    proc = subprocess.Popen(['node', str(HELLO)], env=dict(env, PORT=str(port)), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while get_pid(port) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(UP)
+        return rss_kib(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def attempt(sup, step, fn, *args, needs=()):
     """fn(*args), or None if sup is broken or step or one it needs has failed; a Failed marks step failed."""
     if sup.broken or step in sup.failed or any(n in sup.failed for n in needs):
@@ -348,7 +389,7 @@ def cold_start(sup):
     """(ms from the start command to the first answered GET, the daemon's RSS in KiB) with no daemon before."""
     sup.ensure_down()
     t0 = time.monotonic()
-    sup.launch(abrupt=False)
+    sup.launch('graceful')
     deadline = t0 + 20
     while get_pid(sup.port, timeout=0.5) is None:
         if time.monotonic() > deadline:
@@ -447,35 +488,46 @@ def errors_row(r):
         f'{r[e]:{w}d}' for e, w in zip(ERRORS, [9, 6, 6, 8, 8])) + late
 
 
-def report(sides, res):
-    pm2, clutch = sides
-    print(f'\n{"":28}{"PM2 median (min-max)":>26}{"clutch median (min-max)":>26}{"PM2/clutch":>12}{"target":>9}'
-          f'{"met":>5}')
+def report(sides, res, alone):
+    pm2, others = sides[0], sides[1:]
+    width = 26
+    print(f'\n{"":28}' + ''.join(f'{s.name + " median (min-max)":>{width}}' for s in sides) +
+          ''.join(f'{"PM2/" + s.name:>16}' for s in others) + f'{"target":>9}{"met":>5}')
 
-    def row(label, key, fmt, target, note=''):
-        a, b = res[pm2.name][key], res[clutch.name][key]
-        ratio = statistics.median(a) / statistics.median(b) if a and b and statistics.median(b) > 0 else None
-        met = '-' if ratio is None else 'yes' if ratio >= target else 'no'
-        ratio_s = '-' if ratio is None else f'{ratio:.2f}x'
-        print(f'{label:28}{spread(a, fmt):>26}{spread(b, fmt):>26}{ratio_s:>12}{f">= {target:g}x":>9}{met:>5}{note}')
+    def ratio_of(a, b):
+        return statistics.median(a) / statistics.median(b) if a and b and statistics.median(b) > 0 else None
+
+    def row(label, key, fmt, target):
+        ratios = [ratio_of(res[pm2.name][key], res[s.name][key]) for s in others]
+        met = '-' if None in ratios else 'yes' if all(r >= target for r in ratios) else 'no'
+        print(f'{label:28}' + ''.join(f'{spread(res[s.name][key], fmt):>{width}}' for s in sides) +
+              ''.join(f'{"-" if r is None else f"{r:.2f}x":>16}' for r in ratios) + f'{f">= {target:g}x":>9}{met:>5}')
 
     row('daemon RSS KiB', 'rss', '.0f', 10)
     row('start -> port ms', 'start', '.0f', 3)
     row('SIGKILL -> new pid ms', 'sigkill', '.1f', 1.5)
     row(f'ls ms ({LS_RUNS} runs)', 'ls', '.1f', 10)
-    for mode, target in (('graceful', 'clutch: 0'), ('abrupt', 'fewer')):
-        a, b = res[pm2.name][mode], res[clutch.name][mode]
-        fa = sum(r['failed'] for r in a) if a else None
-        fb = sum(r['failed'] for r in b) if b else None
-        cell = lambda f, rs: '-' if f is None else f'{f} of {sum(r["requests"] for r in rs)}'
-        met = '-' if fb is None else ('yes' if fb == 0 else 'no') if mode == 'graceful' else \
-            '-' if fa is None else 'yes' if fb < fa else 'no'
-        print(f'{f"reload failed, {mode}":28}{cell(fa, a):>26}{cell(fb, b):>26}{"":>12}{target:>9}{met:>5}')
+    print(f'{"worker RSS KiB":28}' + ''.join(f'{spread(res[s.name]["worker_rss"], ".0f"):>{width}}' for s in sides) +
+          f'   (the app alone: {alone if alone else "-"} KiB)')
+    if alone:
+        over = {s.name: [r - alone for r in res[s.name]['worker_rss']] for s in sides}
+        print(f'{"  over the app alone KiB":28}' + ''.join(f'{spread(over[s.name], ".0f"):>{width}}' for s in sides))
+    for mode, target in (('graceful', 'clutch: 0'), ('abrupt', 'fewer'), ('no handler', 'fewer')):
+        failed = {s.name: sum(r['failed'] for r in res[s.name][mode]) if res[s.name][mode] else None for s in sides}
+        cell = lambda s: '-' if failed[s.name] is None else \
+            f'{failed[s.name]} of {sum(r["requests"] for r in res[s.name][mode])}'
+        fa = failed[pm2.name]
+        oks = [failed[s.name] is not None and (failed[s.name] == 0 if mode == 'graceful' else
+                                                fa is not None and failed[s.name] < fa) for s in others]
+        met = 'yes' if all(oks) else 'no'
+        print(f'{f"reload failed, {mode}":28}' + ''.join(f'{cell(s):>{width}}' for s in sides) +
+              f'{"":>{16 * len(others)}}{target:>9}{met:>5}')
     print(f'(reload: failed requests of all, summed over {RELOADS} run(s); RSS and start over {SAMPLES} cold starts,'
           f' SIGKILL over {SAMPLES} kills)')
 
     for mode, how in (('graceful', 'graceful on SIGINT/SIGTERM with the stop handler of docs/pm2-migration.md'),
-                      ('abrupt', 'HELLO_ABRUPT=1: exits at once')):
+                      ('abrupt', 'HELLO_ABRUPT=1: exits at once'),
+                      ('no handler', 'HELLO_NO_HANDLER=1: no signal handler at all')):
         print(f'\nreload under load, app {how}: wrk -t1 -c{CONNECTIONS[mode]} -d{WRK_SECONDS}s, `reload hello`'
               f' {RELOAD_AFTER} s in;'
               ' took = the reload command\'s wall time')
@@ -501,15 +553,15 @@ def main():
     pm2_version = installed_pm2()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the cleanup below runs on SIGTERM too
     clutch_bin = Path(sys.argv[1]).resolve()
-    pm2, clutch = Pm2(), Clutch(clutch_bin)
-    sides = [pm2, clutch]
+    pm2, clutch, clutch_node = Pm2(), Clutch(clutch_bin), ClutchNode(clutch_bin)
+    sides = [pm2, clutch, clutch_node]
     if not os.access(clutch_bin, os.X_OK):
-        clutch.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
-    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'graceful', 'abrupt')} for s in sides}
+        clutch.broken = clutch_node.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
+    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'worker_rss', *MODE_ENV)} for s in sides}
     node_version = subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()
     print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
           f' {WORKERS} instances of bench/hello.js each, Node {node_version}, 127.0.0.1; {os.cpu_count()} CPUs'
-          ' shared with the load')
+          ' shared with the load; clutch node: the same app under `clutch start bench/hello.js -i 2`')
     if not documented_handler_is_run():
         sys.exit('bench/supervisor.py: the stop handler in bench/hello.js is not the one docs/pm2-migration.md gives')
     started = time.monotonic()
@@ -522,9 +574,12 @@ def main():
                     if r[1] is not None:
                         res[sup.name]['rss'].append(r[1])
 
-        log('app up on both, graceful')
+        log('app up on each, graceful')
         for sup in sides:
             attempt(sup, 'app start', lambda s: (s.ensure_down(), s.start()), sup)
+        for sup in sides:
+            if (r := attempt(sup, 'worker RSS', worker_rss, sup, needs=['app start'])) is not None:
+                res[sup.name]['worker_rss'].append(r)
         log(f'SIGKILL to a worker, {SAMPLES} each')
         for i in range(SAMPLES):
             for sup in sides:
@@ -535,13 +590,13 @@ def main():
             for sup in sides:
                 if (r := attempt(sup, 'ls', ls_time, sup, needs=['app start'])) is not None:
                     res[sup.name]['ls'].append(r)
-        for mode in ('graceful', 'abrupt'):
+        for mode in MODE_ENV:
             app = 'app start'
-            if mode == 'abrupt':
-                log('app restarted on both with HELLO_ABRUPT=1')
-                app = 'app start with HELLO_ABRUPT=1'
+            if mode != 'graceful':
+                app = f'app start, {mode}'
+                log(f'app restarted on each, {mode}')
                 for sup in sides:
-                    attempt(sup, app, lambda s: (s.ensure_down(), s.start(True)), sup)
+                    attempt(sup, app, lambda s: (s.ensure_down(), s.start(mode)), sup)
             log(f'reload under load, {mode}, {RELOADS} each')
             for i in range(RELOADS):
                 for sup in sides:
@@ -550,8 +605,9 @@ def main():
     finally:
         for sup in sides:
             sup.cleanup()
+    alone = alone_rss()
     log(f'done in {time.monotonic() - started:.0f} s')
-    report(sides, res)
+    report(sides, res, alone)
 
 
 if __name__ == '__main__':

@@ -227,6 +227,22 @@ TEST(NodeCluster, ReadyMessageIsWaitedFor) {
   EXPECT_EQ(c.err.find(") ready"), std::string::npos) << c.err;
 }
 
+// Node's disconnect goes first to an app that asked for its port; one that takes clutch's socket from fd 3
+// (written for clutch, with its own stop handler) gets the stop signal first, its server still open.
+TEST(NodeCluster, AnAppOnListenFdsGetsItsStopSignalAndOthersNodesDisconnectFirst) {
+  {
+    clutch_run c(run_args({"--workers", "2", "--listen", "127.0.0.1:0"}), {{"FD", "1"}, {"ON_SIGTERM", "1"}});
+    ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+    stop_cleanly(c);
+    EXPECT_TRUE(c.wait_out("got SIGTERM, listening: true", 2)) << c.out;
+  }
+  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+  stop_cleanly(c);
+  // Its servers closed, nothing left to do: it ended by itself before any signal.
+  EXPECT_EQ(c.out.find("got SIGTERM"), std::string::npos) << c.out;
+}
+
 TEST(NodeCluster, ShutdownMessageComesBeforeTheStop) {
   clutch_run c(run_args({"--workers", "2", "--shutdown-with-message"}),
                {{"PORT", std::to_string(free_port())}, {"ON_SHUTDOWN", "1"}});

@@ -53,7 +53,15 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   if (w->watchdog_timer) w->watchdog_timer->cancel();
   if (w->drain_timer) w->drain_timer->cancel();
   resteer(e);
-  if (speaks_node(*e, *w)) return disconnect_then_signal(e, w);
+  if (speaks_node(*e, *w)) {
+    if (e->cfg.shutdown_message) w->chan->send(boost::json::value("shutdown"));  // PM2's shutdown_with_message
+    // Node's disconnect first, so that an app with no handler for the stop signal (it would die at once, in the
+    // middle of its requests) finishes them. Not for one that took its sockets from LISTEN_FDS alone: written
+    // for clutch, it handles the stop signal as docs/pm2-migration.md shows, which loses nothing even under
+    // keep-alive, where Node's disconnect (http.Server.close) drops the connections idle at that moment.
+    const bool fds_only = !w->servers.empty() && !w->asked_port;
+    if (!fds_only) return disconnect_then_signal(e, w);
+  }
   send_stop_signal(e, w);
 }
 

@@ -54,6 +54,7 @@ struct worker {
   std::set<std::size_t> closed;  // steered groups it closed its server on: no new connections for it there
   bool protocol_error = false;   // said once
   bool signalled = false;        // the stop signal has been sent
+  bool asked_port = false;       // it asked for a server by address (listen(PORT)), not only for its LISTEN_FDS
 };
 
 // A server Node workers asked for (node_cluster): which of the engine's sockets answers it.

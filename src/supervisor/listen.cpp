@@ -156,6 +156,8 @@ void pass_listeners(options& o, const std::vector<listener>& listeners) {
 void pass_sockets(options& o, const std::vector<std::pair<int, std::string>>& sockets) {
   while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
   o.stdio.resize(3);
+  // None: no LISTEN_FDS at all. "0" would read as true to a program that tests it (`if (process.env.LISTEN_FDS)`).
+  if (sockets.empty()) return;
   std::string names;
   for (const auto& [fd, name] : sockets) {
     o.stdio.push_back(stdio::fd(fd));

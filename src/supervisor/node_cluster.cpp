@@ -182,6 +182,7 @@ void query_server(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
   for (const auto& [other, s] : w->servers)
     if (s == *server) return reply_error(*w, seq, key, EADDRINUSE);  // its second server on that address
 
+  if (fd < 0) w->asked_port = true;
   auto& s = e->node_servers[*server];
   int sock = -1;
   if (s.steered) {
@@ -301,7 +302,6 @@ void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
 }
 
 void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  if (e->cfg.shutdown_message) w->chan->send(json::value("shutdown"));
   send_cluster(*w, {{"act", "disconnect"}});
   w->grace_timer.emplace(e->io, e->cfg.kill_timeout);
   w->grace_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
