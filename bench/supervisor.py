@@ -19,6 +19,9 @@ rest both run side by side, each on its own port, and their samples alternate so
                    kept-alive connections), then abrupt (HELLO_ABRUPT=1, N = 16), then with no signal handler
                    at all (HELLO_NO_HANDLER=1, N = 16)
   ls               wall time of `pm2 ls` / `clutch ls` with the app running
+  daemon SIGKILL   SIGKILL to the daemon (its workers go with it), until the app answers from a new worker: PM2 by
+                   `pm2 resurrect` after a `pm2 save`; clutch by a new `clutch daemon` started at once (as
+                   systemd's Restart=always), which restores the apps by itself
 Progress goes to stderr, the report to stdout.
 """
 import http.client
@@ -299,13 +302,29 @@ class Pm2(Supervisor):
     def ls_args(self):
         return ('ls',)
 
+    def prepare_crash(self):
+        self.run('save')
+
+    def recover(self):
+        self.run('resurrect')
+
 
 class Clutch(Supervisor):
     name, home_var, pid_file = 'clutch', 'CLUTCH_HOME', 'daemon.pid'
 
     def __init__(self, binary):
         self.binary = binary
+        self.daemons = []  # daemons this benchmark started itself (after a crash), reaped at the cleanup
         super().__init__()
+
+    def cleanup(self):
+        super().cleanup()
+        for d in self.daemons:
+            try:
+                d.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                d.kill()
+                d.wait()
 
     def argv(self, *args):
         return [str(self.binary), *args]
@@ -338,6 +357,14 @@ class Clutch(Supervisor):
 
     def ls_args(self):
         return ('ls',)
+
+    def prepare_crash(self):
+        pass  # its live table is written after every change
+
+    def recover(self):
+        """A new daemon at once, as systemd's Restart=always starts one; it restores the apps by itself."""
+        self.daemons.append(subprocess.Popen(self.argv('daemon'), cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 class ClutchNode(Clutch):
@@ -446,6 +473,36 @@ def kill_worker(sup):
 
 
 
+def daemon_crash(sup):
+    """ms from SIGKILL to the daemon until the app answers again from a new worker, the daemon brought back as
+    each side's own means do it: clutch's next daemon restores the apps by itself (started at once here, as
+    systemd's Restart=always would), PM2's needs `pm2 resurrect` (after a `pm2 save`)."""
+    sup.prepare_crash()
+    old = sup.daemon_pid()
+    if old is None or not alive(old):
+        raise Failed('no live daemon to kill')
+    before = (sup.listed_pids() or set()) | sup.seen
+    t0 = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    sup.recover()
+    deadline = t0 + 30
+    while True:
+        pid = get_pid(sup.port, timeout=0.5)
+        if pid is not None and pid not in before:
+            took = (time.monotonic() - t0) * 1e3
+            break
+        if time.monotonic() > deadline:
+            raise Failed('the app not answering from a new worker 30 s after the daemon was killed')
+        time.sleep(POLL)
+    sup.seen = {pid}
+    sup.known.add(pid)
+    while time.monotonic() < deadline and len(sup.listed_pids() or ()) < WORKERS:
+        time.sleep(0.05)
+    time.sleep(UP)
+    log(f'  {sup.name}: daemon SIGKILLed -> the app answering again: {took:.0f} ms')
+    return took
+
+
 def reload_under_load(sup, mode):
     """wrk's result, with the reload command's wall time in ms, for one `reload hello` under load."""
     load = subprocess.Popen(['wrk', '-t1', f'-c{CONNECTIONS[mode]}', f'-d{WRK_SECONDS}s',
@@ -507,6 +564,7 @@ def report(sides, res, alone):
     row('start -> port ms', 'start', '.0f', 3)
     row('SIGKILL -> new pid ms', 'sigkill', '.1f', 1.5)
     row(f'ls ms ({LS_RUNS} runs)', 'ls', '.1f', 10)
+    row('daemon SIGKILL -> serving ms', 'crash', '.0f', 1.5)
     print(f'{"worker RSS KiB":28}' + ''.join(f'{spread(res[s.name]["worker_rss"], ".0f"):>{width}}' for s in sides) +
           f'   (the app alone: {alone if alone else "-"} KiB)')
     if alone:
@@ -557,7 +615,8 @@ def main():
     sides = [pm2, clutch, clutch_node]
     if not os.access(clutch_bin, os.X_OK):
         clutch.broken = clutch_node.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
-    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'worker_rss', *MODE_ENV)} for s in sides}
+    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'worker_rss', 'crash', *MODE_ENV)}
+           for s in sides}
     node_version = subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()
     print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
           f' {WORKERS} instances of bench/hello.js each, Node {node_version}, 127.0.0.1; {os.cpu_count()} CPUs'
@@ -590,6 +649,10 @@ def main():
             for sup in sides:
                 if (r := attempt(sup, 'ls', ls_time, sup, needs=['app start'])) is not None:
                     res[sup.name]['ls'].append(r)
+        log('the daemon SIGKILLed, once each')
+        for sup in sides:
+            if (r := attempt(sup, 'daemon crash', daemon_crash, sup, needs=['app start'])) is not None:
+                res[sup.name]['crash'].append(r)
         for mode in MODE_ENV:
             app = 'app start'
             if mode != 'graceful':

@@ -236,11 +236,18 @@ TEST(NodeCluster, AnAppOnListenFdsGetsItsStopSignalAndOthersNodesDisconnectFirst
     stop_cleanly(c);
     EXPECT_TRUE(c.wait_out("got SIGTERM, listening: true", 2)) << c.out;
   }
-  clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
+  {
+    clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
+    ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
+    stop_cleanly(c);
+    // Its servers closed, nothing left to do: it ended by itself before any signal.
+    EXPECT_EQ(c.out.find("got SIGTERM"), std::string::npos) << c.out;
+  }
+  // --signal-first (disconnect_first = false): as PM2, the signal first.
+  clutch_run c(run_args({"--workers", "2", "--signal-first"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
   ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
   stop_cleanly(c);
-  // Its servers closed, nothing left to do: it ended by itself before any signal.
-  EXPECT_EQ(c.out.find("got SIGTERM"), std::string::npos) << c.out;
+  EXPECT_TRUE(c.wait_out("got SIGTERM, listening: true", 2)) << c.out;
 }
 
 TEST(NodeCluster, ShutdownMessageComesBeforeTheStop) {

@@ -115,7 +115,7 @@ const std::set<std::string_view> known_keys{
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
     "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid",
     "node_cluster", "instance_var", "shutdown_with_message", "kill_mode", "max_restarts", "min_uptime",
-    "restart_delay"};
+    "restart_delay", "disconnect_first"};
 
 // A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
 bool is_node_script(std::string_view program) {
@@ -269,6 +269,10 @@ std::optional<app_spec> read_app(reader& r) {
   if (is_node_script(s.program)) {  // app.js: node runs it, as PM2 guesses from the extension
     s.args.insert(s.args.begin(), s.program);
     s.program = "node";
+  }
+  if (const auto* v = o.if_contains("disconnect_first")) {
+    if (!v->is_bool()) return r.fail("disconnect_first", "must be true or false"), std::nullopt;
+    s.disconnect_first = v->get_bool();
   }
   if (const auto* v = o.if_contains("shutdown_with_message")) {
     if (!v->is_bool()) return r.fail("shutdown_with_message", "must be true or false"), std::nullopt;

@@ -13,7 +13,8 @@
 // --listen takes them), agent, ready (none, notify, listen, message), ready_timeout (ms), restart, stop_signal,
 // kill_timeout (ms), kill_mode (group, mixed), max_memory ("512M"), watchdog (ms), out_file, err_file,
 // log_max_size ("10M"), log_keep, shared_socket (true: one TCP socket for every worker, unsteered), uid, gid,
-// node_cluster (default: true for node and .js programs), instance_var, shutdown_with_message, max_restarts,
+// node_cluster (default: true for node and .js programs), disconnect_first, instance_var, shutdown_with_message,
+// max_restarts,
 // min_uptime (ms), restart_delay (ms). An unknown key is an error, so that a typo is not ignored.
 #pragma once
 

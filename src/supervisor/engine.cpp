@@ -60,7 +60,7 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
     // for clutch, it handles the stop signal as docs/pm2-migration.md shows, which loses nothing even under
     // keep-alive, where Node's disconnect (http.Server.close) drops the connections idle at that moment.
     const bool fds_only = !w->servers.empty() && !w->asked_port;
-    if (!fds_only) return disconnect_then_signal(e, w);
+    if (e->cfg.disconnect_first && !fds_only) return disconnect_then_signal(e, w);
   }
   send_stop_signal(e, w);
 }

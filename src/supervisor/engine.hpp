@@ -66,6 +66,10 @@ struct run_settings {
   bool node_cluster = false;
   // node_cluster: the message 'shutdown' goes to a worker just before its stop signal (PM2's shutdown_with_message).
   bool shutdown_message = false;
+  // node_cluster: false sends the stop signal first, as PM2 does, to an app whose handler stops it gracefully
+  // (Node's disconnect closes its servers with http.Server.close, which drops kept-alive connections idle at
+  // that moment). A worker that took only LISTEN_FDS sockets gets the signal first anyway.
+  bool disconnect_first = true;
   // The variable that holds a worker's slot, 0…N−1, kept by every replacement in that slot (PM2's instance_var).
   std::string instance_var = "NODE_APP_INSTANCE";
   signal_spec stop_signal{SIGTERM};

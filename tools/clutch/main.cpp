@@ -69,7 +69,8 @@ struct app_options {
   std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid, kill_mode;
   std::string instance_var;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
-  bool shared_socket = false, node_cluster = false, no_node_cluster = false, shutdown_message = false;
+  bool shared_socket = false, node_cluster = false, no_node_cluster = false, shutdown_message = false,
+       signal_first = false;
 
   void add_to(CLI::App* cmd, bool daemon) {
     cmd->add_option("--workers,-i,--instances", workers,
@@ -97,6 +98,8 @@ struct app_options {
                   "serve Node's cluster protocol to the workers (the default for node and .js programs; for a "
                   "wrapper such as npm start)");
     cmd->add_flag("--no-node-cluster", no_node_cluster, "a Node program without Node's cluster protocol");
+    cmd->add_flag("--signal-first", signal_first,
+                  "stop a Node worker with its stop signal first, as PM2 does (default: Node's disconnect first)");
     cmd->add_option("--instance-var", instance_var,
                     "the variable that holds a worker's instance number, 0…N-1 (default NODE_APP_INSTANCE)");
     cmd->add_flag("--shutdown-with-message", shutdown_message,
@@ -153,6 +156,7 @@ struct app_options {
     if (node_cluster || no_node_cluster) o["node_cluster"] = node_cluster;
     if (!instance_var.empty()) o["instance_var"] = instance_var;
     if (shutdown_message) o["shutdown_with_message"] = true;
+    if (signal_first) o["disconnect_first"] = false;
     if (!listen.empty()) o["listen"] = json::value_from(listen);
     if (!ready.empty()) o["ready"] = ready;
     if (!stop_signal.empty()) o["stop_signal"] = stop_signal;
