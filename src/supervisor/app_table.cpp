@@ -1,4 +1,4 @@
-// The app table's file: {"version": 1, "apps": [{"app": {…}, "env": {…} | null, "running": bool}]}.
+// The app table's file: {"version": 1, "apps": [{"app": {…}, "env": {…} | null, "running": bool, "pids": […]}]}.
 #include "supervisor/app_table.hpp"
 
 #include <fcntl.h>
@@ -6,6 +6,7 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/json/value_from.hpp>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -23,7 +24,7 @@ error_code errno_code(int e) { return {e, boost::system::system_category()}; }
 error_code write_table(const std::string& path, const std::vector<table_entry>& apps) {
   json::array list;
   for (const auto& a : apps) {
-    json::object e{{"app", a.source}, {"running", a.running}};
+    json::object e{{"app", a.source}, {"running", a.running}, {"pids", json::value_from(a.pids)}};
     if (a.env) {
       json::object env;
       for (const auto& [k, v] : *a.env) env[k] = v;
@@ -84,6 +85,9 @@ std::optional<std::vector<table_entry>> read_table(const std::string& path, std:
       for (const auto& [k, val] : env->get_object())
         if (val.is_string()) (*e.env)[std::string(k)] = std::string(val.get_string());
     }
+    if (const auto* pids = o->if_contains("pids"); pids && pids->is_array())
+      for (const auto& p : pids->get_array())
+        if (p.is_int64() && p.get_int64() > 1 && p.get_int64() < (1LL << 31)) e.pids.push_back(static_cast<int>(p.get_int64()));
     const auto* running = o->if_contains("running");
     e.running = running && running->is_bool() && running->get_bool();
     out.push_back(std::move(e));

@@ -22,6 +22,7 @@ struct table_entry {
   boost::json::object source;               // the app's definition (workers: its scale when written)
   std::optional<environment::map> env;      // run_settings::base_env
   bool running = false;                     // false: stopped or errored, and restored so
+  std::vector<int> pids;                    // its processes when written: a restore waits for them to be gone
 };
 
 error_code write_table(const std::string& path, const std::vector<table_entry>& apps);

@@ -19,6 +19,7 @@
 
 #include "common/exit_text.hpp"
 #include "common/json_fields.hpp"
+#include "os/proc_stat.hpp"
 #include "supervisor/app_table.hpp"
 #include "supervisor/config.hpp"
 #include "supervisor/engine.hpp"
@@ -258,6 +259,10 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       auto a = wa.lock();
       if (d && a) d->on_output(a, tag, stream, data, end);
     });
+    // The live table knows every process of the app (a restore after a crash waits for them to be gone).
+    eng->on_start([self](const process_tag&) {
+      if (auto d = self.lock()) d->persist();
+    });
     eng->on_exit([self, wa](const process_tag& tag, const exit_status& st, bool asked) {
       auto d = self.lock();
       auto a = wa.lock();
@@ -366,19 +371,42 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
 
   std::vector<table_entry> table() const {
     std::vector<table_entry> out;
-    for (const auto& [name, a] : apps) out.push_back({a->source, a->spec.run.base_env, a->st == app::state::running});
+    for (const auto& [name, a] : apps)
+      out.push_back({a->source, a->spec.run.base_env, a->st == app::state::running,
+                     a->eng ? a->eng->pids() : std::vector<int>{}});
     return out;
   }
 
-  // The live table, after every change: what a daemon after a crash of this one restores.
+  // The live table, after every change: what a daemon after a crash of this one restores. Written once per turn
+  // of the event loop however many changes it saw (a start of 100 apps is one write, not 400).
   void persist() {
-    if (shutting_down) return;  // a clean end: the next daemon restores nothing of it
-    if (auto ec = write_table(cfg.paths.table, table())) say("clutch: cannot write " + cfg.paths.table + ": " + ec.message());
+    if (shutting_down || std::exchange(persist_posted, true)) return;
+    asio::post(io, [self = weak_from_this()] {
+      auto d = self.lock();
+      if (!d) return;
+      d->persist_posted = false;
+      if (d->shutting_down) return;  // a clean end: the next daemon restores nothing of it
+      if (auto ec = write_table(d->cfg.paths.table, d->table()))
+        d->say("clutch: cannot write " + d->cfg.paths.table + ": " + ec.message());
+    });
   }
+  bool persist_posted = false;
 
   // Apps from a table, those not known already: each defined again, the running ones started (one that cannot
   // start is errored, and says why). Their names.
   json::array restore(const std::vector<table_entry>& entries) {
+    // The processes of the daemon before (after a crash: its workers, which die with it) may still hold their
+    // sockets for a moment, and a new SO_REUSEPORT socket on their port would join their group: wait until they
+    // are gone, 2 s at most (a pid taken since by another process only makes it wait).
+    for (const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+         std::chrono::steady_clock::now() < until;) {
+      bool left = false;
+      for (const auto& e : entries)
+        for (const int pid : e.pids)
+          if (auto st = os::read_proc_stat(pid); st && st->state != 'Z' && st->state != 'X') left = true;
+      if (!left) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     std::vector<std::pair<app_spec, json::object>> specs;
     std::map<std::string, bool> running;
     for (const auto& e : entries) {

@@ -176,6 +176,7 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   w->pid = w->proc.pid();
   e->live[w->pid] = w;
   e->say("clutch: " + who(*w) + " started");
+  if (e->started) e->started(tag_of(*w));
   feed_watchdog(e, w);  // from the start, as systemd counts it
   pass_output(e, w);
   if (node) serve_node(e, w);
@@ -422,6 +423,7 @@ void engine::on_ready(std::function<void()> h) { state_->ready = std::move(h); }
 void engine::on_output(std::function<void(const process_tag&, int, std::string_view, bool)> h) {
   state_->output = std::move(h);
 }
+void engine::on_start(std::function<void(const process_tag&)> h) { state_->started = std::move(h); }
 void engine::on_exit(std::function<void(const process_tag&, const exit_status&, bool)> h) {
   state_->exited = std::move(h);
 }

@@ -152,6 +152,8 @@ class engine {
   // read; the last call for a stream has end = true (every writer, grandchildren too, has closed it). Without it,
   // they share clutch's own.
   void on_output(std::function<void(const process_tag&, int stream, std::string_view data, bool end)> h);
+  // A process started (the agent or a worker), with its pid.
+  void on_start(std::function<void(const process_tag&)> h);
   // A process exited (asked_to: it had been asked to stop, by a stop, a reload, a scale-down or a watchdog).
   void on_exit(std::function<void(const process_tag&, const exit_status&, bool asked_to)> h);
 

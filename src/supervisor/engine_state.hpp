@@ -123,6 +123,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
   std::function<void(const process_tag&, int, std::string_view, bool)> output;
   std::function<void(const process_tag&, const exit_status&, bool)> exited;
   std::function<void(const process_tag&, const std::string&)> start_failed;
+  std::function<void(const process_tag&)> started;
   std::string last_error;    // the last start that failed or slot given up, in words
   std::string last_failure;  // the last start that failed or worker that crashed: what a give-up names
   std::optional<asio::steady_timer> memory_timer;
