@@ -8,23 +8,29 @@ std::span<char> frame_decoder::prepare(std::size_t n) {
   // Drop what was consumed when that is cheap relative to it (the rest is at most as large), so that a long line
   // arriving in many reads is not copied again for each one.
   if (start_ > 0 && (start_ == size_ || size_ - start_ <= start_)) {
-    std::memmove(buf_.data(), buf_.data() + start_, size_ - start_);
+    std::memmove(buf_.get(), buf_.get() + start_, size_ - start_);
     moved_ += size_ - start_;
     size_ -= start_;
     scan_ -= start_;
     start_ = 0;
   }
-  if (buf_.size() < size_ + n) buf_.resize(std::max(size_ + n, buf_.size() * 2));
-  return {buf_.data() + size_, n};
+  if (capacity_ < size_ + n) {
+    const std::size_t grown = std::max(size_ + n, capacity_ * 2);
+    std::unique_ptr<char[]> bigger(new char[grown]);  // default-initialized: its pages stay untouched until used
+    if (size_ > 0) std::memcpy(bigger.get(), buf_.get(), size_);
+    buf_ = std::move(bigger);
+    capacity_ = grown;
+  }
+  return {buf_.get() + size_, n};
 }
 
 std::optional<std::string_view> frame_decoder::next_line(error_code& ec) {
   ec.clear();
   if (scan_ < size_) {
-    const void* nl = std::memchr(buf_.data() + scan_, '\n', size_ - scan_);
+    const void* nl = std::memchr(buf_.get() + scan_, '\n', size_ - scan_);
     if (nl != nullptr) {
-      std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - buf_.data());
-      std::string_view line(buf_.data() + start_, end - start_);
+      std::size_t end = static_cast<std::size_t>(static_cast<const char*>(nl) - buf_.get());
+      std::string_view line(buf_.get() + start_, end - start_);
       start_ = scan_ = end + 1;
       if (line.size() > max_message_) {
         ec = clutch::errc::message_too_large;

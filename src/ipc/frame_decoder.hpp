@@ -13,6 +13,7 @@
 #include <boost/json/parser.hpp>
 #include <boost/json/value.hpp>
 
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -39,7 +40,10 @@ class frame_decoder {
   std::size_t bytes_moved() const noexcept { return moved_; }
 
  private:
-  std::string buf_;
+  // Not a std::string: growing one zero-fills it, and a channel's first read (256 KiB of room) would then take
+  // that much resident memory at once, however short its messages; untouched room costs nothing.
+  std::unique_ptr<char[]> buf_;
+  std::size_t capacity_ = 0;
   std::size_t start_ = 0;  // first byte not yet returned
   std::size_t scan_ = 0;   // first byte not yet searched for '\n'
   std::size_t size_ = 0;   // bytes of buf_ in use

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
@@ -261,7 +262,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     });
     // The live table knows every process of the app (a restore after a crash waits for them to be gone).
     eng->on_start([self](const process_tag&) {
-      if (auto d = self.lock()) d->persist();
+      if (auto d = self.lock()) d->persist_soon();
     });
     eng->on_exit([self, wa](const process_tag& tag, const exit_status& st, bool asked) {
       auto d = self.lock();
@@ -391,6 +392,19 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     });
   }
   bool persist_posted = false;
+  // For what only a restore's wait needs (the pids of restarted workers): within 100 ms, so that a reload of
+  // every app is a few writes, not one per worker.
+  void persist_soon() {
+    if (shutting_down || persist_timer) return;
+    persist_timer.emplace(io, std::chrono::milliseconds(100));
+    persist_timer->async_wait([self = weak_from_this()](error_code ec) {
+      auto d = self.lock();
+      if (!d || ec) return;
+      d->persist_timer.reset();
+      d->persist();
+    });
+  }
+  std::optional<asio::steady_timer> persist_timer;
 
   // Apps from a table, those not known already: each defined again, the running ones started (one that cannot
   // start is errored, and says why). Their names.
@@ -833,6 +847,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
 
   void shutdown() {
     if (std::exchange(shutting_down, true)) return;
+    if (persist_timer) persist_timer->cancel();
     say("clutch: stopping every app");
     control.close();
     auto left = std::make_shared<std::size_t>(apps.size() + 1);
