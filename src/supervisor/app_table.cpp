@@ -22,8 +22,10 @@ error_code errno_code(int e) { return {e, boost::system::system_category()}; }
 }  // namespace
 
 error_code write_table(const std::string& path, const std::vector<table_entry>& apps) {
-  json::array list;
-  for (const auto& a : apps) {
+  // An entry at a time: a table of 100 apps with their environments is never held whole as JSON values.
+  std::string text = "{\"version\":1,\"apps\":[";
+  for (std::size_t i = 0; i < apps.size(); ++i) {
+    const auto& a = apps[i];
     json::object e{{"app", a.source}, {"running", a.running}, {"pids", json::value_from(a.pids)}};
     if (a.env) {
       json::object env;
@@ -32,9 +34,10 @@ error_code write_table(const std::string& path, const std::vector<table_entry>& 
     } else {
       e["env"] = nullptr;
     }
-    list.push_back(std::move(e));
+    if (i > 0) text += ',';
+    text += json::serialize(e);
   }
-  const std::string text = json::serialize(json::object{{"version", 1}, {"apps", std::move(list)}}) + "\n";
+  text += "]}\n";
   // A new file beside it, then rename: whoever reads it, a daemon after a crash included, sees one or the other.
   const std::string tmp = path + ".new";
   os::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
@@ -81,9 +84,10 @@ std::optional<std::vector<table_entry>> read_table(const std::string& path, std:
     table_entry e;
     e.source = app->get_object();
     if (const auto* env = o->if_contains("env"); env && env->is_object()) {
-      e.env.emplace();
+      environment::map vars;
       for (const auto& [k, val] : env->get_object())
-        if (val.is_string()) (*e.env)[std::string(k)] = std::string(val.get_string());
+        if (val.is_string()) vars[std::string(k)] = std::string(val.get_string());
+      e.env = std::make_shared<const environment::map>(std::move(vars));
     }
     if (const auto* pids = o->if_contains("pids"); pids && pids->is_array())
       for (const auto& p : pids->get_array())

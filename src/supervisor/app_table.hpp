@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/json/object.hpp>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,7 +21,7 @@ namespace clutch::supervisor {
 
 struct table_entry {
   boost::json::object source;               // the app's definition (workers: its scale when written)
-  std::optional<environment::map> env;      // run_settings::base_env
+  std::shared_ptr<const environment::map> env;  // run_settings::base_env
   bool running = false;                     // false: stopped or errored, and restored so
   std::vector<int> pids;                    // its processes when written: a restore waits for them to be gone
 };

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "common/exit_text.hpp"
@@ -95,13 +96,13 @@ struct app {
 };
 
 // The environment of the `clutch` command that sent req ("env": {NAME: VALUE}), if it sent one.
-std::optional<environment::map> caller_env(const json::object& req) {
+std::shared_ptr<const environment::map> caller_env(const json::object& req) {
   const auto* env = req.if_contains("env");
-  if (!env || !env->is_object()) return std::nullopt;
+  if (!env || !env->is_object()) return nullptr;
   environment::map out;
   for (const auto& [k, v] : env->get_object())
     if (v.is_string() && !k.empty()) out[std::string(k)] = std::string(v.get_string());
-  return out;
+  return std::make_shared<const environment::map>(std::move(out));
 }
 
 const char* state_name(app::state s) {
@@ -392,11 +393,11 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     });
   }
   bool persist_posted = false;
-  // For what only a restore's wait needs (the pids of restarted workers): within 100 ms, so that a reload of
+  // For what only a restore's wait needs (the pids of restarted workers): within a second, so that a reload of
   // every app is a few writes, not one per worker.
   void persist_soon() {
     if (shutting_down || persist_timer) return;
-    persist_timer.emplace(io, std::chrono::milliseconds(100));
+    persist_timer.emplace(io, std::chrono::seconds(1));
     persist_timer->async_wait([self = weak_from_this()](error_code ec) {
       auto d = self.lock();
       if (!d || ec) return;
@@ -598,7 +599,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     const auto it = table.find(cmd);
     if (it == table.end()) return fail(s, "unknown request '" + cmd + "'");
     (this->*it->second)(req, s);
-    persist();
+    // What changes the table is written; what only reads it is not (an `ls` costs no write).
+    static const std::set<std::string_view> reads_only{"ls", "ping", "logs", "status", "save"};
+    if (!reads_only.contains(cmd)) persist();
   }
 
   // logs {name (none or "all": every app), lines, follow}: {"ok"} (with "out_file", "err_file" for one app), the
@@ -713,10 +716,11 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     assign_auto_workers(specs);
     json::array started;
     std::string errors;
+    const auto env = caller_env(req);  // one, shared by the apps of this start
     for (auto& [spec, source] : specs) {
       auto a = std::make_shared<app>();
       a->spec = std::move(spec);
-      a->spec.run.base_env = caller_env(req);
+      a->spec.run.base_env = env;
       a->source = std::move(source);
       const auto name = a->spec.name;
       apps[name] = a;
@@ -798,11 +802,12 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     };
     const auto* u = req.if_contains("update_env");
     const bool take_env = u && u->is_bool() && u->get_bool();
+    const auto env = caller_env(req);
     for (auto& [spec, source] : specs) {
       const std::string name = spec.name;
       auto it = apps.find(name);
       // A new app starts from the caller's environment; a known one keeps its own unless --update-env.
-      spec.run.base_env = it == apps.end() || take_env ? caller_env(req) : it->second->spec.run.base_env;
+      spec.run.base_env = it == apps.end() || take_env ? env : it->second->spec.run.base_env;
       if (it == apps.end() || it->second->st != app::state::running) {
         auto a = std::make_shared<app>();
         a->spec = std::move(spec);

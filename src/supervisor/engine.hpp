@@ -43,7 +43,8 @@ struct run_settings {
   environment::map env;          // added to clutch's environment (the agent gets them too)
   // The environment the processes start from instead of clutch's own: the daemon's apps get the one of the
   // `clutch start` that started them, as PM2's do (env is then added to it).
-  std::optional<environment::map> base_env;
+  // Shared, not copied: the apps of one `clutch start FILE` share one, and the engine's settings copy it freely.
+  std::shared_ptr<const environment::map> base_env;
   std::optional<uid_t> uid;      // the user the workers and the agent run as (PM2's uid); unset: clutch's
   std::optional<gid_t> gid;
   unsigned workers = 1;
