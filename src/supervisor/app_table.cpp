@@ -1,4 +1,5 @@
-// The app table's file: {"version": 1, "apps": [{"app": {…}, "env": {…} | null, "running": bool, "pids": […]}]}.
+// The app table's file: {"version": 1, "envs": [{…}], "apps": [{"app": {…}, "env": index | null, "running": bool,
+// "pids": […]}]}.
 #include "supervisor/app_table.hpp"
 
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <boost/json/value_from.hpp>
 #include <cerrno>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "os/fd.hpp"
@@ -22,18 +24,24 @@ error_code errno_code(int e) { return {e, boost::system::system_category()}; }
 }  // namespace
 
 error_code write_table(const std::string& path, const std::vector<table_entry>& apps) {
-  // An entry at a time: a table of 100 apps with their environments is never held whole as JSON values.
-  std::string text = "{\"version\":1,\"apps\":[";
+  // Each environment once ("envs"), apps naming theirs by index: the apps of one `clutch start FILE` share one.
+  // And an entry at a time: a table of 100 apps is never held whole as JSON values.
+  std::map<const environment::map*, std::size_t> index;
+  std::string envs;
+  for (const auto& a : apps) {
+    if (!a.env || index.contains(a.env.get())) continue;
+    json::object env;
+    for (const auto& [k, v] : *a.env) env[k] = v;
+    if (!index.empty()) envs += ',';
+    envs += json::serialize(env);
+    index.emplace(a.env.get(), index.size());
+  }
+  std::string text = "{\"version\":1,\"envs\":[" + envs + "],\"apps\":[";
   for (std::size_t i = 0; i < apps.size(); ++i) {
     const auto& a = apps[i];
     json::object e{{"app", a.source}, {"running", a.running}, {"pids", json::value_from(a.pids)}};
-    if (a.env) {
-      json::object env;
-      for (const auto& [k, v] : *a.env) env[k] = v;
-      e["env"] = std::move(env);
-    } else {
-      e["env"] = nullptr;
-    }
+    if (a.env) e["env"] = index.at(a.env.get());
+    else e["env"] = nullptr;
     if (i > 0) text += ',';
     text += json::serialize(e);
   }
@@ -73,6 +81,15 @@ std::optional<std::vector<table_entry>> read_table(const std::string& path, std:
     why = path + ": not an app table clutch wrote";
     return std::nullopt;
   }
+  std::vector<std::shared_ptr<const environment::map>> envs;
+  if (const auto* list = top->if_contains("envs"); list && list->is_array())
+    for (const auto& env : list->get_array()) {
+      environment::map vars;
+      if (env.is_object())
+        for (const auto& [k, val] : env.get_object())
+          if (val.is_string()) vars[std::string(k)] = std::string(val.get_string());
+      envs.push_back(std::make_shared<const environment::map>(std::move(vars)));
+    }
   std::vector<table_entry> out;
   for (const auto& v : apps->get_array()) {
     const auto* o = v.if_object();
@@ -83,11 +100,12 @@ std::optional<std::vector<table_entry>> read_table(const std::string& path, std:
     }
     table_entry e;
     e.source = app->get_object();
-    if (const auto* env = o->if_contains("env"); env && env->is_object()) {
-      environment::map vars;
-      for (const auto& [k, val] : env->get_object())
-        if (val.is_string()) vars[std::string(k)] = std::string(val.get_string());
-      e.env = std::make_shared<const environment::map>(std::move(vars));
+    if (const auto* env = o->if_contains("env"); env && env->is_int64()) {
+      if (env->get_int64() < 0 || static_cast<std::size_t>(env->get_int64()) >= envs.size()) {
+        why = path + ": an app names an environment the file does not hold";
+        return std::nullopt;
+      }
+      e.env = envs[static_cast<std::size_t>(env->get_int64())];
     }
     if (const auto* pids = o->if_contains("pids"); pids && pids->is_array())
       for (const auto& p : pids->get_array())

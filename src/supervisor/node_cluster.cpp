@@ -29,6 +29,9 @@ using ::clutch::detail::string_field;
 namespace {
 
 constexpr std::size_t max_servers = 64;  // listen()s per worker: a flood past this gets EMFILE
+// Addresses the workers of one app may have clutch bind in all (a worker that keeps asking for new ones and
+// crashes would otherwise add 64 with each restart).
+constexpr std::size_t max_app_servers = 256;
 // After a stopping worker's channel closes (its servers are closed), how long it has to exit by itself.
 constexpr auto exit_grace = std::chrono::milliseconds(500);
 
@@ -147,6 +150,7 @@ void query_server(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
     const std::string path(address->get_string());
     server = server_on_path(*e, path);
     if (!server) {
+      if (e->node_servers.size() >= max_app_servers) return reply_error(*w, seq, key, EMFILE);
       struct stat st {};
       if (::lstat(path.c_str(), &st) == 0) return reply_error(*w, seq, key, EADDRINUSE);  // as Node: never ours
       listen_spec spec;
@@ -158,9 +162,11 @@ void query_server(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
     if (port > 65535) return reply_error(*w, seq, key, EINVAL);
     listen_spec spec;
     spec.tcp.port(static_cast<unsigned short>(port));
-    if (address && address->is_string() && !address->get_string().empty()) {
+    const bool any_address = !address || !address->is_string() || address->get_string().empty();
+    if (!any_address) {
+      // Node resolves a host name in the worker: what comes here is an IP address, or a worker's mistake.
       auto a = asio::ip::make_address(std::string(address->get_string()), ec);
-      if (ec) return reply_error(*w, seq, key, EINVAL);  // Node resolves names in the worker: an address comes
+      if (ec) return reply_error(*w, seq, key, EINVAL);
       spec.tcp.address(a);
     } else {
       spec.tcp.address(asio::ip::address_v6::any());  // as Node: dual-stack ::, or 0.0.0.0 without IPv6
@@ -170,8 +176,9 @@ void query_server(const std::shared_ptr<engine_state>& e, const std::shared_ptr<
     if (port > 0) server = configured_tcp(*e, spec.tcp);
     if (auto it = e->node_keys.find(by); !server && it != e->node_keys.end()) server = it->second;
     if (!server) {
+      if (e->node_servers.size() >= max_app_servers) return reply_error(*w, seq, key, EMFILE);
       server = bind_server(*e, spec, by, ec);
-      if (ec && !address) {
+      if (ec && any_address) {
         ec = {};
         spec.tcp.address(asio::ip::address_v4::any());
         server = bind_server(*e, spec, by, ec);
