@@ -92,15 +92,13 @@ void control_session::start(std::function<void(json::object, std::shared_ptr<con
           return self->end();
         }
         // Watch for the hang-up.
+        // The pending read owns the watch; the watch names itself only weakly, so that a read still pending when
+        // the daemon ends (its io_context destroyed) frees the session with it.
         auto watch = std::make_shared<std::function<void()>>();
-        *watch = [self, watch] {
+        *watch = [self, weak = std::weak_ptr(watch)] {
           self->in_.resize(512);
-          self->socket_.async_read_some(asio::buffer(self->in_), [self, watch](error_code ec, std::size_t) {
-            if (ec) {
-              self->close();
-              *watch = nullptr;  // the cycle through the lambda ends here
-              return;
-            }
+          self->socket_.async_read_some(asio::buffer(self->in_), [self, watch = weak.lock()](error_code ec, std::size_t) {
+            if (ec || !watch) return self->close();
             (*watch)();
           });
         };
