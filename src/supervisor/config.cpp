@@ -34,6 +34,12 @@ std::optional<std::uint64_t> parse_size(std::string_view text) {
   return n << shift;
 }
 
+bool is_node_script(std::string_view file) {
+  for (std::string_view ext : {".js", ".mjs", ".cjs"})
+    if (file.size() > ext.size() && file.ends_with(ext)) return true;
+  return false;
+}
+
 bool valid_app_name(std::string_view name) {
   if (name.empty() || name.size() > 64 || name == "all" || name.front() == '.' || name.front() == '-') return false;
   for (char c : name)
@@ -118,11 +124,6 @@ const std::set<std::string_view> known_keys{
     "restart_delay", "disconnect_first"};
 
 // A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
-bool is_node_script(std::string_view program) {
-  for (std::string_view ext : {".js", ".mjs", ".cjs"})
-    if (program.size() > ext.size() && program.ends_with(ext)) return true;
-  return false;
-}
 bool is_node(std::string_view program) {
   const auto base = program.substr(program.rfind('/') + 1);
   return base == "node" || base == "nodejs" || is_node_script(program);

@@ -58,6 +58,10 @@ std::optional<app_spec> app_from_json(const boost::json::object& o, std::string&
                                       field_names names = field_names::config,
                                       std::vector<std::string>* field = nullptr);
 
+// A script node runs, as PM2 guesses from the extension (.js, .mjs, .cjs): `command = "app.js"`, `clutch start
+// app.js`, an ecosystem file's script.
+bool is_node_script(std::string_view file);
+
 // An app's name: letters, digits, '-', '_', '.', at most 64, not "all" (the CLI's word for every app).
 bool valid_app_name(std::string_view name);
 

@@ -34,12 +34,6 @@ if (file.endsWith('.mjs')) import(require('url').pathToFileURL(file).href).then(
 else { try { out(require(file)); } catch (e) { fail(e); } }
 )JS";
 
-bool is_node_script(std::string_view s) {
-  for (std::string_view ext : {".js", ".mjs", ".cjs"})
-    if (s.size() > ext.size() && s.ends_with(ext)) return true;
-  return false;
-}
-
 // PM2's args and node_args: a string split at spaces, or a list.
 std::vector<std::string> words(const json::value& v) {
   std::vector<std::string> out;

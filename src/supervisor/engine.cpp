@@ -53,7 +53,7 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   if (w->watchdog_timer) w->watchdog_timer->cancel();
   if (w->drain_timer) w->drain_timer->cancel();
   resteer(e);
-  if (speaks_node(*e, *w)) {
+  if (speaks_node(*w)) {
     if (e->cfg.shutdown_message) w->chan->send(boost::json::value("shutdown"));  // PM2's shutdown_with_message
     // Node's disconnect first, so that an app with no handler for the stop signal (it would die at once, in the
     // middle of its requests) finishes them. Not for one that took its sockets from LISTEN_FDS alone: written

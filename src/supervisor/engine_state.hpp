@@ -189,8 +189,8 @@ void release_sockets(const std::shared_ptr<engine_state>& e, const std::shared_p
 void pipe_output(const engine_state& e, options& o);
 void pass_output(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // node_cluster.cpp
-// Whether w speaks Node's cluster protocol (a worker of a node_cluster engine whose channel is open).
-bool speaks_node(const engine_state& e, const worker& w);
+// Whether w speaks Node's cluster protocol (it was started with a channel, which is still open).
+bool speaks_node(const worker& w);
 void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // Node's disconnect, then the stop signal once its channel closes (or kill_timeout has passed).
 void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);

@@ -245,9 +245,7 @@ void on_cluster_message(const std::shared_ptr<engine_state>& e, const std::share
 
 }  // namespace
 
-bool speaks_node(const engine_state& e, const worker& w) {
-  return e.cfg.node_cluster && !w.agent && w.chan && w.chan->connected();
-}
+bool speaks_node(const worker& w) { return w.chan && w.chan->connected(); }
 
 int member_for(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, std::size_t g,
                error_code& ec) {

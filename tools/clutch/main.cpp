@@ -53,13 +53,6 @@ using clutch::detail::number_of;
 
 namespace {
 
-// A script node runs, as PM2 guesses from the extension: `clutch start app.js`.
-bool node_script(std::string_view file) {
-  for (std::string_view ext : {".js", ".mjs", ".cjs"})
-    if (file.size() > ext.size() && file.ends_with(ext)) return true;
-  return false;
-}
-
 // The options `run` and `start --name` share: what an app is. They become the JSON object that config.hpp
 // checks, as a TOML file's apps do.
 struct app_options {
@@ -122,7 +115,7 @@ struct app_options {
     // As PM2: app.js is named app.
     const std::filesystem::path given(command.front());
     o["name"] = !name.empty()                ? name
-                : node_script(command.front()) ? given.stem().string()
+                : sv::is_node_script(command.front()) ? given.stem().string()
                                                : given.filename().string();
     std::string program = command.front();
     // A relative path is the caller's: the daemon's own folder is another.
@@ -630,7 +623,7 @@ int run_command(cli_options& o) {
 }
 
 // req with this command's environment ("env"), which new apps start from, as under PM2; with update_env
-// (--update-env), the apps it names too. Not what belongs to this process alone: its supervisor's sockets and
+// (--update-env), the apps it names too (a restart or reload by name sends it only then). Not what belongs to this process alone: its supervisor's sockets and
 // channels.
 json::object with_env(json::object req, bool update_env = false) {
   static const std::set<std::string_view> own{
@@ -671,9 +664,24 @@ std::optional<sv::config_file> load_apps(const std::string& file, const app_opti
   return cfg;
 }
 
+// The apps of a TOML or ecosystem file as the daemon takes them, with the file's metrics port; nullopt once
+// `clutch VERB: why` is said.
+std::optional<std::pair<json::array, unsigned>> file_apps(const char* verb, const std::string& file,
+                                                          const app_options& opts) {
+  std::string why;
+  auto cfg = load_apps(file, opts, why);
+  if (!cfg) {
+    std::cerr << "clutch " << verb << ": " << why << std::endl;
+    return std::nullopt;
+  }
+  json::array apps;
+  for (auto& a : cfg->apps) apps.push_back(std::move(a));
+  return std::pair{std::move(apps), cfg->metrics_port};
+}
+
 int start_command(cli_options& o) {
   // `clutch start app.js [-i N] [--name api] [-- ARGS…]`, as PM2's: node runs the script, named after it.
-  if (node_script(o.file) && !sv::is_ecosystem_file(o.file)) {
+  if (sv::is_node_script(o.file) && !sv::is_ecosystem_file(o.file)) {
     o.program.insert(o.program.begin(), std::exchange(o.file, {}));
     if (o.start_opts.name.empty()) o.start_opts.name = std::filesystem::path(o.program.front()).stem().string();
   }
@@ -714,44 +722,33 @@ int start_command(cli_options& o) {
     if (rc == no_daemon_code) std::cerr << "clutch: no daemon is running, so no app is known by name" << std::endl;
     return rc;
   }
-  std::string why;
-  auto cfg = load_apps(o.file, o.start_opts, why);
-  if (!cfg) {
-    std::cerr << "clutch start: " << why << std::endl;
-    return 2;
-  }
-  json::array apps;
-  for (auto& a : cfg->apps) apps.push_back(a);
+  auto cfg = file_apps("start", o.file, o.start_opts);
+  if (!cfg) return 2;
   // The file's apps that run already are left alone (PM2's `start ecosystem.config.js`).
-  return call(with_env({{"cmd", "start"}, {"apps", std::move(apps)}, {"keep_running", true}}), print_apps, o.timeout, true,
-              o.metrics_port ? o.metrics_port : cfg->metrics_port);
+  return call(with_env({{"cmd", "start"}, {"apps", std::move(cfg->first)}, {"keep_running", true}}), print_apps,
+              o.timeout, true, o.metrics_port ? o.metrics_port : cfg->second);
 }
 
 // `clutch reload FILE` (PM2's startOrReload): the file's apps with the settings it has now; a daemon starts if
 // none runs. `clutch reload NAME|all`: one worker at a time.
 int reload_command(cli_options& o) {
   if (!o.name.ends_with(".toml") && o.name.find('/') == std::string::npos && !sv::is_ecosystem_file(o.name)) {
-    return ask(with_env({{"cmd", "reload"}, {"name", o.name}}, o.update_env), o, [&](const json::object&) {
+    json::object req{{"cmd", "reload"}, {"name", o.name}};
+    return ask(o.update_env ? with_env(std::move(req), true) : req, o, [&](const json::object&) {
       std::cout << "clutch: reload " << o.name << ": done" << std::endl;
       return true;
     });
   }
-  std::string why;
-  auto cfg = load_apps(o.name, o.reload_opts, why);
-  if (!cfg) {
-    std::cerr << "clutch reload: " << why << std::endl;
-    return 2;
-  }
-  json::array apps;
-  for (auto& a : cfg->apps) apps.push_back(a);
-  return call(with_env({{"cmd", "reload"}, {"apps", std::move(apps)}}, o.update_env),
+  auto cfg = file_apps("reload", o.name, o.reload_opts);
+  if (!cfg) return 2;
+  return call(with_env({{"cmd", "reload"}, {"apps", std::move(cfg->first)}}, o.update_env),
               [&](const json::object& a) {
                 for (const auto& s : a.at("apps").as_array())
                   std::cout << "clutch: " << clutch::detail::string_field(s.as_object(), "action") << " "
                             << clutch::detail::string_field(s.as_object(), "name") << std::endl;
                 return true;
               },
-              o.timeout, true, cfg->metrics_port);
+              o.timeout, true, cfg->second);
 }
 
 int kill_command(cli_options& o) {
@@ -843,7 +840,8 @@ command app_verb(const std::string& verb) {
               },
           .waits = [](const cli_options&) { return answer::when_done; },
           .run = [verb](cli_options& o) {
-            return ask(with_env({{"cmd", verb}, {"name", o.name}}, o.update_env), o, [&](const json::object&) {
+            json::object req{{"cmd", verb}, {"name", o.name}};
+            return ask(o.update_env ? with_env(std::move(req), true) : req, o, [&](const json::object&) {
               std::cout << "clutch: " << verb << " " << o.name << ": done" << std::endl;
               return true;
             });
