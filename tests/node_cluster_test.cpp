@@ -34,6 +34,16 @@ std::vector<std::string> run_args(std::vector<std::string> opts) {
   return a;
 }
 
+// bench/hello.js answers "hello from PID": the distinct pids seen, until `n` (bounded).
+std::set<int> answers_from_hello(unsigned short port, std::size_t n) {
+  std::set<int> pids;
+  for (auto end = std::chrono::steady_clock::now() + 20s; pids.size() < n && std::chrono::steady_clock::now() < end;) {
+    auto [code, body] = clutch_test::http_request(port);
+    if (code == 200 && body.rfind("hello from ", 0) == 0) pids.insert(std::stoi(body.substr(11)));
+  }
+  return pids;
+}
+
 void stop_cleanly(clutch_run& c) {
   ::kill(c.proc.pid(), SIGTERM);
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
@@ -106,6 +116,41 @@ TEST(NodeCluster, AReloadUnderARequestLoopLosesNoRequestAndKeepsTheInstances) {
   EXPECT_NE(c.err.find("exited with code 0"), std::string::npos) << c.err;
   stop_cleanly(c);
 }
+
+// What wrk does to a reload: kept-alive connections, each asking again as soon as it has its answer. bench/hello.js
+// unchanged, with no signal handler and with the graceful one of docs/pm2-migration.md: clutch's preload closes
+// the first's servers for it (every answer from then on says Connection: close) and gives the second its signal.
+// Node's own disconnect would fail a request on each connection idle at that moment (http.Server.close).
+class NodeKeepAlive : public testing::TestWithParam<const char*> {};
+TEST_P(NodeKeepAlive, AReloadUnderKeptAliveConnectionsFailsNoRequest) {
+  const auto port = free_port();
+  const bool no_handler = std::string_view(GetParam()) == "no handler";
+  clutch_run c({"run", "--workers", "2", "--", "node", CLUTCH_FIXTURES "/../../bench/hello.js"},
+               {{"PORT", std::to_string(port)}, {"HELLO_NO_HANDLER", no_handler ? "1" : "0"}});
+  ASSERT_TRUE(c.wait_for("listening on")) << c.err;
+  ASSERT_EQ(answers_from_hello(port, 2).size(), 2u) << c.err;
+  std::atomic<bool> done{false};
+  load_totals t;
+  std::thread load([&] { keep_alive_load(port, 16, done, t); });
+  std::this_thread::sleep_for(300ms);  // every connection open and busy
+  ::kill(c.proc.pid(), SIGHUP);
+  const bool reloaded = c.wait_for("reload done");
+  std::this_thread::sleep_for(300ms);
+  done = true;
+  load.join();
+  ASSERT_TRUE(reloaded) << c.err;
+  EXPECT_EQ(t.failed, 0) << c.err;
+  EXPECT_GT(t.served, 100);
+  EXPECT_GE(t.told_to_close, 16);  // each connection was told to go elsewhere, once per old worker it was on
+  if (no_handler) {
+    EXPECT_NE(c.err.find("exited with code 0"), std::string::npos) << c.err;  // ended by itself
+  }
+  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
+  EXPECT_EQ(c.exit->code, 0) << c.err;
+}
+INSTANTIATE_TEST_SUITE_P(HelloJs, NodeKeepAlive, testing::Values("no handler", "graceful"),
+                         [](const auto& p) { return std::string(p.param) == "graceful" ? "graceful" : "no_handler"; });
 
 TEST(NodeCluster, TheAppSeesNodesOwnBindError) {
   // Someone else holds the port: the worker's listen() fails with EADDRINUSE, as it would under Node's primary.
@@ -227,23 +272,22 @@ TEST(NodeCluster, ReadyMessageIsWaitedFor) {
   EXPECT_EQ(c.err.find(") ready"), std::string::npos) << c.err;
 }
 
-// Node's disconnect goes first to an app that asked for its port; one that takes clutch's socket from fd 3
-// (written for clutch, with its own stop handler) gets the stop signal first, its server still open.
-TEST(NodeCluster, AnAppOnListenFdsGetsItsStopSignalAndOthersNodesDisconnectFirst) {
-  {
-    clutch_run c(run_args({"--workers", "2", "--listen", "127.0.0.1:0"}), {{"FD", "1"}, {"ON_SIGTERM", "1"}});
+// An app with a handler for the stop signal gets the signal, its server still open (its handler decides, as
+// under PM2), whether it took clutch's socket from fd 3 or asked for its port; one without has its servers closed
+// for it and ends by itself, with no signal. --signal-first (disconnect_first = false) skips the preload's part.
+TEST(NodeCluster, AnAppThatHandlesTheStopSignalGetsItAndOneWithoutEndsByItself) {
+  for (const char* fd : {"1", ""}) {
+    clutch_run c(run_args({"--workers", "2", "--listen", "127.0.0.1:0"}), {{"FD", fd}, {"ON_SIGTERM", "1"}, {"PORT", "0"}});
     ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
     stop_cleanly(c);
     EXPECT_TRUE(c.wait_out("got SIGTERM, listening: true", 2)) << c.out;
   }
   {
-    clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
+    clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(free_port())}});
     ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
     stop_cleanly(c);
-    // Its servers closed, nothing left to do: it ended by itself before any signal.
-    EXPECT_EQ(c.out.find("got SIGTERM"), std::string::npos) << c.out;
+    EXPECT_EQ(c.err.find("signal"), std::string::npos) << c.err;  // "exited with code 0" twice, no "killed by signal"
   }
-  // --signal-first (disconnect_first = false): as PM2, the signal first.
   clutch_run c(run_args({"--workers", "2", "--signal-first"}), {{"PORT", std::to_string(free_port())}, {"ON_SIGTERM", "1"}});
   ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
   stop_cleanly(c);

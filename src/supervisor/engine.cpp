@@ -2,6 +2,8 @@
 // Its other concerns have files of their own (engine_state.hpp lists them).
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <boost/asio/post.hpp>
 #include <algorithm>
 
@@ -9,6 +11,7 @@
 #include "process/held_child.hpp"
 #include "supervisor/accepting.hpp"
 #include "supervisor/engine_state.hpp"
+#include "supervisor/node_preload.hpp"
 
 namespace clutch::supervisor {
 
@@ -55,7 +58,10 @@ void stop_worker(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
   resteer(e);
   if (speaks_node(*w)) {
     if (e->cfg.shutdown_message) w->chan->send(boost::json::value("shutdown"));  // PM2's shutdown_with_message
-    // Node's disconnect first, so that an app with no handler for the stop signal (it would die at once, in the
+    // clutch's preload in the worker stops it the right way for the app: the stop signal if it handles it, else
+    // its servers closed for it (node_preload.cjs).
+    if (w->preloaded && e->cfg.disconnect_first) return stop_through_preload(e, w);
+    // Without it, Node's disconnect first, so that an app with no handler for the stop signal (it would die at once, in the
     // middle of its requests) finishes them. Not for one that took its sockets from LISTEN_FDS alone: written
     // for clutch, it handles the stop signal as docs/pm2-migration.md shows, which loses nothing even under
     // keep-alive, where Node's disconnect (http.Server.close) drops the connections idle at that moment.
@@ -157,6 +163,15 @@ void launch(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker
   w->started = clock::now();
   const bool node = e->cfg.node_cluster && !w->agent;
   if (node) {
+    const auto& preload = node_preload_path();
+    if (preload.empty() && !std::exchange(e->preload_missing_said, true))
+      e->say("clutch: no place for its Node preload in $TMPDIR or /tmp: Node workers stop with Node's disconnect");
+    if (!preload.empty()) {
+      const auto& set = o.env.vars();
+      const auto it = set.find("NODE_OPTIONS");
+      const char* own = o.env.how() == environment::mode::replace ? nullptr : std::getenv("NODE_OPTIONS");
+      o.env = o.env.plus({{"NODE_OPTIONS", with_node_preload(it != set.end() ? it->second : own ? own : "", preload)}});
+    }
     // The channel after the sockets (fds 3, 4, … stay LISTEN_FDS's), as Node's primary would fork it.
     while (o.stdio.size() < 3) o.stdio.push_back(stdio::inherit);
     o.stdio.push_back(stdio::ipc);

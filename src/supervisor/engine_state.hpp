@@ -53,6 +53,7 @@ struct worker {
   std::map<std::string, std::size_t> servers;
   std::set<std::size_t> closed;  // steered groups it closed its server on: no new connections for it there
   bool protocol_error = false;   // said once
+  bool preloaded = false;        // clutch's Node preload runs in it (node_preload.cjs): it stops as that says
   bool signalled = false;        // the stop signal has been sent
   bool asked_port = false;       // it asked for a server by address (listen(PORT)), not only for its LISTEN_FDS
 };
@@ -130,6 +131,7 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
   std::shared_ptr<worker> agent;
   bool workers_started = false;
   bool was_ready = false;
+  bool preload_missing_said = false;  // node_preload_path() gave none: said once
   cluster::detail::slot_pool pool;  // last: the pools go first
   agent_driver agent_driver_;
   cluster::detail::slot_pool agent_pool;
@@ -193,6 +195,8 @@ void pass_output(const std::shared_ptr<engine_state>& e, const std::shared_ptr<w
 bool speaks_node(const worker& w);
 void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // Node's disconnect, then the stop signal once its channel closes (or kill_timeout has passed).
+// Asks clutch's preload in the worker to stop it (node_preload.cjs); the stop signal at kill_timeout regardless.
+void stop_through_preload(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w);
 // A member of group g for w: its own, else its slot's (not for a reload's replacement), else a new one.
 int member_for(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, std::size_t g,

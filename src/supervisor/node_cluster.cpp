@@ -12,6 +12,7 @@
 // ready = message, and the rest are ignored. Whatever a worker sends, the harm is its own: a message not
 // understood is logged once and dropped, and at most max_servers servers are made for it.
 #include <sys/stat.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <boost/json/serialize.hpp>
@@ -273,7 +274,17 @@ void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
     auto e = we.lock();
     auto w = ww.lock();
     if (!e || !w || w->exited) return;
-    if (const auto* o = msg.if_object(); o && string_field(*o, "cmd") == "NODE_CLUSTER") on_cluster_message(e, w, *o);
+    const auto* o = msg.if_object();
+    if (!o) return;
+    if (const auto cmd = string_field(*o, "cmd"); cmd == "NODE_CLUSTER") {
+      on_cluster_message(e, w, *o);
+    } else if (cmd == "CLUTCH_NODE_PRELOAD") {  // node_preload.cjs
+      if (const auto act = string_field(*o, "act"); act == "preloaded") {
+        w->preloaded = true;
+      } else if (act == "signal" && w->asked_to_stop) {
+        send_stop_signal(e, w);  // the app handles the stop signal itself
+      }
+    }
   });
   w->chan->on_message([we, ww](const json::value& msg, handle) {
     auto e = we.lock();
@@ -306,14 +317,31 @@ void serve_node(const std::shared_ptr<engine_state>& e, const std::shared_ptr<wo
   });
 }
 
-void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
-  send_cluster(*w, {{"act", "disconnect"}});
+namespace {
+
+void signal_at_kill_timeout(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
   w->grace_timer.emplace(e->io, e->cfg.kill_timeout);
   w->grace_timer->async_wait([we = std::weak_ptr(e), ww = std::weak_ptr(w)](error_code ec) {
     auto e = we.lock();
     auto w = ww.lock();
     if (!ec && e && w) send_stop_signal(e, w);
   });
+}
+
+}  // namespace
+
+void stop_through_preload(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  error_code ec;
+  const int sig = signal_spec(e->cfg.stop_signal).resolve(ec);
+  const char* name = ec ? nullptr : ::sigabbrev_np(sig);
+  if (!name) return send_stop_signal(e, w);
+  w->chan->send(json::object{{"cmd", "NODE_CLUTCH"}, {"act", "stop"}, {"signal", std::string("SIG") + name}});
+  signal_at_kill_timeout(e, w);
+}
+
+void disconnect_then_signal(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w) {
+  send_cluster(*w, {{"act", "disconnect"}});
+  signal_at_kill_timeout(e, w);
 }
 
 }  // namespace clutch::supervisor::detail
