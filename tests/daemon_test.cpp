@@ -93,6 +93,16 @@ TEST(TailFile, GivesTheLastLines) {
   EXPECT_TRUE(sv::tail_file(d.path + "/missing", 5).empty());
 }
 
+TEST(DateText, WritesPm2sLogDateFormat) {
+  ::setenv("TZ", "CET-1", 1);  // this test's process only
+  ::tzset();
+  const std::chrono::system_clock::time_point t{std::chrono::milliseconds(1796648645067)};  // 13:04:05.067 UTC
+  EXPECT_EQ(sv::date_text("YYYY-MM-DD HH:mm:ss.SSS Z", t), "2026-12-07 14:04:05.067 +01:00");
+  EXPECT_EQ(sv::date_text("D/M/YY h:m:s A ZZ", t), "7/12/26 2:4:5 PM +0100");
+  EXPECT_EQ(sv::date_text("[at] hh a X x", t), "at 02 pm 1796648645 1796648645067");
+  EXPECT_EQ(sv::date_text("", t), "");
+}
+
 TEST(Config, AFileOfAppsIsReadAndABrokenOneSaysWhereAndWhy) {
   temp_dir d;
   const auto write = [&](const std::string& text) {
@@ -123,6 +133,7 @@ TEST(Config, AFileOfAppsIsReadAndABrokenOneSaysWhereAndWhy) {
            {"[[app]]\nname = \"x\"\ncommand = \"y\"\nlisten = [\"nope\"]\n", "nope"},
            {"[[app]]\nname = \"x\"\ncommand = \"y\"\nmax_memory = \"lots\"\n", "max_memory"},
            {"[[app]]\nname = \"x\"\ncommand = \"y\"\nstop_signal = \"SIGNOPE\"\n", "SIGNOPE"},
+           {"[[app]]\nname = \"x\"\ncommand = \"y\"\nmerge_logs = 1\n", "merge_logs"},
            {"[[app]]\nname = \"x\"\ncommand = \"y\"\n[[app]]\nname = \"x\"\ncommand = \"z\"\n", "twice"},
            {"title = \"x\"\n", "title"},
            {"", "no app"},
@@ -527,6 +538,45 @@ TEST(DaemonLogs, RotationUnderAFastWriterLosesNoLine) {
   ASSERT_EQ(got.size(), static_cast<std::size_t>(count));
   for (long i = 0; i < count; ++i)
     if (got[i] != i + 1) FAIL() << "line " << i + 1 << " is " << got[i];
+}
+
+// PM2's log_date_format and merge_logs = false: each line begins with the date as the format writes it, and each
+// instance has its own files (NAME.out-0.log, NAME.out-1.log), kept by its replacement; `logs` shows their lines.
+TEST(DaemonLogs, Pm2sLogDateFormatAndAFilePerInstance) {
+  daemon_home h;
+  const auto file = h.dir.path + "/apps.toml";
+  std::ofstream(file) << "[[app]]\nname = \"dated\"\ncommand = \"sh\"\nworkers = 2\n"
+                         "args = [\"-c\", \"echo hello from $NODE_APP_INSTANCE; echo oops >&2; exec sleep 30\"]\n"
+                         "instance_var = \"NODE_APP_INSTANCE\"\n"
+                         "log_date_format = \"[day] YYYY-MM-DD\"\nmerge_logs = false\n";
+  ASSERT_EQ(h.cli({"start", file}).code, 0);
+  const auto logs = h.dir.path + "/logs/";
+  ASSERT_TRUE(eventually([&] {
+    return read_lines(logs + "dated.out-0.log").size() == 1 && read_lines(logs + "dated.out-1.log").size() == 1 &&
+           read_lines(logs + "dated.err-1.log").size() == 1;
+  }));
+  char today[16];
+  const time_t now = ::time(nullptr);
+  tm local{};
+  ::localtime_r(&now, &local);
+  std::strftime(today, sizeof today, "%Y-%m-%d", &local);
+  for (const char* n : {"0", "1"}) {
+    const auto line = read_lines(logs + "dated.out-" + n + ".log").at(0);
+    EXPECT_EQ(line.rfind(std::string("day ") + today + ": [", 0), 0u) << line;
+    EXPECT_NE(line.find(std::string("] hello from ") + n), std::string::npos) << line;
+  }
+  EXPECT_TRUE(read_lines(logs + "dated.out.log").empty());  // merged nowhere
+  const auto r = h.cli({"logs", "dated", "-n", "10"});
+  EXPECT_NE(r.out.find("hello from 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("hello from 1"), std::string::npos) << r.out;
+  // A replacement in instance 1 writes on in instance 1's file.
+  const auto pids = h.status("dated").at("processes").as_array();
+  ASSERT_EQ(pids.size(), 2u);
+  for (const auto& p : pids)
+    if (p.at("slot").as_int64() == 1) ::kill(static_cast<pid_t>(p.at("pid").as_int64()), SIGKILL);
+  EXPECT_TRUE(eventually([&] { return read_lines(logs + "dated.out-1.log").size() == 2; }));
+  EXPECT_EQ(read_lines(logs + "dated.out-0.log").size(), 1u);
+  EXPECT_EQ(h.cli({"delete", "dated"}).code, 0);
 }
 
 TEST(DaemonLogs, Usr1ReopensTheFilesAfterTheyWereMoved) {

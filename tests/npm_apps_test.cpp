@@ -4,8 +4,6 @@
 // the port the app names, a killed worker is replaced, a reload under a request loop fails no request, and the
 // stop is clean.
 #include <gtest/gtest.h>
-#include <sys/file.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 #include "clutch/child_process.hpp"
 #include "clutch_run.hpp"
 #include "helpers.hpp"
+#include "npm_apps.hpp"
 
 namespace {
 
@@ -29,41 +28,7 @@ using clutch_test::clutch_run;
 using clutch_test::free_port;
 using clutch_test::run_until;
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-// The apps and their node_modules, in the build tree: `npm ci` once per lock file (tests running at the same time
-// wait for the one installing).
-std::string npm_apps(std::string& why) {
-  const fs::path from = CLUTCH_FIXTURES "/npm_apps", dir = CLUTCH_NPM_DIR;
-  fs::create_directories(dir);
-  const int lock = ::open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock < 0 || ::flock(lock, LOCK_EX) != 0) {
-    why = "cannot lock " + dir.string();
-    return {};
-  }
-  for (const auto& f : fs::directory_iterator(from))
-    fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
-  const std::string wanted = read_file(from / "package-lock.json");
-  if (read_file(dir / ".installed") != wanted) {
-    clutch::options o;
-    o.cwd = dir.string();
-    o.timeout = 600s;
-    auto r = clutch::spawn_sync("npm", {"ci", "--no-audit", "--no-fund"}, o);
-    if (r.error || r.status.code != 0) {
-      why = "npm ci failed: " + r.err + r.error.message();
-      ::close(lock);
-      return {};
-    }
-    std::ofstream(dir / ".installed") << wanted;
-  }
-  ::close(lock);
-  return dir.string();
-}
+using clutch_test::npm_apps;
 
 // The pid in an answer ("Hello World! 123", {"hello":"world","pid":123}); 0 when nothing answered.
 int pid_of(unsigned short port) {

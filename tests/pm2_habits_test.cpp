@@ -198,6 +198,7 @@ TEST(Pm2Habits, AnEcosystemFileStartsAsIsWithItsEnv) {
     EXPECT_EQ(r.err.find(field + " is not supported", at + 1), std::string::npos) << "said once";
   }
   EXPECT_EQ(r.err.find("max_memory_restart"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("log_date_format"), std::string::npos) << r.err;
   auto from_api = answers_from(api, 2);
   EXPECT_EQ(from_api.size(), 2u);
   EXPECT_EQ(get(api).greeting, "production");

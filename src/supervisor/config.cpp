@@ -121,7 +121,7 @@ const std::set<std::string_view> known_keys{
     "agent",       "ready",        "restart",    "stop_signal", "kill_timeout", "max_memory", "watchdog",
     "out_file",    "err_file",     "log_max_size", "log_keep", "shared_socket", "ready_timeout", "uid", "gid",
     "node_cluster", "instance_var", "shutdown_with_message", "kill_mode", "max_restarts", "min_uptime",
-    "restart_delay", "disconnect_first"};
+    "restart_delay", "disconnect_first", "log_date_format", "merge_logs"};
 
 // A Node program: the command is node (nodejs), or a script that node runs (.js, .mjs, .cjs).
 bool is_node(std::string_view program) {
@@ -258,8 +258,13 @@ std::optional<app_spec> read_app(reader& r) {
     if (!known_keys.contains(k)) return r.fail(k, "is not a setting clutch knows"), std::nullopt;
   auto& s = a.run;
   if (!r.text("command", s.program) || !r.strings("args", s.args) || !r.text("cwd", s.cwd) ||
-      !r.text("agent", s.agent) || !r.text("out_file", a.out_file) || !r.text("err_file", a.err_file))
+      !r.text("agent", s.agent) || !r.text("out_file", a.out_file) || !r.text("err_file", a.err_file) ||
+      !r.text("log_date_format", a.log_date_format))
     return std::nullopt;
+  if (const auto* v = o.if_contains("merge_logs")) {
+    if (!v->is_bool()) return r.fail("merge_logs", "must be true or false"), std::nullopt;
+    a.merge_logs = v->get_bool();
+  }
   if (s.program.empty()) return r.fail("command", "is missing"), std::nullopt;
   // Node's cluster protocol for a Node program, unless node_cluster = false (true: for a wrapper, npm start…).
   s.node_cluster = is_node(s.program);

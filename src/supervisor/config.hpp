@@ -12,10 +12,10 @@
 // The keys (TOML and JSON alike): name, command, args, cwd, env, workers (N or "auto"), listen (strings as
 // --listen takes them), agent, ready (none, notify, listen, message), ready_timeout (ms), restart, stop_signal,
 // kill_timeout (ms), kill_mode (group, mixed), max_memory ("512M"), watchdog (ms), out_file, err_file,
-// log_max_size ("10M"), log_keep, shared_socket (true: one TCP socket for every worker, unsteered), uid, gid,
-// node_cluster (default: true for node and .js programs), disconnect_first, instance_var, shutdown_with_message,
-// max_restarts,
-// min_uptime (ms), restart_delay (ms). An unknown key is an error, so that a typo is not ignored.
+// log_max_size ("10M"), log_keep, log_date_format (PM2's, "YYYY-MM-DD HH:mm:ss"), merge_logs, shared_socket
+// (true: one TCP socket for every worker, unsteered), uid, gid, node_cluster (default: true for node and .js
+// programs), disconnect_first, instance_var, shutdown_with_message, max_restarts, min_uptime (ms), restart_delay
+// (ms). An unknown key is an error, so that a typo is not ignored.
 #pragma once
 
 #include <boost/json/object.hpp>
@@ -36,6 +36,8 @@ struct app_spec {
   std::string out_file, err_file;  // empty: $CLUTCH_HOME/logs/NAME.out.log, NAME.err.log
   std::uint64_t log_max_size = 10 << 20;
   unsigned log_keep = 5;
+  std::string log_date_format;  // PM2's: each line in the files begins with the date so written (logs.hpp)
+  bool merge_logs = true;       // false: a file per instance, NAME.out-0.log, … (PM2's merge_logs = false)
 };
 
 struct config_file {

@@ -84,6 +84,7 @@ struct app {
   bool gave_up = false;    // the engine ended by itself with a slot given up: errored once it is stopped
   std::string last_error;  // why it is errored, or why its last start failed
   std::unique_ptr<log_file> out, err;
+  std::map<std::size_t, std::unique_ptr<log_file>> instance_logs[2];  // merge_logs = false: by slot, out and err
   std::map<int, output_of> output;  // by pid
   std::deque<exit_event> events;    // the last few exits
   std::vector<session_ptr> followers;
@@ -162,8 +163,11 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   void on_output(const std::shared_ptr<app>& a, const process_tag& tag, int stream, std::string_view data, bool end) {
     auto& o = a->output[tag.pid];
     const int i = stream == child::err ? 1 : 0;
-    auto& file = i ? *a->err : *a->out;
-    const std::string prefix = tag.agent ? "[agent] " : "[" + std::to_string(tag.id) + "] ";
+    auto& file = a->spec.merge_logs || tag.agent ? (i ? *a->err : *a->out) : instance_log(*a, i, tag.slot);
+    std::string prefix = tag.agent ? "[agent] " : "[" + std::to_string(tag.id) + "] ";
+    // PM2's log_date_format: the date first, as PM2 writes it ("DATE: text").
+    if (!a->spec.log_date_format.empty())
+      prefix = date_text(a->spec.log_date_format, std::chrono::system_clock::now()) + ": " + prefix;
     // When the daemon read them, for `logs --timestamps`: the lines of one chunk came in together.
     const std::string read_at = now_text_ms();
     auto line = [&](std::string_view text) {
@@ -228,7 +232,21 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return {};
   }
 
+  // merge_logs = false: the instance's own file, NAME.out-3.log (PM2's NAME-out-3.log), opened on its first line.
+  log_file& instance_log(app& a, int i, std::size_t slot) {
+    auto& file = a.instance_logs[i][slot];
+    if (!file) {
+      std::string path = (i ? a.err : a.out)->path();
+      const auto dot = path.rfind(".log");
+      path.insert(dot != std::string::npos && dot + 4 == path.size() ? dot : path.size(), "-" + std::to_string(slot));
+      file = std::make_unique<log_file>(path, a.spec.log_max_size, a.spec.log_keep);
+      if (auto ec = file->open()) say("clutch: " + a.spec.name + ": cannot open " + path + ": " + ec.message());
+    }
+    return *file;
+  }
+
   error_code open_logs(app& a) {
+    for (auto& files : a.instance_logs) files.clear();
     auto path = [&](const std::string& given, const char* stream) {
       return given.empty() ? cfg.paths.logs + "/" + a.spec.name + "." + stream + ".log" : given;
     };
@@ -635,7 +653,15 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     for (auto& a : list)
       for (int i : {0, 1}) {
         const auto* file = i ? a->err.get() : a->out.get();
-        const auto lines = tail_file(file->path(), n);
+        // A file per instance (merge_logs = false): the lines this daemon wrote, in the order it wrote them.
+        std::deque<std::string> lines;
+        if (a->spec.merge_logs) {
+          lines = tail_file(file->path(), n);
+        } else {
+          for (auto w = a->written[i].end() - static_cast<std::ptrdiff_t>(std::min(n, a->written[i].size()));
+               w != a->written[i].end(); ++w)
+            lines.push_back(w->second);
+        }
         // The file's last lines are the last this daemon wrote, as long as they read the same: those get the
         // time it read them.
         const auto& written = a->written[i];
@@ -766,7 +792,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     };
     return addresses(was) != addresses(now) || was.run.steer != now.run.steer || was.run.agent != now.run.agent ||
            was.out_file != now.out_file || was.err_file != now.err_file || was.log_max_size != now.log_max_size ||
-           was.log_keep != now.log_keep;
+           was.log_keep != now.log_keep || was.merge_logs != now.merge_logs;
   }
 
   // {"cmd": "reload", "apps": [...]} (PM2's startOrReload): a file's apps with the settings it has now. A running
@@ -950,7 +976,10 @@ error_code daemon::start() {
 
 void daemon::reopen_logs() {
   for (auto& [name, a] : state_->apps) {
-    for (auto* f : {a->out.get(), a->err.get()})
+    std::vector<log_file*> files{a->out.get(), a->err.get()};
+    for (auto& by_slot : a->instance_logs)
+      for (auto& [slot, f] : by_slot) files.push_back(f.get());
+    for (auto* f : files)
       if (f) {
         if (auto ec = f->reopen()) state_->say(name + ": cannot reopen " + f->path() + ": " + ec.message());
       }

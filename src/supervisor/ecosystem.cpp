@@ -4,7 +4,8 @@
 //   cluster protocol either way, which is a superset of fork mode's), max_memory_restart, kill_timeout,
 //   wait_ready (→ ready = "message"), listen_timeout (→ ready_timeout), shutdown_with_message, autorestart
 //   (false → restart = "never"), max_restarts, min_uptime, restart_delay, instance_var, out_file, error_file,
-//   merge_logs (clutch always merges: every instance writes to the app's files, each line prefixed [ID]), uid, gid.
+//   merge_logs/combine_logs (absent: clutch's merged files, each line prefixed [ID]; false: a file per instance),
+//   log_date_format, uid, gid.
 // Anything else is named as not supported, once per field.
 #include "supervisor/ecosystem.hpp"
 
@@ -116,7 +117,7 @@ std::optional<config_file> load_ecosystem(const std::string& path, const std::st
       "env",           "interpreter", "node_args",     "interpreter_args", "max_memory_restart", "kill_timeout",
       "wait_ready",    "listen_timeout", "shutdown_with_message", "autorestart", "max_restarts", "min_uptime",
       "restart_delay", "instance_var", "out_file",     "error_file",   "merge_logs",       "uid",
-      "gid",           "combine_logs"};
+      "gid",           "combine_logs", "log_date_format"};
   std::set<std::string> said;
   auto note = [&](const std::string& app, const std::string& field, const std::string& what) {
     if (said.insert(field).second) unsupported.push_back(path + ": " + field + " is not supported (" + what + "); app '" + app + "' runs without it");
@@ -192,8 +193,8 @@ std::optional<config_file> load_ecosystem(const std::string& path, const std::st
       if (const auto* v = p.if_contains(from); v && v->is_string())
         a[to] = v->get_string().starts_with("/") ? std::string(v->get_string()) : (folder / std::string(v->get_string())).string();
     for (const char* f : {"merge_logs", "combine_logs"})
-      if (const auto* v = p.if_contains(f); v && v->is_bool() && !v->get_bool())
-        note(name, f, "every instance writes to the app's files, each line prefixed [ID]");
+      if (const auto* v = p.if_contains(f); v && v->is_bool()) a["merge_logs"] = v->get_bool();
+    if (const auto* v = p.if_contains("log_date_format"); v && v->is_string()) a["log_date_format"] = v->get_string();
     for (const char* f : {"uid", "gid"})
       if (const auto* v = p.if_contains(f)) a[f] = *v;
     for (const auto& [k, v] : p) {

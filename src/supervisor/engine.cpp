@@ -82,7 +82,7 @@ void give_up(engine_state& e, const std::string& what) {
   e.say("clutch: " + e.last_error);
 }
 
-process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid}; }
+process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid, w.agent ? 0 : w.slot}; }
 
 void on_exit(const std::shared_ptr<engine_state>& e, const std::shared_ptr<worker>& w, const exit_status& st) {
   if (std::exchange(w->exited, true)) return;

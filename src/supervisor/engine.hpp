@@ -98,6 +98,7 @@ struct process_tag {
   int id = 0;  // the worker id (CLUTCH_WORKER_ID); 0 for the agent
   bool agent = false;
   int pid = 0;
+  std::size_t slot = 0;  // its instance (NODE_APP_INSTANCE): kept by each replacement in it; 0 for the agent
 };
 
 struct process_info {

@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <time.h>
+
+#include <array>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 namespace clutch::supervisor {
@@ -107,6 +111,74 @@ std::deque<std::string> tail_file(const std::string& path, std::size_t n) {
     const auto nl = rest.rfind('\n');
     out.emplace_front(nl == std::string_view::npos ? rest : rest.substr(nl + 1));
     rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(0, nl);
+  }
+  return out;
+}
+
+std::string date_text(std::string_view format, std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto ms = duration_cast<milliseconds>(t.time_since_epoch()).count();
+  const time_t secs = static_cast<time_t>(ms / 1000);
+  tm local{};
+  ::localtime_r(&secs, &local);
+  auto num = [](long v, int width) {
+    char buf[24];
+    std::snprintf(buf, sizeof buf, "%0*ld", width, v);
+    return std::string(buf);
+  };
+  auto zone = [&](bool colon) {
+    const long off = local.tm_gmtoff / 60;
+    const long a = off < 0 ? -off : off;
+    return std::string(off < 0 ? "-" : "+") + num(a / 60, 2) + (colon ? ":" : "") + num(a % 60, 2);
+  };
+  const int hour12 = local.tm_hour % 12 == 0 ? 12 : local.tm_hour % 12;
+  // Longest first, so that "YYYY" is not read as "YY" twice.
+  const std::array<std::pair<std::string_view, std::string>, 20> tokens{{
+      {"YYYY", num(local.tm_year + 1900, 4)},
+      {"SSS", num(static_cast<long>(ms % 1000), 3)},
+      {"YY", num((local.tm_year + 1900) % 100, 2)},
+      {"MM", num(local.tm_mon + 1, 2)},
+      {"DD", num(local.tm_mday, 2)},
+      {"HH", num(local.tm_hour, 2)},
+      {"hh", num(hour12, 2)},
+      {"mm", num(local.tm_min, 2)},
+      {"ss", num(local.tm_sec, 2)},
+      {"ZZ", zone(false)},
+      {"M", std::to_string(local.tm_mon + 1)},
+      {"D", std::to_string(local.tm_mday)},
+      {"H", std::to_string(local.tm_hour)},
+      {"h", std::to_string(hour12)},
+      {"m", std::to_string(local.tm_min)},
+      {"s", std::to_string(local.tm_sec)},
+      {"A", local.tm_hour < 12 ? "AM" : "PM"},
+      {"a", local.tm_hour < 12 ? "am" : "pm"},
+      {"Z", zone(true)},
+      {"X", std::to_string(ms / 1000)},
+  }};
+  std::string out;
+  for (std::size_t i = 0; i < format.size();) {
+    if (format[i] == '[') {  // literal up to the closing bracket
+      const auto end = format.find(']', i);
+      if (end != std::string_view::npos) {
+        out.append(format.substr(i + 1, end - i - 1));
+        i = end + 1;
+        continue;
+      }
+    }
+    if (format[i] == 'x') {
+      out += std::to_string(ms);
+      ++i;
+      continue;
+    }
+    bool matched = false;
+    for (const auto& [token, text] : tokens)
+      if (format.substr(i, token.size()) == token) {
+        out += text;
+        i += token.size();
+        matched = true;
+        break;
+      }
+    if (!matched) out += format[i++];
   }
   return out;
 }

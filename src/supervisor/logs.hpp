@@ -12,6 +12,7 @@
 // Rotation renames FILE.(k-1) → FILE.k … FILE → FILE.1 and starts FILE anew, before a line would pass the size.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -50,6 +51,11 @@ class log_file {
 // The line tools are shared with the app master (common/lines.hpp); here under the supervisor's names.
 using ::clutch::detail::last_lines;
 using ::clutch::detail::line_splitter;
+
+// PM2's log_date_format: t in local time, written as the format says with moment.js's tokens (YYYY YY M MM D DD
+// H HH h hh m mm s ss SSS A a Z ZZ X x; "[text]" is literal, any other character is itself), as PM2 writes it
+// before each line ("2026-12-07 12:00:01: …"). For example date_text("YYYY-MM-DD HH:mm:ss Z", now).
+std::string date_text(std::string_view format, std::chrono::system_clock::time_point t);
 
 // The last n lines of a file (fewer if it has fewer), read from its end.
 std::deque<std::string> tail_file(const std::string& path, std::size_t n);

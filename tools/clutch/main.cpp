@@ -60,6 +60,7 @@ struct app_options {
   std::string workers;
   std::vector<std::string> listen, env;
   std::string ready, stop_signal, restart, agent, max_memory, cwd, log_max_size, uid, gid, kill_mode;
+  std::string log_date_format;
   std::string instance_var;
   long kill_timeout_ms = -1, watchdog_ms = -1, log_keep = -1, ready_timeout_ms = -1;
   bool shared_socket = false, node_cluster = false, no_node_cluster = false, shutdown_message = false,
@@ -104,6 +105,8 @@ struct app_options {
       cmd->add_option("--name", name, "the app's name (start without a file)");
       cmd->add_option("--log-max-size", log_max_size, "rotate a log file past this size (default 10M)");
       cmd->add_option("--log-keep", log_keep, "rotated log files kept (default 5)");
+      cmd->add_option("--log-date-format", log_date_format,
+                      "each line in the log files begins with the date so written (PM2's, e.g. \"YYYY-MM-DD HH:mm:ss\")");
     } else {
       cmd->add_option("--name", name, "the name in /metrics and /api/status (default: the program's)");
     }
@@ -158,6 +161,7 @@ struct app_options {
     if (!agent.empty()) o["agent"] = agent;
     if (!max_memory.empty()) o["max_memory"] = max_memory;
     if (!log_max_size.empty()) o["log_max_size"] = log_max_size;
+    if (!log_date_format.empty()) o["log_date_format"] = log_date_format;
     if (!uid.empty()) o["uid"] = uid;
     if (!gid.empty()) o["gid"] = gid;
     o["cwd"] = cwd.empty() ? std::filesystem::current_path().string() : std::filesystem::absolute(cwd).string();
