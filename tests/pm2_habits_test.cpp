@@ -8,6 +8,7 @@
 #include <boost/json/parse.hpp>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 
 #include "clutch/child_process.hpp"
@@ -199,6 +200,7 @@ TEST(Pm2Habits, AnEcosystemFileStartsAsIsWithItsEnv) {
   }
   EXPECT_EQ(r.err.find("max_memory_restart"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("log_date_format"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("time is not"), std::string::npos) << r.err;
   auto from_api = answers_from(api, 2);
   EXPECT_EQ(from_api.size(), 2u);
   EXPECT_EQ(get(api).greeting, "production");
@@ -208,6 +210,18 @@ TEST(Pm2Habits, AnEcosystemFileStartsAsIsWithItsEnv) {
   EXPECT_EQ(w.greeting, "-");
   auto status = cli({"status", "worker", "--json"});
   EXPECT_NE(status.out.find("--max-old-space-size=128"), std::string::npos) << status.out;
+  // log_date_format ('YYYY-MM-DD HH:mm Z') and time: true, before each line of the files.
+  auto first_line = [&](const std::string& app) {
+    std::string line;
+    std::ifstream in(cli.home.path + "/logs/" + app + ".out.log");
+    std::getline(in, line);
+    return line;
+  };
+  EXPECT_TRUE(std::regex_search(first_line("api"),
+                                std::regex(R"(^\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d: \[\d+\] listening)")))
+      << first_line("api");
+  EXPECT_TRUE(std::regex_search(first_line("worker"), std::regex(R"(^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: \[\d+\] )")))
+      << first_line("worker");
   // wait_ready: its reload waits for process.send('ready').
   r = cli({"reload", "worker"});
   EXPECT_EQ(r.status.code, 0) << r.err;

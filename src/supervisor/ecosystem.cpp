@@ -5,7 +5,7 @@
 //   wait_ready (→ ready = "message"), listen_timeout (→ ready_timeout), shutdown_with_message, autorestart
 //   (false → restart = "never"), max_restarts, min_uptime, restart_delay, instance_var, out_file, error_file,
 //   merge_logs/combine_logs (absent: clutch's merged files, each line prefixed [ID]; false: a file per instance),
-//   log_date_format, uid, gid.
+//   log_date_format (time: true → "YYYY-MM-DDTHH:mm:ss"), uid, gid.
 // Anything else is named as not supported, once per field.
 #include "supervisor/ecosystem.hpp"
 
@@ -117,7 +117,7 @@ std::optional<config_file> load_ecosystem(const std::string& path, const std::st
       "env",           "interpreter", "node_args",     "interpreter_args", "max_memory_restart", "kill_timeout",
       "wait_ready",    "listen_timeout", "shutdown_with_message", "autorestart", "max_restarts", "min_uptime",
       "restart_delay", "instance_var", "out_file",     "error_file",   "merge_logs",       "uid",
-      "gid",           "combine_logs", "log_date_format"};
+      "gid",           "combine_logs", "log_date_format", "time"};
   std::set<std::string> said;
   auto note = [&](const std::string& app, const std::string& field, const std::string& what) {
     if (said.insert(field).second) unsupported.push_back(path + ": " + field + " is not supported (" + what + "); app '" + app + "' runs without it");
@@ -194,7 +194,11 @@ std::optional<config_file> load_ecosystem(const std::string& path, const std::st
         a[to] = v->get_string().starts_with("/") ? std::string(v->get_string()) : (folder / std::string(v->get_string())).string();
     for (const char* f : {"merge_logs", "combine_logs"})
       if (const auto* v = p.if_contains(f); v && v->is_bool()) a["merge_logs"] = v->get_bool();
-    if (const auto* v = p.if_contains("log_date_format"); v && v->is_string()) a["log_date_format"] = v->get_string();
+    if (const auto* v = p.if_contains("log_date_format"); v && v->is_string()) {
+      a["log_date_format"] = v->get_string();
+    } else if (const auto* t = p.if_contains("time"); t && t->is_bool() && t->get_bool()) {
+      a["log_date_format"] = "YYYY-MM-DDTHH:mm:ss";  // what PM2's `time` writes
+    }
     for (const char* f : {"uid", "gid"})
       if (const auto* v = p.if_contains(f)) a[f] = *v;
     for (const auto& [k, v] : p) {
