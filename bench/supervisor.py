@@ -19,9 +19,10 @@ rest both run side by side, each on its own port, and their samples alternate so
                    kept-alive connections), then abrupt (HELLO_ABRUPT=1, N = 16), then with no signal handler
                    at all (HELLO_NO_HANDLER=1, N = 16)
   ls               wall time of `pm2 ls` / `clutch ls` with the app running
-  daemon SIGKILL   SIGKILL to the daemon (its workers go with it), until the app answers from a new worker: PM2 by
-                   `pm2 resurrect` after a `pm2 save`; clutch by a new `clutch daemon` started at once (as
-                   systemd's Restart=always), which restores the apps by itself
+  daemon SIGKILL   SIGKILL to the daemon (its workers go with it) under wrk -c16, until the app answers from a new
+                   worker: PM2 by `pm2 resurrect` after a `pm2 save`; clutch by a new `clutch daemon` started at
+                   once (as systemd's Restart=always), which restores the apps by itself; with wrk's failed
+                   requests (mostly connections refused while nothing listens)
 Progress goes to stderr, the report to stdout.
 """
 import http.client
@@ -476,31 +477,39 @@ def kill_worker(sup):
 def daemon_crash(sup):
     """ms from SIGKILL to the daemon until the app answers again from a new worker, the daemon brought back as
     each side's own means do it: clutch's next daemon restores the apps by itself (started at once here, as
-    systemd's Restart=always would), PM2's needs `pm2 resurrect` (after a `pm2 save`)."""
+    systemd's Restart=always would), PM2's needs `pm2 resurrect` (after a `pm2 save`). Under load: wrk -c16 runs
+    from RELOAD_AFTER before the kill to the end of WRK_SECONDS; its result goes with the time."""
     sup.prepare_crash()
     old = sup.daemon_pid()
     if old is None or not alive(old):
         raise Failed('no live daemon to kill')
     before = (sup.listed_pids() or set()) | sup.seen
-    t0 = time.monotonic()
-    os.kill(old, signal.SIGKILL)
-    sup.recover()
-    deadline = t0 + 30
-    while True:
-        pid = get_pid(sup.port, timeout=0.5)
-        if pid is not None and pid not in before:
-            took = (time.monotonic() - t0) * 1e3
-            break
-        if time.monotonic() > deadline:
-            raise Failed('the app not answering from a new worker 30 s after the daemon was killed')
-        time.sleep(POLL)
+    load = subprocess.Popen(['wrk', '-t1', '-c16', f'-d{WRK_SECONDS}s', f'http://127.0.0.1:{sup.port}/'],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(RELOAD_AFTER)
+        t0 = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        sup.recover()
+        deadline = t0 + 30
+        while True:
+            pid = get_pid(sup.port, timeout=0.5)
+            if pid is not None and pid not in before:
+                took = (time.monotonic() - t0) * 1e3
+                break
+            if time.monotonic() > deadline:
+                raise Failed('the app not answering from a new worker 30 s after the daemon was killed')
+            time.sleep(POLL)
+    finally:
+        r = wrk_result(load, WRK_SECONDS)
     sup.seen = {pid}
     sup.known.add(pid)
     while time.monotonic() < deadline and len(sup.listed_pids() or ()) < WORKERS:
         time.sleep(0.05)
     time.sleep(UP)
-    log(f'  {sup.name}: daemon SIGKILLed -> the app answering again: {took:.0f} ms')
-    return took
+    log(f'  {sup.name}: daemon SIGKILLed under wrk -c16 -> the app answering again: {took:.0f} ms; '
+        f'{r["requests"]} requests, {r["failed"]} failed')
+    return took, r
 
 
 def reload_under_load(sup, mode):
@@ -565,6 +574,9 @@ def report(sides, res, alone):
     row('SIGKILL -> new pid ms', 'sigkill', '.1f', 1.5)
     row(f'ls ms ({LS_RUNS} runs)', 'ls', '.1f', 10)
     row('daemon SIGKILL -> serving ms', 'crash', '.0f', 1.5)
+    crash_cell = lambda s: '-' if not res[s.name]['crash_load'] else \
+        f'{res[s.name]["crash_load"][0]["failed"]} of {res[s.name]["crash_load"][0]["requests"]}'
+    print(f'{"  failed under wrk -c16":28}' + ''.join(f'{crash_cell(s):>{width}}' for s in sides))
     print(f'{"worker RSS KiB":28}' + ''.join(f'{spread(res[s.name]["worker_rss"], ".0f"):>{width}}' for s in sides) +
           f'   (the app alone: {alone if alone else "-"} KiB)')
     if alone:
@@ -615,7 +627,7 @@ def main():
     sides = [pm2, clutch, clutch_node]
     if not os.access(clutch_bin, os.X_OK):
         clutch.broken = clutch_node.broken = f'{clutch_bin} is missing (bench/run supervisor builds it)'
-    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'worker_rss', 'crash', *MODE_ENV)}
+    res = {s.name: {k: [] for k in ('rss', 'start', 'sigkill', 'ls', 'worker_rss', 'crash', 'crash_load', *MODE_ENV)}
            for s in sides}
     node_version = subprocess.run(['node', '--version'], capture_output=True, text=True).stdout.strip()
     print(f'supervisor benchmark: PM2 {pm2_version} vs clutch ({clutch_bin.relative_to(ROOT) if clutch_bin.is_relative_to(ROOT) else clutch_bin}),'
@@ -652,7 +664,8 @@ def main():
         log('the daemon SIGKILLed, once each')
         for sup in sides:
             if (r := attempt(sup, 'daemon crash', daemon_crash, sup, needs=['app start'])) is not None:
-                res[sup.name]['crash'].append(r)
+                res[sup.name]['crash'].append(r[0])
+                res[sup.name]['crash_load'].append(r[1])
         for mode in MODE_ENV:
             app = 'app start'
             if mode != 'graceful':
