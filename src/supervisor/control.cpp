@@ -71,6 +71,9 @@ error_code private_folder(const std::string& path) {
 
 control_session::control_session(local::socket s) : socket_(std::move(s)) {}
 
+control_session::control_session(asio::any_io_executor ex, std::function<void(const json::object&)> answers)
+    : socket_(std::move(ex)), answers_(std::move(answers)) {}
+
 void control_session::start(std::function<void(json::object, std::shared_ptr<control_session>)> handler) {
   // A client that connects and says nothing holds a session slot: it gets request_timeout to say it.
   request_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor(), request_timeout);
@@ -109,6 +112,7 @@ void control_session::start(std::function<void(json::object, std::shared_ptr<con
 
 void control_session::send(const json::object& answer) {
   if (!open_) return;
+  if (answers_) return answers_(answer);
   // A reader that cannot keep up (`logs -f` behind a stopped terminal, under a fast writer) is let go rather than
   // buffered without bound in the daemon.
   if (out_.size() >= max_queued) return close();
@@ -117,6 +121,7 @@ void control_session::send(const json::object& answer) {
 }
 
 void control_session::end() {
+  if (answers_) return close();
   ending_ = true;
   if (!writing_ && out_.empty()) close();
 }

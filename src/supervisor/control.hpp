@@ -46,6 +46,9 @@ class control_session : public std::enable_shared_from_this<control_session> {
   // Answers not yet written; past it, the session is closed. Above what `logs -n` (100,000 per stream) queues at once.
   static constexpr std::size_t max_queued = 250000;
   explicit control_session(boost::asio::local::stream_protocol::socket s);
+  // A session inside the daemon, for a request that did not come through the socket (the dashboard's actions):
+  // each answer goes to `answers`; end() closes it (on_close runs).
+  control_session(boost::asio::any_io_executor ex, std::function<void(const boost::json::object&)> answers);
   void send(const boost::json::object& answer);
   // Closes the connection once what was sent has been written.
   void end();
@@ -67,6 +70,7 @@ class control_session : public std::enable_shared_from_this<control_session> {
   std::deque<std::string> out_;
   bool writing_ = false, ending_ = false, open_ = true, asked_ = false;
   std::function<void()> closed_;
+  std::function<void(const boost::json::object&)> answers_;  // in-process: no socket
   std::shared_ptr<void> slot_;
   std::unique_ptr<boost::asio::steady_timer> request_timer_;
 };

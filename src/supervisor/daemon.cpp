@@ -24,6 +24,7 @@
 #include "os/proc_stat.hpp"
 #include "supervisor/app_table.hpp"
 #include "supervisor/config.hpp"
+#include "supervisor/dashboard.hpp"
 #include "supervisor/engine.hpp"
 #include "supervisor/logs.hpp"
 #include "supervisor/status.hpp"
@@ -123,6 +124,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   daemon_settings cfg;
   control_server control;
   std::unique_ptr<status_server> metrics;
+  timeline history;                          // the dashboard's ten minutes and events
+  std::optional<asio::steady_timer> sampler;  // once a second, into history
   os::unique_fd lock;
   std::map<std::string, std::shared_ptr<app>> apps;
   usage_meter meter;
@@ -198,6 +201,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     auto& o = a->output[tag.pid];
     ev.lines = o.recent;
     if (--o.open == 0) a->output.erase(tag.pid);
+    if (!asked)
+      history.event(a->spec.name, "crash", ev.who + " " + ev.how,
+                    {ev.lines->lines().begin(), ev.lines->lines().end()});
     a->events.push_back(std::move(ev));
     if (a->events.size() > 10) a->events.pop_front();
   }
@@ -207,6 +213,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     ev.when = now_text();
     ev.who = tag.agent ? std::string("agent") : "worker " + std::to_string(tag.id);
     ev.how = why;
+    history.event(a->spec.name, "start_failed", why);
     a->events.push_back(std::move(ev));
     if (a->events.size() > 10) a->events.pop_front();
   }
@@ -287,6 +294,9 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       auto d = self.lock();
       auto a = wa.lock();
       if (d && a) d->on_exit(a, tag, st, asked);
+    });
+    eng->on_event([self, name = a->spec.name](std::string_view kind, const std::string& text) {
+      if (auto d = self.lock()) d->history.event(name, kind, text);
     });
     eng->on_start_failed([self, wa](const process_tag& tag, const std::string& why) {
       auto d = self.lock();
@@ -500,6 +510,78 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     s->end();
   }
 
+  // dashboard: {"ok", "url"}: the dashboard's address with the token in its fragment (which no browser sends
+  // on). The status server starts on a free port of 127.0.0.1 if metrics_port gave none.
+  void dashboard(const json::object&, const session_ptr& s) {
+    if (!metrics) {
+      if (auto ec = serve_status(0)) return fail(s, "cannot serve the dashboard: " + ec.message());
+      say("clutch: status and dashboard on http://127.0.0.1:" + std::to_string(metrics->port()));
+    }
+    error_code ec;
+    const auto token = dashboard_token(cfg.paths.home, ec);
+    if (ec) return fail(s, "cannot make the dashboard's token in " + cfg.paths.home + ": " + ec.message());
+    s->send({{"ok", true}, {"url", "http://127.0.0.1:" + std::to_string(metrics->port()) + "/#token=" + token}});
+    s->end();
+  }
+
+  // The status server (and the dashboard, its history and its actions) on 127.0.0.1:port.
+  error_code serve_status(unsigned short port) {
+    auto server = std::make_unique<status_server>(io, [w = weak_from_this()] {
+      auto d = w.lock();
+      return d ? d->snapshot() : json::object{};
+    });
+    server->show_history(&history);
+    error_code ec;
+    auto token = dashboard_token(cfg.paths.home, ec);
+    if (!ec)
+      server->allow_actions(std::move(token), [w = weak_from_this()](const std::string& app, const std::string& what,
+                                                                     std::int64_t workers, auto reply) {
+        if (auto d = w.lock()) d->act(app, what, workers, std::move(reply));
+      });
+    if (auto ec = server->listen(port)) return ec;
+    metrics = std::move(server);
+    sample();
+    return {};
+  }
+
+  // Once a second while the status server runs: what the dashboard's charts draw.
+  void sample() {
+    if (!sampler) sampler.emplace(io);
+    history.sample(snapshot(), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+    sampler->expires_after(std::chrono::seconds(1));
+    sampler->async_wait([w = weak_from_this()](error_code ec) {
+      if (auto d = w.lock(); d && !ec && !d->shutting_down) d->sample();
+    });
+  }
+
+  // A dashboard action, as the CLI's request of the same name would do it (handle()), answered through an
+  // in-process session.
+  void act(const std::string& name, const std::string& what, std::int64_t workers,
+           std::function<void(bool, const json::object&)> reply) {
+    static const std::set<std::string, std::less<>> actions{"reload", "restart", "stop", "start", "scale"};
+    if (!actions.contains(what)) return reply(false, {{"ok", false}, {"error", "no action '" + what + "'"}});
+    json::object req{{"cmd", what}, {"name", name}};
+    if (what == "scale") req["workers"] = workers;
+    auto last = std::make_shared<json::object>();
+    auto s = std::make_shared<control_session>(io.get_executor(), [last](const json::object& a) {
+      if (a.contains("ok")) *last = a;
+    });
+    s->on_close([last, reply = std::move(reply)] {
+      const auto* ok = last->if_contains("ok");
+      reply(ok && ok->is_bool() && ok->get_bool(), *last);
+    });
+    say("clutch: the dashboard asks: " + what + " " + name);
+    try {
+      handle(std::move(req), s);
+    } catch (const std::exception& x) {
+      say(std::string("clutch: a request failed: ") + x.what());
+      s->send({{"ok", false}, {"error", std::string("the daemon could not do that: ") + x.what()}});
+      s->end();
+    }
+  }
+
   void ping(const json::object&, const session_ptr& s) {
     s->send({{"ok", true}, {"pid", ::getpid()}});
     s->end();
@@ -590,6 +672,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     a.spec.workers_auto = false;
     a.source["workers"] = n;
     if (a.eng) a.eng->scale(static_cast<unsigned>(n));
+    history.event(a.spec.name, "scale", "scaled to " + std::to_string(n) + " workers");
     s->send({{"ok", true}, {"workers", n}});
     s->end();
   }
@@ -605,7 +688,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
         {"stop", &daemon_state::stop_apps},  {"delete", &daemon_state::delete_apps},
         {"restart", &daemon_state::restart}, {"reload", &daemon_state::reload},
         {"scale", &daemon_state::scale},     {"save", &daemon_state::save},
-        {"resurrect", &daemon_state::resurrect},
+        {"resurrect", &daemon_state::resurrect}, {"dashboard", &daemon_state::dashboard},
     };
     return table;
   }
@@ -618,7 +701,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     if (it == table.end()) return fail(s, "unknown request '" + cmd + "'");
     (this->*it->second)(req, s);
     // What changes the table is written; what only reads it is not (an `ls` costs no write).
-    static const std::set<std::string_view> reads_only{"ls", "ping", "logs", "status", "save"};
+    static const std::set<std::string_view> reads_only{"ls", "ping", "logs", "status", "save", "dashboard"};
     if (!reads_only.contains(cmd)) persist();
   }
 
@@ -944,11 +1027,7 @@ error_code daemon::start() {
   });
   if (auto ec = d.control.listen(p.socket)) return ec;
   if (d.cfg.metrics_port) {
-    d.metrics = std::make_unique<status_server>(d.io, [w = std::weak_ptr(state_)] {
-      auto d = w.lock();
-      return d ? d->snapshot() : json::object{};
-    });
-    if (auto ec = d.metrics->listen(static_cast<unsigned short>(d.cfg.metrics_port))) return ec;
+    if (auto ec = d.serve_status(static_cast<unsigned short>(d.cfg.metrics_port))) return ec;
   }
   // We hold the lock, so the last daemon is gone: its pid file left behind says it ended without stopping its
   // apps (killed, crashed, the machine reset). Its live table brings them back as they were.

@@ -1,5 +1,8 @@
 // The engine: its API, the slot pools' driver (start, stop, kill), a worker's launch and exit, and the stop.
 // Its other concerns have files of their own (engine_state.hpp lists them).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -80,6 +83,7 @@ void kill_now(const std::shared_ptr<worker>& w) {
 void give_up(engine_state& e, const std::string& what) {
   e.last_error = what + (e.last_failure.empty() ? std::string() : " (last: " + e.last_failure + ")");
   e.say("clutch: " + e.last_error);
+  e.tell("given_up", e.last_error);
 }
 
 process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid, w.agent ? 0 : w.slot}; }
@@ -273,6 +277,7 @@ void engine_state::reload_done(error_code ec) {
   if (destroyed) return;
   resteer(shared_from_this());
   say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
+  tell("reloaded", ec ? "reload failed: " + ec.message() : std::string("reload done"));
   if (done) done(ec);
 }
 
@@ -371,6 +376,7 @@ void engine::reload(std::function<void(error_code)> done) {
     return;
   }
   e.say("clutch: reload");
+  e.tell("reload", "reload");
   e.reload_cb = std::move(done);
   e.pool.reload();  // slot 0 first; reload_done() tells how it ended
 }
@@ -439,6 +445,7 @@ void engine::on_output(std::function<void(const process_tag&, int, std::string_v
   state_->output = std::move(h);
 }
 void engine::on_start(std::function<void(const process_tag&)> h) { state_->started = std::move(h); }
+void engine::on_event(std::function<void(std::string_view, const std::string&)> h) { state_->event = std::move(h); }
 void engine::on_exit(std::function<void(const process_tag&, const exit_status&, bool)> h) {
   state_->exited = std::move(h);
 }
@@ -458,12 +465,21 @@ std::vector<process_info> engine::processes() const {
   const auto& e = *state_;
   std::vector<process_info> out;
   auto add = [&](const worker& w, std::size_t slot, unsigned restarts) {
-    process_info p{tag_of(w), slot};
+    process_info p;
+    p.tag = tag_of(w);
+    p.slot = slot;
     p.state = w.asked_to_stop ? process_info::state::stopping
               : w.ready       ? process_info::state::ready
                               : process_info::state::starting;
     p.started = w.started;
     p.restarts = restarts;
+    for (std::size_t g = 0; g < w.socks.size() && g < e.groups.size(); ++g) {
+      tcp_info info{};
+      socklen_t len = sizeof info;
+      if (w.socks[g] >= 0 && ::getsockopt(w.socks[g], IPPROTO_TCP, TCP_INFO, &info, &len) == 0)
+        // For a listener the kernel puts the accept queue's length in tcpi_unacked and its size in tcpi_sacked.
+        p.queues.push_back({address_text(e.groups[g].bound()), info.tcpi_unacked, info.tcpi_sacked});
+    }
     out.push_back(p);
   };
   if (e.agent && !e.agent->exited && e.agent->pid) add(*e.agent, 0, e.agent_pool.size() ? e.agent_pool.restarts(0) : 0);

@@ -101,12 +101,21 @@ struct process_tag {
   std::size_t slot = 0;  // its instance (NODE_APP_INSTANCE): kept by each replacement in it; 0 for the agent
 };
 
+// A worker's own listening socket of a steered group, as the kernel sees it now (TCP_INFO on a listener):
+// connections that wait in its accept queue, and the queue's size (the listen backlog).
+struct accept_queue {
+  std::string address;  // "HOST:PORT", as addresses() writes it
+  unsigned waiting = 0;
+  unsigned backlog = 0;
+};
+
 struct process_info {
   process_tag tag;
   std::size_t slot = 0;
   enum class state { starting, ready, stopping } state = state::starting;
   std::chrono::steady_clock::time_point started{};
   unsigned restarts = 0;  // its slot's (the agent's own) restarts so far
+  std::vector<accept_queue> queues;  // a worker's steered sockets (none for the agent, shared or Unix ones)
 };
 
 struct engine_state;
@@ -154,6 +163,10 @@ class engine {
   // read; the last call for a stream has end = true (every writer, grandchildren too, has closed it). Without it,
   // they share clutch's own.
   void on_output(std::function<void(const process_tag&, int stream, std::string_view data, bool end)> h);
+  // What happened, for a timeline: kind "memory" (a worker over max_memory is replaced), "given_up" (a slot or
+  // the agent crashed too often in a row), "reload" (one began), "reloaded" (it ended: text says how). text is
+  // the log's sentence.
+  void on_event(std::function<void(std::string_view kind, const std::string& text)> h);
   // A process started (the agent or a worker), with its pid.
   void on_start(std::function<void(const process_tag&)> h);
   // A process exited (asked_to: it had been asked to stop, by a stop, a reload, a scale-down or a watchdog).

@@ -125,6 +125,10 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
   std::function<void(const process_tag&, const exit_status&, bool)> exited;
   std::function<void(const process_tag&, const std::string&)> start_failed;
   std::function<void(const process_tag&)> started;
+  std::function<void(std::string_view, const std::string&)> event;
+  void tell(std::string_view kind, const std::string& text) {
+    if (event) event(kind, text);
+  }
   std::string last_error;    // the last start that failed or slot given up, in words
   std::string last_failure;  // the last start that failed or worker that crashed: what a give-up names
   std::optional<asio::steady_timer> memory_timer;

@@ -90,7 +90,11 @@ json::object app_status(const std::string& name, const engine& e, usage_meter& m
     const char* state = p.state == process_info::state::ready      ? "ready"
                         : p.state == process_info::state::stopping ? "stopping"
                                                                    : "starting";
+    json::array queues;
+    for (const auto& q : p.queues)
+      queues.push_back(json::object{{"address", q.address}, {"waiting", q.waiting}, {"backlog", q.backlog}});
     procs.push_back(json::object{
+        {"queues", std::move(queues)},
         {"id", p.tag.id},
         {"role", p.tag.agent ? "agent" : "worker"},
         {"pid", p.tag.pid},
@@ -217,66 +221,175 @@ void status_server::close() {
   if (pause_) pause_->cancel();
 }
 
+std::shared_ptr<void> status_server::evict_idle() {
+  while (!unread_.empty()) {
+    auto x = unread_.front().lock();
+    unread_.pop_front();
+    if (!x || !x->reading) continue;
+    auto slot = std::move(x->slot);
+    error_code ignored;
+    x->stream.socket().close(ignored);  // its read ends with an error, and the exchange with it
+    return slot;
+  }
+  return nullptr;
+}
+
+void status_server::show_history(const timeline* history) { history_ = history; }
+
+void status_server::allow_actions(std::string token, action act) {
+  token_ = std::move(token);
+  act_ = std::move(act);
+}
+
+namespace {
+
+// The value of NAME in a query string ("since=123&x=1"), or "".
+std::string query_value(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    if (pair.size() > name.size() && pair.substr(0, name.size()) == name && pair[name.size()] == '=')
+      return std::string(pair.substr(name.size() + 1));
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+  }
+  return {};
+}
+
+std::int64_t query_number(std::string_view query, std::string_view name) {
+  const auto text = query_value(query, name);
+  std::int64_t n = 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9' || n > (std::int64_t{1} << 50)) return -1;
+    n = n * 10 + (c - '0');
+  }
+  return text.empty() ? -1 : n;
+}
+
+}  // namespace
+
 void status_server::accept() {
   acceptor_.async_accept([this](error_code ec, asio::ip::tcp::socket s) {
     if (ec == asio::error::operation_aborted) return;
     if (paused(ec, pause_, acceptor_.get_executor(), [this] { accept(); })) return;  // out of descriptors
     auto slot = ec ? nullptr : limit_.admit();
+    if (!ec && !slot) slot = evict_idle();
     if (!ec && !slot) {
       error_code ignored;
-      s.close(ignored);  // over the limit: this client only is turned away
+      s.close(ignored);  // over the limit, every one busy: this client only is turned away
     } else if (!ec) {
-      struct exchange {
-        beast::tcp_stream stream;
-        beast::flat_buffer buffer;
-        http::request<http::string_body> req;
-        http::response<http::string_body> res;
-        std::shared_ptr<void> slot;
-      };
       auto x = std::make_shared<exchange>(exchange{beast::tcp_stream(std::move(s)), {}, {}, {}, std::move(slot)});
       x->buffer.max_size(16 * 1024);  // a request line and a few headers: nothing here takes a body
       x->stream.expires_after(idle);
+      if (unread_.size() >= 2 * max_connections)
+        std::erase_if(unread_, [](const auto& w) { return w.expired() || !w.lock()->reading; });
+      unread_.push_back(x);
       http::async_read(x->stream, x->buffer, x->req, [this, x](error_code ec, std::size_t) {
-        if (ec) return;
-        const auto target = std::string(x->req.target().substr(0, x->req.target().find('?')));
-        auto& res = x->res;
-        res.version(x->req.version());
-        res.keep_alive(false);
-        res.set(http::field::server, "clutch");
-        if (x->req.method() != http::verb::get && x->req.method() != http::verb::head) {
-          res.result(http::status::method_not_allowed);
-          res.body() = "GET only\n";
-        } else if (target == "/metrics" || target == "/api/status" || target == "/ready") {
-          // One request's failure (out of memory, say) is that request's 500, never the daemon's end.
-          try {
-            if (target == "/metrics") {
-              res.set(http::field::content_type, "text/plain; version=0.0.4");
-              res.body() = prometheus_text(snapshot_());
-            } else if (target == "/api/status") {
-              res.set(http::field::content_type, "application/json");
-              res.body() = json_text(snapshot_()) + "\n";
-            } else {
-              const bool ready = all_ready(snapshot_());
-              res.result(ready ? http::status::ok : http::status::service_unavailable);
-              res.body() = ready ? "ready\n" : "not ready\n";
-            }
-          } catch (const std::exception& x) {
-            res.result(http::status::internal_server_error);
-            res.body() = std::string(x.what()) + "\n";
-          }
-        } else {
-          res.result(http::status::not_found);
-          res.body() = "not found: try /metrics, /api/status or /ready\n";
-        }
-        if (x->req.method() == http::verb::head) res.body().clear();
-        res.prepare_payload();
-        http::async_write(x->stream, x->res, [x](error_code, std::size_t) {
-          error_code ignored;
-          x->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-        });
+        x->reading = false;
+        if (!ec) answer(x);
       });
     }
     accept();
+  });
+}
+
+void status_server::answer(const std::shared_ptr<exchange>& x) {
+  const std::string_view whole = x->req.target();
+  const auto mark = whole.find('?');
+  const auto target = std::string(whole.substr(0, mark));
+  const auto query = mark == std::string_view::npos ? std::string_view() : whole.substr(mark + 1);
+  auto& res = x->res;
+  res.version(x->req.version());
+  res.keep_alive(false);
+  res.set(http::field::server, "clutch");
+  res.set(http::field::cache_control, "no-store");
+  const bool get = x->req.method() == http::verb::get || x->req.method() == http::verb::head;
+  const bool post = x->req.method() == http::verb::post;
+  auto fail = [&](http::status st, const std::string& why) {
+    res.result(st);
+    res.set(http::field::content_type, "application/json");
+    res.body() = json_text(json::object{{"ok", false}, {"error", why}}) + "\n";
+  };
+  // A page another site's script reaches through a name it points at 127.0.0.1 (DNS rebinding) names that
+  // site, not us, in Host: it gets nothing of the dashboard's (scrapers of /metrics keep whatever Host they send).
+  const std::string port_text = std::to_string(port());
+  const std::string_view host = x->req[http::field::host];
+  const bool our_host = host == "127.0.0.1:" + port_text || host == "localhost:" + port_text;
+  static const std::string actions_prefix = "/api/apps/";
+  const bool token_ok = !token_.empty() && same_token(x->req["X-Clutch-Token"], token_);
+  const bool dashboards = target == "/" || target == "/api/history" || target.starts_with(actions_prefix);
+  if (!our_host && dashboards) {
+    fail(http::status::forbidden, "Host must be 127.0.0.1:" + port_text + " or localhost:" + port_text);
+  } else if (post && target.starts_with(actions_prefix)) {
+    // /api/apps/NAME/ACTION: the token, or nothing changes.
+    const auto rest = std::string_view(target).substr(actions_prefix.size());
+    const auto slash = rest.find('/');
+    if (!act_ || !token_ok) {
+      fail(http::status::forbidden, act_ ? "this needs the token `clutch dashboard` prints" : "read-only here");
+    } else if (slash == std::string_view::npos || slash == 0) {
+      fail(http::status::not_found, "POST /api/apps/NAME/reload|restart|stop|start|scale?workers=N");
+    } else {
+      x->stream.expires_after(std::chrono::minutes(10));  // a reload takes as long as the app's readiness
+      try {
+        act_(std::string(rest.substr(0, slash)), std::string(rest.substr(slash + 1)), query_number(query, "workers"),
+             [this, x](bool ok, const json::object& answer) {
+               x->res.result(ok ? http::status::ok : http::status::bad_request);
+               x->res.set(http::field::content_type, "application/json");
+               x->res.body() = json_text(answer) + "\n";
+               send(x);
+             });
+      } catch (const std::exception& e) {
+        fail(http::status::internal_server_error, e.what());
+        send(x);
+      }
+      return;
+    }
+  } else if (!get) {
+    fail(http::status::method_not_allowed, "GET, or POST to /api/apps/NAME/ACTION");
+  } else {
+    // One request's failure (out of memory, say) is that request's 500, never the daemon's end.
+    try {
+      if (target == "/" && history_) {
+        res.set(http::field::content_type, "text/html; charset=utf-8");
+        // The page runs nothing of another origin's, and no other page may frame it (its buttons act).
+        res.set("Content-Security-Policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+                "img-src data:; frame-ancestors 'none'");
+        res.set("X-Frame-Options", "DENY");
+        res.body() = dashboard_html;
+      } else if (target == "/api/history" && history_) {
+        res.set(http::field::content_type, "application/json");
+        auto h = history_->since(std::max<std::int64_t>(query_number(query, "since"), 0), token_ok);
+        h["actions"] = act_ != nullptr;
+        h["token_ok"] = token_ok;
+        res.body() = json_text(h) + "\n";
+      } else if (target == "/metrics") {
+        res.set(http::field::content_type, "text/plain; version=0.0.4");
+        res.body() = prometheus_text(snapshot_());
+      } else if (target == "/api/status") {
+        res.set(http::field::content_type, "application/json");
+        res.body() = json_text(snapshot_()) + "\n";
+      } else if (target == "/ready") {
+        const bool ready = all_ready(snapshot_());
+        res.result(ready ? http::status::ok : http::status::service_unavailable);
+        res.body() = ready ? "ready\n" : "not ready\n";
+      } else {
+        res.result(http::status::not_found);
+        res.body() = history_ ? "not found: try /, /metrics, /api/status, /api/history or /ready\n"
+                              : "not found: try /metrics, /api/status or /ready\n";
+      }
+    } catch (const std::exception& e) {
+      fail(http::status::internal_server_error, e.what());
+    }
+  }
+  send(x);
+}
+
+void status_server::send(const std::shared_ptr<exchange>& x) {
+  if (x->req.method() == http::verb::head) x->res.body().clear();
+  x->res.prepare_payload();
+  http::async_write(x->stream, x->res, [x](error_code, std::size_t) {
+    error_code ignored;
+    x->stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   });
 }
 

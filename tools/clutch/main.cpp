@@ -34,6 +34,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/exit_text.hpp"
 #include "common/json_fields.hpp"
 #include "os/proc_stat.hpp"
 #include "os/self.hpp"
@@ -198,16 +199,38 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   e.on_ready([&] { parent.send("READY=1\nSTATUS=" + std::to_string(workers) + " workers ready"); });
   sv::usage_meter meter;
   std::optional<sv::status_server> status;
+  // The dashboard, read-only here (its actions are the daemon's): the page, its charts and its timeline.
+  sv::timeline history;
+  asio::steady_timer sampler(io);
+  std::function<void()> sample;
   if (status_port) {
-    status.emplace(io, [&] {
+    auto snapshot = [&] {
       return json::object{{"apps", json::array{sv::app_status(name, e, meter)}},
                           {"supervisor", sv::supervisor_status(meter)}};
-    });
+    };
+    status.emplace(io, snapshot);
+    status->show_history(&history);
     if (auto ec = status->listen(status_port)) {
       std::cerr << "clutch: --status-port " << status_port << ": " << ec.message() << std::endl;
       return 1;
     }
-    std::cerr << "clutch: status on http://127.0.0.1:" << status->port() << "/api/status" << std::endl;
+    e.on_event([&](std::string_view kind, const std::string& text) { history.event(name, kind, text); });
+    e.on_exit([&](const sv::process_tag& tag, const clutch::exit_status& st, bool asked) {
+      if (!asked)
+        history.event(name, "crash",
+                      clutch::detail::process_label(tag.agent, tag.id, tag.pid) + " " + clutch::detail::describe(st));
+    });
+    sample = [&] {
+      history.sample(snapshot(), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+      sampler.expires_after(std::chrono::seconds(1));
+      sampler.async_wait([&](clutch::error_code ec) {
+        if (!ec) sample();
+      });
+    };
+    sample();
+    std::cerr << "clutch: status and dashboard on http://127.0.0.1:" << status->port() << "/" << std::endl;
   }
   // Orphans of the workers' trees come to us (as they would to a container's PID 1), and we reap them.
   sv::orphan_reaper children(io, [&] { return e.pids(); });
@@ -220,6 +243,7 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
     signals.cancel();
     children.cancel();
     if (status) status->close();
+    sampler.cancel();
     io.stop();
   };
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
@@ -976,6 +1000,16 @@ const std::vector<command>& commands() {
            },
        .asks_daemon = false,
        .run = [](cli_options& o) { return run_daemon(o.metrics_port, o.resurrect); }},
+      {.name = "dashboard",
+       .help = "print the web dashboard's address, with the token its actions need (the daemon serves it on "
+               "127.0.0.1: its metrics_port, or a free port from now on)",
+       .run =
+           [](cli_options& o) {
+             return ask({{"cmd", "dashboard"}}, o, [](const json::object& a) {
+               std::cout << clutch::detail::string_field(a, "url") << std::endl;
+               return true;
+             });
+           }},
       {.name = "save",
        .help = "save the apps as they are now, for clutch resurrect and the daemon of clutch startup",
        .run =
