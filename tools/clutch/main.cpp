@@ -46,6 +46,7 @@
 #include "supervisor/notify.hpp"
 #include "supervisor/reaper.hpp"
 #include "supervisor/status.hpp"
+#include "monit.hpp"
 
 namespace asio = boost::asio;
 namespace json = boost::json;
@@ -1000,6 +1001,10 @@ const std::vector<command>& commands() {
            },
        .asks_daemon = false,
        .run = [](cli_options& o) { return run_daemon(o.metrics_port, o.resurrect); }},
+      {.name = "monit",
+       .help = "a live view of the apps in the terminal (pm2 monit): up/down select, r reload, R restart, q quit",
+       .asks_daemon = false,
+       .run = [](cli_options&) { return clutch_cli::monit(sv::daemon_paths::from_environment().reachable_socket()); }},
       {.name = "dashboard",
        .help = "print the web dashboard's address, with the token its actions need (the daemon serves it on "
                "127.0.0.1: its metrics_port, or a free port from now on)",
