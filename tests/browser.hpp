@@ -38,7 +38,8 @@ class browser {
       clutch::options o;
       o.timeout = std::chrono::minutes(15);
       o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
-      auto r = clutch::spawn_sync("apt-get", {"install", "-y", "--no-install-recommends", "chromium"}, o);
+      auto r = clutch::spawn_sync(
+          "apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", "chromium"}, o);
       if (!has_chromium()) {
         why = "chromium is missing and apt-get could not install it: " + r.err;
         return;

@@ -11,7 +11,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <chrono>
+#include <fstream>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -186,5 +188,38 @@ TEST(Dashboard, ShowsEachWorkersAcceptQueueAndCrashesWithTheirLastLines) {
   EXPECT_NE(json::serialize(with.at("text")).find("SIGKILL"), std::string::npos) << json::serialize(with);
   EXPECT_EQ(with.at("lines").as_array().back().as_string(), "last words");
   EXPECT_FALSE(crash_event("").contains("lines"));
+  EXPECT_EQ(cli({"kill"}).status.code, 0);
+}
+
+// The rest of the timeline's events: a worker over its memory limit replaced, a slot given up after its crash
+// loop (each crash before it, with its last lines).
+TEST(Dashboard, TheTimelineHasMemoryReplacementsAndSlotsGivenUp) {
+  clutch_test::clutch_home cli;
+  const auto file = cli.home.path + "/apps.toml";
+  std::ofstream(file) << "[[app]]\nname = \"hungry\"\ncommand = \"python3\"\n"
+                         "args = [\"-c\", \"import time; x = b'x' * (64 << 20); time.sleep(300)\"]\n"
+                         "max_memory = \"32M\"\n"
+                         "[[app]]\nname = \"broken\"\ncommand = \"sh\"\nargs = [\"-c\", \"echo about to fail; exit 3\"]\n"
+                         "max_restarts = 2\n";
+  ASSERT_EQ(cli({"start", file}).status.code, 0);
+  const auto d = dashboard(cli);
+  std::set<std::string> kinds;
+  std::string crash_lines;
+  ASSERT_TRUE(eventually([&] {
+    auto [c, body] = call(d.port, "GET", "/api/history?since=0", {{"X-Clutch-Token", d.token}});
+    const auto h = json::parse(body);
+    for (const auto& e : h.at("events").as_array()) {
+      kinds.insert(std::string(e.at("app").as_string()) + " " + std::string(e.at("kind").as_string()));
+      if (e.at("kind").as_string() == "crash" && !e.at("lines").as_array().empty())
+        crash_lines = e.at("lines").as_array().back().as_string();
+    }
+    return kinds.contains("hungry memory") && kinds.contains("broken given_up");
+  }, 30s)) << [&] {
+    std::string all;
+    for (const auto& k : kinds) all += k + "; ";
+    return all;
+  }();
+  EXPECT_TRUE(kinds.contains("broken crash"));
+  EXPECT_EQ(crash_lines, "about to fail");
   EXPECT_EQ(cli({"kill"}).status.code, 0);
 }

@@ -25,7 +25,8 @@ class tmux {
       clutch::options o;
       o.timeout = std::chrono::minutes(10);
       o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
-      clutch::spawn_sync("apt-get", {"install", "-y", "--no-install-recommends", "tmux"}, o);
+      clutch::spawn_sync("apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", "tmux"},
+                         o);
     }
     ok = ::access("/usr/bin/tmux", X_OK) == 0 &&
          run({"new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "env " + command_env + " PS1='$ ' sh"}).status.code == 0;
