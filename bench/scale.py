@@ -152,15 +152,6 @@ def main():
             time.sleep(IDLE_SECONDS)
             for name, (pid, ticks) in before.items():
                 res[(name, n)]['cpu'] = (cpu_ticks(pid) - ticks) / TICK / IDLE_SECONDS * 100
-            # The dashboard's sampling (every app's processes and accept queues, once a second) runs once a
-            # status port does: `clutch dashboard` starts one. PM2's daemon samples its processes all the time.
-            if clutch in up and (pid := clutch.daemon_pid()):
-                log(f'clutch: idle CPU over {IDLE_SECONDS:g} s with the dashboard\'s sampling on')
-                clutch.run('dashboard')
-                time.sleep(1)
-                ticks = cpu_ticks(pid)
-                time.sleep(IDLE_SECONDS)
-                res[('clutch', n)]['cpu_dash'] = (cpu_ticks(pid) - ticks) / TICK / IDLE_SECONDS * 100
             for sup in sides:
                 r = res[(sup.name, n)]
                 if 'failed' in r:
@@ -171,6 +162,17 @@ def main():
                 except Failed as e:
                     r['reload failed'] = str(e)
                     log(f'  {sup.name}: {e}')
+            # Last, so that the figures above are what they were before it: the dashboard's sampling (every app's
+            # processes and accept queues, once a second) runs once a status port does, and `clutch dashboard`
+            # starts one. PM2's daemon samples its processes all the time.
+            if clutch in up and (pid := clutch.daemon_pid()):
+                log(f'clutch: idle CPU over {IDLE_SECONDS:g} s with the dashboard\'s sampling on')
+                time.sleep(2)  # the reload's last steps done
+                clutch.run('dashboard')
+                time.sleep(1)
+                ticks = cpu_ticks(pid)
+                time.sleep(IDLE_SECONDS)
+                res[('clutch', n)]['cpu_dash'] = (cpu_ticks(pid) - ticks) / TICK / IDLE_SECONDS * 100
             for sup in sides:
                 sup.ensure_down()
     finally:
