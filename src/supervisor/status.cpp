@@ -331,7 +331,7 @@ void status_server::answer(const std::shared_ptr<exchange>& x) {
       x->stream.expires_after(std::chrono::minutes(10));  // a reload takes as long as the app's readiness
       try {
         act_(std::string(rest.substr(0, slash)), std::string(rest.substr(slash + 1)), query_number(query, "workers"),
-             [this, x](bool ok, const json::object& answer) {
+             [x](bool ok, const json::object& answer) {
                x->res.result(ok ? http::status::ok : http::status::bad_request);
                x->res.set(http::field::content_type, "application/json");
                x->res.body() = json_text(answer) + "\n";

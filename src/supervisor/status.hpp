@@ -123,7 +123,8 @@ class status_server {
   std::shared_ptr<void> evict_idle();
   void accept();
   void answer(const std::shared_ptr<exchange>& x);
-  void send(const std::shared_ptr<exchange>& x);
+  // Static: an action's reply may come after the server is gone (the daemon stopping meanwhile).
+  static void send(const std::shared_ptr<exchange>& x);
   boost::asio::ip::tcp::acceptor acceptor_;
   std::function<boost::json::object()> snapshot_;
   std::deque<std::weak_ptr<exchange>> unread_;  // accepted, oldest first (some may have sent theirs since)
