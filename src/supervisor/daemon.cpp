@@ -124,8 +124,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
   daemon_settings cfg;
   control_server control;
   std::unique_ptr<status_server> metrics;
-  timeline history;                          // the dashboard's ten minutes and events
-  std::optional<asio::steady_timer> sampler;  // once a second, into history
+  timeline history;   // the dashboard's ten minutes (sampled by the status server) and events
+  std::string token;  // the dashboard's, once the status server runs
   os::unique_fd lock;
   std::map<std::string, std::shared_ptr<app>> apps;
   usage_meter meter;
@@ -517,9 +517,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       if (auto ec = serve_status(0)) return fail(s, "cannot serve the dashboard: " + ec.message());
       say("clutch: status and dashboard on http://127.0.0.1:" + std::to_string(metrics->port()));
     }
-    error_code ec;
-    const auto token = dashboard_token(cfg.paths.home, ec);
-    if (ec) return fail(s, "cannot make the dashboard's token in " + cfg.paths.home + ": " + ec.message());
+    if (token.empty()) return fail(s, "cannot make the dashboard's token in " + cfg.paths.home);
     s->send({{"ok", true}, {"url", "http://127.0.0.1:" + std::to_string(metrics->port()) + "/#token=" + token}});
     s->end();
   }
@@ -530,30 +528,17 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       auto d = w.lock();
       return d ? d->snapshot() : json::object{};
     });
-    server->show_history(&history);
     error_code ec;
-    auto token = dashboard_token(cfg.paths.home, ec);
+    token = dashboard_token(cfg.paths.home, ec);
     if (!ec)
-      server->allow_actions(std::move(token), [w = weak_from_this()](const std::string& app, const std::string& what,
-                                                                     std::int64_t workers, auto reply) {
+      server->allow_actions(token, [w = weak_from_this()](const std::string& app, const std::string& what,
+                                                          std::int64_t workers, auto reply) {
         if (auto d = w.lock()) d->act(app, what, workers, std::move(reply));
       });
     if (auto ec = server->listen(port)) return ec;
+    server->show_history(&history);
     metrics = std::move(server);
-    sample();
     return {};
-  }
-
-  // Once a second while the status server runs: what the dashboard's charts draw.
-  void sample() {
-    if (!sampler) sampler.emplace(io);
-    history.sample(snapshot(), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-    sampler->expires_after(std::chrono::seconds(1));
-    sampler->async_wait([w = weak_from_this()](error_code ec) {
-      if (auto d = w.lock(); d && !ec && !d->shutting_down) d->sample();
-    });
   }
 
   // A dashboard action, as the CLI's request of the same name would do it (handle()), answered through an
@@ -573,13 +558,7 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
       reply(ok && ok->is_bool() && ok->get_bool(), *last);
     });
     say("clutch: the dashboard asks: " + what + " " + name);
-    try {
-      handle(std::move(req), s);
-    } catch (const std::exception& x) {
-      say(std::string("clutch: a request failed: ") + x.what());
-      s->send({{"ok", false}, {"error", std::string("the daemon could not do that: ") + x.what()}});
-      s->end();
-    }
+    handle(std::move(req), s);
   }
 
   void ping(const json::object&, const session_ptr& s) {
@@ -693,7 +672,19 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     return table;
   }
 
+  // Every request, from the control socket or the dashboard. One request's failure is that client's error;
+  // nothing a request does may end the daemon and its apps.
   void handle(json::object req, const session_ptr& s) {
+    try {
+      dispatch(std::move(req), s);
+    } catch (const std::exception& x) {
+      say(std::string("clutch: a request failed: ") + x.what());
+      s->send({{"ok", false}, {"error", std::string("the daemon could not do that: ") + x.what()}});
+      s->end();
+    }
+  }
+
+  void dispatch(json::object req, const session_ptr& s) {
     const std::string cmd(string_field(req, "cmd"));
     if (shutting_down) return fail(s, "the daemon is shutting down");
     const auto& table = requests();
@@ -1014,16 +1005,7 @@ error_code daemon::start() {
   if (!d.lock) return error_code(errno, boost::system::system_category());
   if (::flock(d.lock.get(), LOCK_EX | LOCK_NB) != 0) return error_code(errno, boost::system::system_category());
   d.control = control_server(d.io, [w = std::weak_ptr(state_)](json::object req, session_ptr s) {
-    auto d = w.lock();
-    if (!d) return;
-    // One request's failure is that client's error; nothing a request does may end the daemon and its apps.
-    try {
-      d->handle(std::move(req), s);
-    } catch (const std::exception& x) {
-      d->say(std::string("clutch: a request failed: ") + x.what());
-      s->send({{"ok", false}, {"error", std::string("the daemon could not do that: ") + x.what()}});
-      s->end();
-    }
+    if (auto d = w.lock()) d->handle(std::move(req), s);
   });
   if (auto ec = d.control.listen(p.socket)) return ec;
   if (d.cfg.metrics_port) {

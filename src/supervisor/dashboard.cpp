@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <fstream>
 
 #include <boost/json/array.hpp>
@@ -15,6 +16,11 @@ namespace clutch::supervisor {
 
 namespace json = boost::json;
 using ::clutch::detail::number_of;
+
+std::int64_t unix_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
 
 void timeline::sample(const json::object& snapshot, std::int64_t at_ms) {
   last_ = at_ms;
@@ -32,7 +38,6 @@ void timeline::sample(const json::object& snapshot, std::int64_t at_ms) {
           for (const auto& q : qs->get_array()) n += static_cast<std::uint64_t>(number_of(q.as_object().at("waiting")));
         }
       }
-      if (const auto* r = a.if_contains("restarts")) p.restarts = static_cast<std::uint64_t>(number_of(*r));
       apps_[std::string(a.at("name").as_string())].push_back(std::move(p));
     }
   // What is older than the charts show goes, and an app gone for as long with it.
@@ -46,10 +51,7 @@ void timeline::sample(const json::object& snapshot, std::int64_t at_ms) {
 void timeline::event(const std::string& app, std::string_view kind, const std::string& text,
                      std::vector<std::string> lines) {
   if (lines.size() > lines_kept) lines.erase(lines.begin(), lines.end() - static_cast<std::ptrdiff_t>(lines_kept));
-  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                       std::chrono::system_clock::now().time_since_epoch())
-                       .count();
-  events_.push_back({now, app, std::string(kind), text, std::move(lines)});
+  events_.push_back({unix_ms(), app, std::string(kind), text, std::move(lines)});
   if (events_.size() > events_kept) events_.pop_front();
 }
 

@@ -2,7 +2,7 @@
 // last ten minutes, sampled once a second, and the events of its timeline; and the token its actions need.
 //
 //   supervisor::timeline t;
-//   t.sample(snapshot, now_ms);                         // once a second: snapshot as status_server serves it
+//   t.sample(snapshot, unix_ms());                      // once a second (status_server::show_history does it)
 //   t.event("web", "crash", "worker 3 (pid 123) killed by SIGKILL", {"its", "last", "lines"});
 //   boost::json::object h = t.since(ms, with_lines);     // GET /api/history?since=MS
 //   std::string token = supervisor::dashboard_token(home, ec);  // made once, kept in HOME/dashboard.token (0600)
@@ -54,6 +54,9 @@ class timeline {
   std::deque<happening> events_;
   std::int64_t last_ = 0;
 };
+
+// Now, in milliseconds since the epoch: the timeline's clock.
+std::int64_t unix_ms();
 
 // The dashboard's token: HOME/dashboard.token, made (128 random bits, hex) if it is not there yet, 0600 in the
 // owner-only home. Actions need it; reading the page does not.

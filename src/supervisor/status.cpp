@@ -219,6 +219,7 @@ void status_server::close() {
   error_code ignored;
   acceptor_.close(ignored);
   if (pause_) pause_->cancel();
+  if (sampler_) sampler_->cancel();
 }
 
 std::shared_ptr<void> status_server::evict_idle() {
@@ -234,7 +235,19 @@ std::shared_ptr<void> status_server::evict_idle() {
   return nullptr;
 }
 
-void status_server::show_history(const timeline* history) { history_ = history; }
+void status_server::show_history(timeline* history) {
+  history_ = history;
+  sampler_ = std::make_unique<asio::steady_timer>(acceptor_.get_executor());
+  sample();
+}
+
+void status_server::sample() {
+  history_->sample(snapshot_(), unix_ms());
+  sampler_->expires_after(std::chrono::seconds(1));
+  sampler_->async_wait([this](error_code ec) {
+    if (!ec) sample();  // cancelled by close() or the server's end
+  });
+}
 
 void status_server::allow_actions(std::string token, action act) {
   token_ = std::move(token);

@@ -92,8 +92,9 @@ class status_server {
  public:
   status_server(boost::asio::io_context& io, std::function<boost::json::object()> snapshot);
   // Also serves the dashboard: the page at / and GET /api/history?since=MS (the timeline's samples and events
-  // after MS). history outlives the server.
-  void show_history(const timeline* history);
+  // after MS), and from now on adds the snapshot to history once a second, until close(). history outlives the
+  // server.
+  void show_history(timeline* history);
   // POST /api/apps/NAME/ACTION[?workers=N] with the header X-Clutch-Token: TOKEN calls act(NAME, ACTION, N or -1,
   // reply) and answers what reply gets (200 if ok, else 400). Without the token (or without act): 403, and
   // nothing changes. The token also shows the events' log lines.
@@ -128,7 +129,9 @@ class status_server {
   boost::asio::ip::tcp::acceptor acceptor_;
   std::function<boost::json::object()> snapshot_;
   std::deque<std::weak_ptr<exchange>> unread_;  // accepted, oldest first (some may have sent theirs since)
-  const timeline* history_ = nullptr;
+  timeline* history_ = nullptr;
+  std::unique_ptr<boost::asio::steady_timer> sampler_;
+  void sample();
   std::string token_;
   action act_;
   connection_limit limit_{max_connections};

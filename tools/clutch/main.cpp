@@ -202,35 +202,22 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
   std::optional<sv::status_server> status;
   // The dashboard, read-only here (its actions are the daemon's): the page, its charts and its timeline.
   sv::timeline history;
-  asio::steady_timer sampler(io);
-  std::function<void()> sample;
   if (status_port) {
-    auto snapshot = [&] {
+    status.emplace(io, [&] {
       return json::object{{"apps", json::array{sv::app_status(name, e, meter)}},
                           {"supervisor", sv::supervisor_status(meter)}};
-    };
-    status.emplace(io, snapshot);
-    status->show_history(&history);
+    });
     if (auto ec = status->listen(status_port)) {
       std::cerr << "clutch: --status-port " << status_port << ": " << ec.message() << std::endl;
       return 1;
     }
+    status->show_history(&history);
     e.on_event([&](std::string_view kind, const std::string& text) { history.event(name, kind, text); });
     e.on_exit([&](const sv::process_tag& tag, const clutch::exit_status& st, bool asked) {
       if (!asked)
         history.event(name, "crash",
                       clutch::detail::process_label(tag.agent, tag.id, tag.pid) + " " + clutch::detail::describe(st));
     });
-    sample = [&] {
-      history.sample(snapshot(), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                     std::chrono::system_clock::now().time_since_epoch())
-                                     .count());
-      sampler.expires_after(std::chrono::seconds(1));
-      sampler.async_wait([&](clutch::error_code ec) {
-        if (!ec) sample();
-      });
-    };
-    sample();
     std::cerr << "clutch: status and dashboard on http://127.0.0.1:" << status->port() << "/" << std::endl;
   }
   // Orphans of the workers' trees come to us (as they would to a container's PID 1), and we reap them.
@@ -244,7 +231,6 @@ int run(sv::run_settings s, const std::string& name, unsigned short status_port)
     signals.cancel();
     children.cancel();
     if (status) status->close();
-    sampler.cancel();
     io.stop();
   };
   std::function<void(clutch::error_code, int)> on_signal = [&](clutch::error_code ec, int sig) {
