@@ -573,7 +573,9 @@ TEST(DaemonLogs, Pm2sLogDateFormatAndAFilePerInstance) {
   const auto pids = h.status("dated").at("processes").as_array();
   ASSERT_EQ(pids.size(), 2u);
   for (const auto& p : pids)
-    if (p.at("slot").as_int64() == 1) ::kill(static_cast<pid_t>(p.at("pid").as_int64()), SIGKILL);
+    if (p.at("slot").as_int64() == 1) {
+      EXPECT_TRUE(clutch_test::signal_ours(p.at("pid").as_int64(), SIGKILL));
+    }
   EXPECT_TRUE(eventually([&] { return read_lines(logs + "dated.out-1.log").size() == 2; }));
   EXPECT_EQ(read_lines(logs + "dated.out-0.log").size(), 1u);
   EXPECT_EQ(h.cli({"delete", "dated"}).code, 0);

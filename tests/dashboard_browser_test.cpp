@@ -81,7 +81,7 @@ TEST(DashboardBrowser, ShowsTheAppsLiveAndActsOnlyWithTheToken) {
 
   // A SIGKILLed worker: once the daemon has restarted it, the page shows the restart and the event within 2 s.
   const auto victim = status_of(d.port, "web").at("processes").at(0).at("pid").as_int64();
-  ::kill(static_cast<pid_t>(victim), SIGKILL);  // a worker of the daemon this test started
+  ASSERT_TRUE(clutch_test::signal_ours(victim, SIGKILL));  // a worker of the daemon this test started
   ASSERT_TRUE(eventually([&] { return number(status_of(d.port, "web").at("restarts")) == 1; }, 20s));
   EXPECT_TRUE(eventually([&] {
     return count("[data-app=web] tr[data-restarts='1']") == 1 && count("#events li[data-kind=crash][data-app=web]") == 1;
@@ -137,7 +137,7 @@ TEST(DashboardBrowser, ShowsTheAppsLiveAndActsOnlyWithTheToken) {
   EXPECT_TRUE(eventually([&] { return count("#events li[data-kind=scale][data-app=web]") == 1; }, 10s));
   // The holder of the token sees a crash's last lines.
   const auto job = status_of(d.port, "jobs").at("processes").at(0).at("pid").as_int64();
-  ::kill(static_cast<pid_t>(job), SIGKILL);
+  ASSERT_TRUE(clutch_test::signal_ours(job, SIGKILL));
   EXPECT_TRUE(eventually([&] {
     return text("(document.querySelector('#events li[data-kind=crash][data-app=jobs] pre') || {}).textContent || ''")
                .find("job started") != std::string::npos;

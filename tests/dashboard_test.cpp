@@ -173,7 +173,7 @@ TEST(Dashboard, ShowsEachWorkersAcceptQueueAndCrashesWithTheirLastLines) {
     return !w.empty() && w.back().at("0").as_int64() == 5;
   }, 10s));
   for (const int fd : clients) ::close(fd);
-  ::kill(static_cast<pid_t>(worker.at("pid").as_int64()), SIGKILL);  // a worker of the daemon this test started
+  ASSERT_TRUE(clutch_test::signal_ours(worker.at("pid").as_int64(), SIGKILL));  // a worker of the daemon this test started
   json::array events;
   auto crash_event = [&](const std::string& token) {
     auto [c, body] = call(d.port, "GET", "/api/history?since=0", token.empty() ? clutch_test::dashboard_http::headers{}

@@ -1,6 +1,8 @@
 // Shared by the tests: the helper programs the test binary runs as its own children, and process/fd probes.
 #pragma once
 
+#include <signal.h>
+
 #include <sys/types.h>
 
 #include <boost/asio/io_context.hpp>
@@ -62,6 +64,10 @@ struct temp_dir {
   temp_dir(const temp_dir&) = delete;
   temp_dir& operator=(const temp_dir&) = delete;
 };
+
+// Signals a process the test started, by a pid it was given (a spawn, an answer, a status): true if sent. A pid
+// that is missing or wrong (0, 1, negative: our own group, init, a group) is refused, never signalled.
+inline bool signal_ours(std::int64_t pid, int sig) { return pid > 1 && ::kill(static_cast<pid_t>(pid), sig) == 0; }
 
 // A port on 127.0.0.1 that was free a moment ago.
 unsigned short free_port();

@@ -45,7 +45,7 @@ std::set<int> answers_from_hello(unsigned short port, std::size_t n) {
 }
 
 void stop_cleanly(clutch_run& c) {
-  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGTERM));
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   // Node's disconnect closed every server; each worker then ended by itself, with code 0.
   EXPECT_EQ(c.exit->code, 0) << c.err;
@@ -73,7 +73,7 @@ TEST(NodeCluster, AKilledWorkerIsReplacedInItsOwnInstanceAndNoRequestFails) {
   ASSERT_TRUE(c.wait_out("listening", 2)) << c.err;
   auto before = answers_from(port, 2);
   ASSERT_EQ(before.size(), 2u);
-  ::kill(before["0"], SIGKILL);
+  ASSERT_TRUE(clutch_test::signal_ours(before["0"], SIGKILL));
   int failed = 0;
   std::map<std::string, int> after;
   for (auto end = std::chrono::steady_clock::now() + 20s;
@@ -102,7 +102,7 @@ TEST(NodeCluster, AReloadUnderARequestLoopLosesNoRequestAndKeepsTheInstances) {
   std::thread client([&] {
     while (!done) (get(port).pid ? served : failed)++;
   });
-  ::kill(c.proc.pid(), SIGHUP);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGHUP));
   const bool reloaded = c.wait_for("reload done");
   done = true;
   client.join();
@@ -133,7 +133,7 @@ TEST_P(NodeKeepAlive, AReloadUnderKeptAliveConnectionsFailsNoRequest) {
   load_totals t;
   std::thread load([&] { keep_alive_load(port, 16, done, t); });
   std::this_thread::sleep_for(300ms);  // every connection open and busy
-  ::kill(c.proc.pid(), SIGHUP);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGHUP));
   const bool reloaded = c.wait_for("reload done");
   std::this_thread::sleep_for(300ms);
   done = true;
@@ -145,7 +145,7 @@ TEST_P(NodeKeepAlive, AReloadUnderKeptAliveConnectionsFailsNoRequest) {
   if (no_handler) {
     EXPECT_NE(c.err.find("exited with code 0"), std::string::npos) << c.err;  // ended by itself
   }
-  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGTERM));
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   EXPECT_EQ(c.exit->code, 0) << c.err;
 }
@@ -197,7 +197,7 @@ TEST(NodeCluster, UnixSocketPathsAndIpv6Work) {
     // Not stop_cleanly: about one stop in ten, a worker on a shared Unix socket never reads the stop message
     // clutch wrote to its channel (Node 20 and 22; with Node's own disconnect too) and is ended at kill_timeout.
     // Noted in docs/ARCHITECTURE.md's known debt until it is understood.
-    ::kill(c.proc.pid(), SIGTERM);
+    ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGTERM));
     ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
     EXPECT_TRUE(c.exit->code == 0 || c.exit->code == 128 + SIGTERM) << c.err;
     EXPECT_FALSE(std::filesystem::exists(path)) << "the socket file clutch made is left behind";
@@ -266,7 +266,7 @@ TEST(NodeCluster, ReadyMessageIsWaitedFor) {
     clutch_run c(run_args({"--workers", "2", "--ready", "message"}),
                  {{"PORT", std::to_string(port)}, {"READY_AFTER", "200"}});
     ASSERT_TRUE(c.wait_for(") ready", 2)) << c.err;
-    ::kill(c.proc.pid(), SIGHUP);
+    ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGHUP));
     ASSERT_TRUE(c.wait_for("reload done")) << c.err;
     EXPECT_TRUE(c.wait_for(") ready", 4)) << c.err;
     stop_cleanly(c);
@@ -340,7 +340,7 @@ TEST(NodeCluster, AWrapperCanBeToldToSpeakItAndNodeToNot) {
   auto a = get(port);
   EXPECT_NE(a.pid, 0);
   EXPECT_FALSE(a.worker);
-  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGTERM));
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); }));
 }
 

@@ -110,7 +110,7 @@ TEST_P(NpmApps, RunUnchangedUnderClutchRun) {
   const auto port = free_port();
   clutch_run c({"run", "-i", "2", "--", "node", app()}, {{"PORT", std::to_string(port)}});
   EXPECT_EQ(pids_answering(port, 2).size(), 2u) << c.err << c.out;
-  ::kill(c.proc.pid(), SIGTERM);
+  ASSERT_TRUE(clutch_test::signal_ours(c.proc.pid(), SIGTERM));
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   EXPECT_EQ(c.exit->code, 0) << c.err;  // Node's disconnect: each worker ended by itself
 }

@@ -46,8 +46,7 @@ behaviour observe(unsigned short api, unsigned short worker) {
     }
   for (auto end = std::chrono::steady_clock::now() + 20s; b.worker_instance.empty() && std::chrono::steady_clock::now() < end;)
     b.worker_instance = get(worker).instance;
-  if (pid1 > 0) {
-    ::kill(pid1, SIGKILL);  // a worker of the supervisor this test started
+  if (clutch_test::signal_ours(pid1, SIGKILL)) {  // a worker of the supervisor this test started
     for (auto end = std::chrono::steady_clock::now() + 20s;
          b.replaced_instance.empty() && std::chrono::steady_clock::now() < end;)
       if (auto a = get(api); a.pid && a.pid != pid1 && a.instance == "1") b.replaced_instance = a.instance;
