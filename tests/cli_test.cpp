@@ -74,7 +74,7 @@ struct fake_daemon {
     o.timeout = 60s;  // a hang is a failure, not a stuck test
     result r;
     bool done = false;
-    clutch::exec_file(io, CLUTCH_BINARY, args, o, [&](clutch::error_code, clutch::exec_result e) {
+    clutch::exec_file(io, clutch_test::clutch_binary(), args, o, [&](clutch::error_code, clutch::exec_result e) {
       r = {e.status.code, std::move(e.out), std::move(e.err)};
       done = true;
     });

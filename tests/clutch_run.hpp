@@ -28,7 +28,7 @@ struct clutch_run {
     o.env = clutch::environment::add(std::move(env));
     o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
     o.kill_tree = true;  // whatever happens, the test's end reaches everything it started
-    proc = clutch::spawn(io, CLUTCH_BINARY, args, o);
+    proc = clutch::spawn(io, clutch_test::clutch_binary(), args, o);
     proc.on_data(clutch::child::out, [this](std::string_view d) { out += d; });
     proc.on_data(clutch::child::err, [this](std::string_view d) { err += d; });
     proc.async_wait([this](clutch::error_code, clutch::exit_status st) { exit = st; });
@@ -72,7 +72,7 @@ struct clutch_home {
     env["CLUTCH_HOME"] = home.path;
     o.env = clutch::environment::add(std::move(env));
     o.timeout = std::chrono::seconds(60);
-    return clutch::spawn_sync(CLUTCH_BINARY, args, o);
+    return clutch::spawn_sync(clutch_test::clutch_binary(), args, o);
   }
 };
 

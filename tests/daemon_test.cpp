@@ -206,7 +206,7 @@ struct daemon_home {
     clutch::options o;
     o.env = clutch::environment::add({{"CLUTCH_HOME", dir.path}});
     o.timeout = 60s;
-    std::string binary = CLUTCH_BINARY;
+    std::string binary = clutch_test::clutch_binary();
     if (as) {
       o.uid = *as;
       o.gid = *as;
@@ -214,7 +214,7 @@ struct daemon_home {
       // Another uid may not enter the build tree (a checkout in a private home): it runs a copy in our folder,
       // which the caller has opened to it.
       binary = dir.path + "/clutch-copy";
-      if (!fs::exists(binary)) fs::copy_file(CLUTCH_BINARY, binary);
+      if (!fs::exists(binary)) fs::copy_file(clutch_test::clutch_binary(), binary);
       ::chmod(binary.c_str(), 0755);
     }
     auto r = clutch::spawn_sync(binary, args, o);
@@ -313,7 +313,7 @@ TEST(Daemon, StartLsReloadLogsStopAndKill) {
   o.env = clutch::environment::add({{"CLUTCH_HOME", h.dir.path}});
   o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
   std::string followed;
-  auto follower = clutch::spawn(io, CLUTCH_BINARY, {"logs", "web", "-f", "-n", "10"}, o);
+  auto follower = clutch::spawn(io, clutch_test::clutch_binary(), {"logs", "web", "-f", "-n", "10"}, o);
   follower.on_data(clutch::child::out, [&](std::string_view d) { followed += d; });
   ASSERT_TRUE(clutch_test::run_until(io, [&] { return followed.find("listening on 1") != std::string::npos; }))
       << followed;  // the last lines first: both workers said so

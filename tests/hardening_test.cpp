@@ -59,7 +59,7 @@ struct foreground_daemon {
     o.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::ignore};
     // Its log to a file (exec: the shell's pid becomes the daemon's), to be read even when it cannot answer.
     proc = clutch::spawn(io, "/bin/sh",
-                         {"-c", "exec \"$0\" daemon --metrics-port \"$1\" 2>>\"$2\"", CLUTCH_BINARY,
+                         {"-c", "exec \"$0\" daemon --metrics-port \"$1\" 2>>\"$2\"", clutch_test::clutch_binary(),
                           std::to_string(metrics), home + "/test-daemon.log"},
                          o);
     eventually([&] { return fs::exists(home + "/clutch.sock"); });
@@ -93,7 +93,7 @@ struct foreground_daemon {
     clutch::options o;
     o.env = clutch::environment::add({{"CLUTCH_HOME", home}});
     o.timeout = 60s;
-    auto r = clutch::spawn_sync(CLUTCH_BINARY, args, o);
+    auto r = clutch::spawn_sync(clutch_test::clutch_binary(), args, o);
     return {r.status.code.value_or(-1), r.out, r.err};
   }
   json::object status(const std::string& app) {
@@ -296,7 +296,7 @@ TEST(Hardening, ClutchRunOfAProgramThatCannotStartEndsByItselfAndSignalsNobody) 
   o.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::pipe};
   o.timeout = 60s;
   std::string err;
-  auto run = clutch::spawn(io, CLUTCH_BINARY, {"run", "--workers", "2", "--", "/nonexistent/prog"}, o);
+  auto run = clutch::spawn(io, clutch_test::clutch_binary(), {"run", "--workers", "2", "--", "/nonexistent/prog"}, o);
   run.on_data(clutch::child::err, [&](std::string_view s) { err += s; });
   ASSERT_TRUE(clutch_test::run_until(io, [&] { return run.exit().has_value(); }, 60s)) << err;
   ASSERT_TRUE(run.exit()->code.has_value()) << "ended by a signal: " << run.exit()->signal.value_or(0) << "\n" << err;

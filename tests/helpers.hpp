@@ -9,6 +9,7 @@
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 
 #include <set>
 #include <string>
@@ -67,6 +68,16 @@ struct temp_dir {
 
 // Signals a process the test started, by a pid it was given (a spawn, an answer, a status): true if sent. A pid
 // that is missing or wrong (0, 1, negative: our own group, init, a group) is refused, never signalled.
+// The clutch under test: $CLUTCH_TEST_BINARY when set (tests/package/check runs the end-to-end tests against the
+// packaged binary that way), else this build's.
+inline const std::string& clutch_binary() {
+  static const std::string binary = [] {
+    const char* chosen = std::getenv("CLUTCH_TEST_BINARY");
+    return std::string(chosen && *chosen ? chosen : CLUTCH_BINARY);
+  }();
+  return binary;
+}
+
 inline bool signal_ours(std::int64_t pid, int sig) { return pid > 1 && ::kill(static_cast<pid_t>(pid), sig) == 0; }
 
 // A port on 127.0.0.1 that was free a moment ago.

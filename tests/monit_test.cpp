@@ -69,7 +69,7 @@ TEST(Monit, ShowsTheAppsReactsToKeysAndGivesTheTerminalBack) {
             0);
   tmux t("CLUTCH_HOME=" + cli.home.path);
   ASSERT_TRUE(t.ok);
-  t.keys({"echo before-monit; " CLUTCH_BINARY " monit", "Enter"});
+  t.keys({"echo before-monit; " + clutch_test::clutch_binary() + " monit", "Enter"});
   ASSERT_TRUE(t.shows("clutch monit")) << t.screen();
   ASSERT_TRUE(t.shows(">alpha")) << t.screen();
   EXPECT_TRUE(t.shows("beta")) << t.screen();
@@ -98,7 +98,7 @@ TEST(Monit, ShowsTheAppsReactsToKeysAndGivesTheTerminalBack) {
   t.keys({"clear; stty -a | grep -c ' icanon .* echo ' | sed 's/^/modes: /'", "Enter"});
   EXPECT_TRUE(t.shows("modes: 1")) << t.screen();  // canonical input and echo, as before
   // Ctrl-C ends it the same way.
-  t.keys({"clear; echo again; " CLUTCH_BINARY " monit", "Enter"});
+  t.keys({"clear; echo again; " + clutch_test::clutch_binary() + " monit", "Enter"});
   ASSERT_TRUE(t.shows(">alpha")) << t.screen();
   t.keys({"C-c"});
   EXPECT_TRUE(t.shows("again")) << t.screen();

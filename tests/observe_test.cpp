@@ -50,7 +50,7 @@ struct daemon_home {
   result cli(std::vector<std::string> args) {
     auto o = env();
     o.timeout = 60s;
-    auto r = clutch::spawn_sync(CLUTCH_BINARY, args, o);
+    auto r = clutch::spawn_sync(clutch_test::clutch_binary(), args, o);
     return {r.status.code.value_or(-1), r.out, r.err};
   }
   result start(const std::string& name, const std::string& shell, std::vector<std::string> opts = {}) {
@@ -174,7 +174,7 @@ TEST(Observe, FollowingEveryAppSeesTheNewLinesOfEachWithTheTimeTheyWereRead) {
   auto o = h.env();
   o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
   std::string followed, followed_err;
-  auto follower = clutch::spawn(io, CLUTCH_BINARY, {"logs", "-f", "-n", "0", "--timestamps"}, o);
+  auto follower = clutch::spawn(io, clutch_test::clutch_binary(), {"logs", "-f", "-n", "0", "--timestamps"}, o);
   follower.on_data(clutch::child::out, [&](std::string_view d) { followed += d; });
   follower.on_data(clutch::child::err, [&](std::string_view d) { followed_err += d; });
   ASSERT_TRUE(clutch_test::run_until(io, [&] { return has(followed, "alpha[1] | alpha tick"); }))

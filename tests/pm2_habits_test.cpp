@@ -106,7 +106,7 @@ TEST(Pm2Habits, AKilledDaemonsSuccessorBringsEveryAppBackAsItWas) {
   o.env = clutch::environment::add({{"CLUTCH_HOME", cli.home.path}});
   o.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe};
   std::string log;
-  auto daemon = clutch::spawn(io, CLUTCH_BINARY, {"daemon"}, o);
+  auto daemon = clutch::spawn(io, clutch_test::clutch_binary(), {"daemon"}, o);
   daemon.on_data(clutch::child::err, [&](std::string_view d) { log += d; });
   std::optional<clutch::exit_status> ended;
   daemon.async_wait([&](clutch::error_code, clutch::exit_status st) { ended = st; });
@@ -151,9 +151,10 @@ TEST(Pm2Habits, StartupGivesASystemdUnitAndTheDaemonSpeaksItsProtocol) {
   clutch_test::clutch_home cli;
   auto r = cli({"startup"});
   ASSERT_EQ(r.status.code, 0) << r.err;
-  for (const std::string line : {"Type=notify", "Restart=always", "ExecStop=" CLUTCH_BINARY " kill",
-                                 "ExecStart=" CLUTCH_BINARY " daemon --resurrect", "Environment=CLUTCH_HOME=",
-                                 "WantedBy=multi-user.target"})
+  const std::string& exe = clutch_test::clutch_binary();
+  for (const std::string& line : std::vector<std::string>{"Type=notify", "Restart=always", "ExecStop=" + exe + " kill",
+                                                          "ExecStart=" + exe + " daemon --resurrect",
+                                                          "Environment=CLUTCH_HOME=", "WantedBy=multi-user.target"})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << "\n" << r.out;
   temp_dir units;
   r = cli({"startup", "--install", "--unit-dir", units.path});
@@ -164,7 +165,7 @@ TEST(Pm2Habits, StartupGivesASystemdUnitAndTheDaemonSpeaksItsProtocol) {
     std::ifstream in(f.path());
     std::stringstream text;
     text << in.rdbuf();
-    EXPECT_NE(text.str().find("ExecStart=" CLUTCH_BINARY " daemon --resurrect"), std::string::npos) << text.str();
+    EXPECT_NE(text.str().find("ExecStart=" + exe + " daemon --resurrect"), std::string::npos) << text.str();
   }
   EXPECT_EQ(files, 1u);
 
@@ -175,7 +176,7 @@ TEST(Pm2Habits, StartupGivesASystemdUnitAndTheDaemonSpeaksItsProtocol) {
   clutch::options o;
   o.env = clutch::environment::add({{"CLUTCH_HOME", cli.home.path}, {"NOTIFY_SOCKET", notify.address()}});
   o.stdio = {clutch::stdio::ignore, clutch::stdio::ignore, clutch::stdio::ignore};
-  auto daemon = clutch::spawn(io, CLUTCH_BINARY, {"daemon", "--resurrect"}, o);
+  auto daemon = clutch::spawn(io, clutch_test::clutch_binary(), {"daemon", "--resurrect"}, o);
   std::optional<clutch::exit_status> ended;
   daemon.async_wait([&](clutch::error_code, clutch::exit_status st) { ended = st; });
   ASSERT_TRUE(run_until(io, [&] { return ready; }));

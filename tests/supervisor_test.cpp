@@ -281,7 +281,7 @@ TEST(ClutchRunReady, ListenIsNeverMetByAProgramThatDoesNotAccept) {
                 "--", "sleep", "600"});
   ASSERT_TRUE(c.wait_for("not ready within 300 ms")) << c.err;
   EXPECT_EQ(c.err.find(") ready"), std::string::npos) << c.err;
-  auto r = clutch::spawn_sync(CLUTCH_BINARY, {"run", "--ready", "listen", "--", "true"});
+  auto r = clutch::spawn_sync(clutch_test::clutch_binary(), {"run", "--ready", "listen", "--", "true"});
   EXPECT_EQ(r.status.code, 2);
   EXPECT_NE(r.err.find("give listen too"), std::string::npos) << r.err;
 }
@@ -455,7 +455,7 @@ TEST(ClutchRunCli, BadArgumentsGiveAClearMessageAndNonZeroExit) {
            {{"run"}, "command"},
            {{"frobnicate"}, "frobnicate"},
        }) {
-    auto r = clutch::spawn_sync(CLUTCH_BINARY, b.args, {.timeout = std::chrono::seconds(20)});
+    auto r = clutch::spawn_sync(clutch_test::clutch_binary(), b.args, {.timeout = std::chrono::seconds(20)});
     EXPECT_NE(r.status.code.value_or(0), 0) << b.args[0];
     EXPECT_NE((r.err + r.out).find(b.says), std::string::npos) << r.err << r.out;
   }
@@ -494,7 +494,8 @@ TEST(ClutchRunReaper, OrphansOfTheWorkersAreReapedAsSubreaper) {
 // that namespace's /proc, as in a container.
 TEST(ClutchRunReaper, ZombiesAreReapedAsPid1) {
   if (::geteuid() != 0 || !std::filesystem::exists("/usr/bin/unshare")) GTEST_SKIP() << "needs root and unshare";
-  std::vector<std::string> a{"--pid", "--fork", "--kill-child", "--mount-proc", CLUTCH_BINARY, "run", "--workers", "1", "--"};
+  std::vector<std::string> a{"--pid", "--fork", "--kill-child", "--mount-proc", clutch_test::clutch_binary(),
+                             "run", "--workers", "1", "--"};
   a.insert(a.end(), orphan_maker.begin(), orphan_maker.end());
   asio::io_context io;
   std::string err;
@@ -563,7 +564,7 @@ TEST(ClutchRunSystemd, TakesTheSocketsItIsGivenAndReportsReadiness) {
   o.env = o.env.plus({{"NOTIFY_SOCKET", n.address()}});
   o.kill_tree = true;
   std::string err;
-  auto c = clutch::spawn(io, CLUTCH_BINARY,
+  auto c = clutch::spawn(io, clutch_test::clutch_binary(),
                          {"run", "--workers", "2", "--ready", "notify", "--", self(), "--helper", "listen-fd-serve",
                           "--notify"},
                          o);
@@ -611,7 +612,7 @@ TEST(ClutchRunMemory, AWorkerOverMaxMemoryIsReplacedGracefully) {
 }
 
 TEST(ClutchRunCli, ABadMemorySizeIsRefused) {
-  auto r = clutch::spawn_sync(CLUTCH_BINARY, {"run", "--max-memory", "lots", "--", "true"});
+  auto r = clutch::spawn_sync(clutch_test::clutch_binary(), {"run", "--max-memory", "lots", "--", "true"});
   EXPECT_EQ(r.status.code, 2);
   EXPECT_NE(r.err.find("--max-memory 'lots'"), std::string::npos) << r.err;
 }
