@@ -36,6 +36,7 @@
 
 #include "common/exit_text.hpp"
 #include "common/json_fields.hpp"
+#include "os/kernel.hpp"
 #include "os/proc_stat.hpp"
 #include "os/self.hpp"
 #include "supervisor/config.hpp"
@@ -46,6 +47,7 @@
 #include "supervisor/notify.hpp"
 #include "supervisor/reaper.hpp"
 #include "supervisor/status.hpp"
+#include "docs.hpp"
 #include "monit.hpp"
 
 namespace asio = boost::asio;
@@ -587,11 +589,13 @@ struct cli_options {
   unsigned short status_port = 0;
   unsigned metrics_port = 0;
   std::string file, name;
-  bool as_json = false, follow = false, timestamps = false, update_env = false, resurrect = false, install = false;
-  std::string unit_dir = "/etc/systemd/system";
+  bool as_json = false, follow = false, timestamps = false, update_env = false, resurrect = false, install = false,
+       unit_template = false;
+  std::string unit_dir = "/etc/systemd/system", unit_exe, shell;
   long count = 0, lines = 15;
   std::vector<std::string> program;  // PROGRAM [ARGS…] after --
   std::chrono::milliseconds timeout{};
+  CLI::App* app = nullptr;  // the whole command line's tree, for the man page and the completions
 };
 
 // One command: its name and help, its options, how long the daemon may take to answer it, and what it does. To
@@ -602,6 +606,8 @@ struct command {
   std::function<void(CLI::App&, cli_options&)> options = [](CLI::App&, cli_options&) {};
   std::function<answer(const cli_options&)> waits = [](const cli_options&) { return answer::at_once; };
   bool asks_daemon = true;  // false: run and daemon, which need no daemon's answer (nor CLUTCH_TIMEOUT_MS)
+  bool needs_pidfds = true;  // false: the commands that only print text, which any kernel can run
+  bool hidden = false;       // not in --help, the man page or the completions (the man page's own command)
   std::function<int(cli_options&)> run;
 };
 
@@ -799,18 +805,30 @@ int kill_command(cli_options& o) {
 int startup_command(cli_options& o) {
   const auto paths = sv::daemon_paths::from_environment();
   const passwd* pw = ::getpwuid(::geteuid());
-  const std::string user = pw ? pw->pw_name : std::to_string(::geteuid());
-  const std::string exe = clutch::os::self_command().exe;
-  const char* path = std::getenv("PATH");
+  const std::string exe = o.unit_exe.empty() ? clutch::os::self_command().exe : o.unit_exe;
+  // --template: clutch@.service for any user (`systemctl enable clutch@alice`), as the Debian package installs
+  // it; systemd's User= gives the daemon that user's HOME, and so ~/.clutch.
+  const std::string user = o.unit_template ? "%i" : pw ? pw->pw_name : std::to_string(::geteuid());
+  const char* path = o.unit_template ? nullptr : std::getenv("PATH");
   std::ostringstream unit;
-  unit << "[Unit]\nDescription=clutch: the apps of " << user << " (" << paths.home << ")\n"
-       << "After=network-online.target\nWants=network-online.target\n\n"
+  unit << "[Unit]\nDescription=clutch: the apps of " << user;
+  if (!o.unit_template) unit << " (" << paths.home << ")";
+  unit << "\nAfter=network-online.target\nWants=network-online.target\n\n"
        << "[Service]\nType=notify\nNotifyAccess=main\nUser=" << user << "\n";
-  if (std::getenv("CLUTCH_HOME")) unit << "Environment=CLUTCH_HOME=" << paths.home << "\n";
+  if (!o.unit_template && std::getenv("CLUTCH_HOME")) unit << "Environment=CLUTCH_HOME=" << paths.home << "\n";
   if (path) unit << "Environment=PATH=" << path << "\n";
   unit << "ExecStart=" << exe << " daemon --resurrect\nExecReload=" << exe << " reload all\nExecStop=" << exe
        << " kill\nRestart=always\nRestartSec=100ms\nLimitNOFILE=infinity\n\n"
        << "[Install]\nWantedBy=multi-user.target\n";
+  if (o.unit_template) {
+    if (o.install) {
+      std::cerr << "clutch startup: --template prints the unit; the Debian package installs it as clutch@.service"
+                << std::endl;
+      return 2;
+    }
+    std::cout << "# clutch@.service: systemctl enable --now clutch@USER runs USER's daemon at boot.\n" << unit.str();
+    return 0;
+  }
   const std::string name = "clutch-" + user + ".service";
   if (!o.install) {
     std::cout << "# " << name << ": `clutch startup --install` writes it to " << o.unit_dir
@@ -1030,9 +1048,34 @@ const std::vector<command>& commands() {
            [](CLI::App& c, cli_options& o) {
              c.add_flag("--install", o.install, "write it and enable it (systemctl), instead of printing it");
              c.add_option("--unit-dir", o.unit_dir, "where --install writes it (default /etc/systemd/system)");
+             c.add_flag("--template", o.unit_template,
+                        "print clutch@.service instead, for any user (systemctl enable clutch@USER)");
+             c.add_option("--exe", o.unit_exe, "the clutch the unit runs (default: this one)");
            },
        .asks_daemon = false,
        .run = startup_command},
+      {.name = "completion",
+       .help = "print the shell completions for bash or zsh (source <(clutch completion bash))",
+       .options = [](CLI::App& c, cli_options& o) {
+         c.add_option("shell", o.shell, "bash or zsh")->required()->check(CLI::IsMember({"bash", "zsh"}));
+       },
+       .asks_daemon = false,
+       .needs_pidfds = false,
+       .run =
+           [](cli_options& o) {
+             std::cout << *clutch_cli::completion_script(*o.app, o.shell);
+             return 0;
+           }},
+      {.name = "manpage",
+       .help = "print the man page (roff), made from this help; the Debian package installs it as clutch(1)",
+       .asks_daemon = false,
+       .needs_pidfds = false,
+       .hidden = true,
+       .run =
+           [](cli_options& o) {
+             std::cout << clutch_cli::man_page(*o.app, CLUTCH_VERSION);
+             return 0;
+           }},
   };
   return table;
 }
@@ -1040,9 +1083,13 @@ const std::vector<command>& commands() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<std::string> names;
-  for (const auto& c : commands()) names.push_back(c.name);
-  if (argc > 1 && argv[1][0] != '-' && std::find(names.begin(), names.end(), argv[1]) == names.end()) {
+  std::vector<std::string> names;  // the ones a typo is matched against: not the hidden one
+  for (const auto& c : commands())
+    if (!c.hidden) names.push_back(c.name);
+  const auto known = [&](const char* name) {
+    return std::any_of(commands().begin(), commands().end(), [&](const command& c) { return c.name == name; });
+  };
+  if (argc > 1 && argv[1][0] != '-' && !known(argv[1])) {
     std::cerr << "clutch: unknown command " << argv[1];
     if (const auto guess = closest(argv[1], names); !guess.empty()) {
       std::cerr << "; did you mean " << guess << "?" << std::endl;
@@ -1057,7 +1104,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "clutch " CLUTCH_VERSION);
   cli_options o;
-  for (const auto& c : commands()) c.options(*app.add_subcommand(c.name, c.help), o);
+  o.app = &app;
+  for (const auto& c : commands()) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    if (c.hidden) sub->group("");
+    c.options(*sub, o);
+  }
 
   if (argc == 1) {  // as git: what there is to do, and a failure, since nothing was done
     std::cout << app.help() << std::flush;
@@ -1082,6 +1134,12 @@ int main(int argc, char** argv) {
   }
   const std::string verb = app.get_subcommands().front()->get_name();
   const auto& c = *std::find_if(commands().begin(), commands().end(), [&](const command& k) { return k.name == verb; });
+  if (c.needs_pidfds) {
+    if (const auto missing = clutch::os::missing_kernel_features()) {
+      std::cerr << "clutch: " << *missing << std::endl;
+      return 1;
+    }
+  }
   if (c.asks_daemon) {
     const auto timeout = answer_timeout(c.waits(o));
     if (!timeout) {
