@@ -6,6 +6,8 @@
 #   make clang  the same tests built by Clang (Release), so that nothing only GCC accepts lands
 #   make fuzz   build the libFuzzer targets with clang and run each for FUZZ_SECONDS (default 60)
 #   make bench  build Release and run bench/run (all benchmarks)
+#   make package  the static binary, the npm package and the Debian packages, into build/package/dist
+#   make package-test  make package, then test what it wrote (tests/package/check; .ci/run runs it)
 JOBS  ?= 2
 DEBUG := build/debug
 ASAN  := build/asan
@@ -19,7 +21,7 @@ export CCACHE_NOHASHDIR ?= 1
 
 CMAKE_COMMON := -DCLUTCH_WERROR=ON -DCLUTCH_BUILD_TESTS=ON -DCLUTCH_BUILD_EXAMPLES=ON
 
-.PHONY: deps demo demos test asan clang fuzz bench clean
+.PHONY: deps demo demos test asan clang fuzz bench package package-test clean
 
 deps:
 	@scripts/install-deps
@@ -81,6 +83,14 @@ fuzz: deps
 
 bench: deps
 	bench/run
+
+package: deps
+	JOBS=$(JOBS) scripts/package
+
+# Also runs the supervisor's end-to-end tests against the packaged binary: they come from the Debug build.
+package-test: package $(DEBUG)/CMakeCache.txt
+	cmake --build $(DEBUG) -j$(JOBS) --target clutch_tests
+	tests/package/check build/package/dist $(DEBUG)
 
 clean:
 	rm -rf build
