@@ -34,17 +34,7 @@ class browser {
   std::string why;  // why not ok()
 
   browser() {
-    if (!has_chromium()) {
-      clutch::options o;
-      o.timeout = std::chrono::minutes(15);
-      o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
-      auto r = clutch::spawn_sync(
-          "apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", "chromium"}, o);
-      if (!has_chromium()) {
-        why = "chromium is missing and apt-get could not install it: " + r.err;
-        return;
-      }
-    }
+    if (!tool_installed("/usr/bin/chromium", "chromium", &why)) return;
     const std::string err = profile_.path + "/stderr.txt";
     clutch::options o;
     o.kill_tree = true;  // its own group: the renderers and the zygote end with it
@@ -145,7 +135,6 @@ class browser {
   }
 
  private:
-  static bool has_chromium() { return ::access("/usr/bin/chromium", X_OK) == 0; }
   boost::asio::io_context io_;
   temp_dir profile_;
   clutch::child proc_;

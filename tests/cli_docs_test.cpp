@@ -59,14 +59,8 @@ TEST(CliDocs, BashCompletesTheCommandsThenTheChosenCommandsOptions) {
 }
 
 TEST(CliDocs, ZshLoadsTheCompletionAndKnowsEveryCommand) {
-  if (::access("/usr/bin/zsh", X_OK) != 0) {
-    clutch::options o;
-    o.timeout = std::chrono::minutes(10);
-    o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
-    clutch::spawn_sync("apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", "zsh"},
-                       o);
-  }
-  ASSERT_EQ(::access("/usr/bin/zsh", X_OK), 0) << "zsh is missing and apt-get could not install it";
+  std::string why;
+  ASSERT_TRUE(clutch_test::tool_installed("/usr/bin/zsh", "zsh", &why)) << why;
   auto r = sh("/usr/bin/zsh", "\"$CLUTCH\" completion zsh > $TMPDIR/_clutch_$$ && zsh -n $TMPDIR/_clutch_$$; s=$?; "
                               "rm -f $TMPDIR/_clutch_$$; exit $s");
   EXPECT_EQ(r.status.code, 0) << r.err;

@@ -494,3 +494,19 @@ std::pair<int, std::string> http_request_unix(const std::string& socket_path, co
 }
 
 }  // namespace clutch_test
+
+namespace clutch_test {
+
+bool tool_installed(const std::string& program, const std::string& package, std::string* why) {
+  if (::access(program.c_str(), X_OK) == 0) return true;
+  clutch::options o;
+  o.timeout = std::chrono::minutes(15);
+  o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
+  auto r = clutch::spawn_sync(
+      "apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", package}, o);
+  if (::access(program.c_str(), X_OK) == 0) return true;
+  if (why) *why = program + " is missing and apt-get could not install " + package + ": " + r.err;
+  return false;
+}
+
+}  // namespace clutch_test

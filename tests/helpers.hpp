@@ -78,6 +78,10 @@ inline const std::string& clutch_binary() {
   return binary;
 }
 
+// A tool a test needs: true when `program` (an absolute path) is there, else after Debian's `package` is installed
+// with apt-get (which waits for the dpkg lock: ctest -j2 may run two installs at once). why: apt-get's error.
+bool tool_installed(const std::string& program, const std::string& package, std::string* why = nullptr);
+
 inline bool signal_ours(std::int64_t pid, int sig) { return pid > 1 && ::kill(static_cast<pid_t>(pid), sig) == 0; }
 
 // A port on 127.0.0.1 that was free a moment ago.

@@ -21,14 +21,7 @@ using clutch_test::eventually;
 class tmux {
  public:
   explicit tmux(const std::string& command_env) {
-    if (::access("/usr/bin/tmux", X_OK) != 0) {
-      clutch::options o;
-      o.timeout = std::chrono::minutes(10);
-      o.env = clutch::environment::add({{"DEBIAN_FRONTEND", "noninteractive"}});
-      clutch::spawn_sync("apt-get", {"install", "-y", "-o", "DPkg::Lock::Timeout=600", "--no-install-recommends", "tmux"},
-                         o);
-    }
-    ok = ::access("/usr/bin/tmux", X_OK) == 0 &&
+    ok = clutch_test::tool_installed("/usr/bin/tmux", "tmux") &&
          run({"new-session", "-d", "-s", "t", "-x", "120", "-y", "30", "env " + command_env + " PS1='$ ' sh"}).status.code == 0;
   }
   ~tmux() { run({"kill-server"}); }
