@@ -6,6 +6,7 @@
 //                                                    the app(s) in the daemon, which starts if it is not running
 //   clutch ls [--json] | status NAME [--json] | stop|restart|reload|delete NAME|all | scale NAME N
 //   clutch logs [NAME] [-f] [-n LINES] [--timestamps] | monit | dashboard | save | resurrect | startup | kill | daemon
+//   clutch completion bash|zsh                       (and `clutch manpage`, hidden: the .deb's clutch.1)
 //
 // `run`: SIGHUP reloads (one worker at a time, each replacement ready before its old worker gets the stop
 // signal); SIGTERM or SIGINT stops every worker's process group and exits with how it ended (0, a worker's code,
