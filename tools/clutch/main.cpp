@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -596,7 +597,7 @@ struct cli_options {
   long count = 0, lines = 15;
   std::vector<std::string> program;  // PROGRAM [ARGS…] after --
   std::chrono::milliseconds timeout{};
-  CLI::App* app = nullptr;  // the whole command line's tree, for the man page and the completions
+  CLI::App* app = nullptr;  // the whole command line's tree, for the commands that read it (reads_tree)
 };
 
 // One command: its name and help, its options, how long the daemon may take to answer it, and what it does. To
@@ -609,6 +610,7 @@ struct command {
   bool asks_daemon = true;  // false: run and daemon, which need no daemon's answer (nor CLUTCH_TIMEOUT_MS)
   bool needs_pidfds = true;  // false: the commands that only print text, which any kernel can run
   bool hidden = false;       // not in --help, the man page or the completions (the man page's own command)
+  bool reads_tree = false;   // runs with the CLI11 tree (o.app); every other command runs after it is freed
   std::function<int(cli_options&)> run;
 };
 
@@ -1062,6 +1064,7 @@ const std::vector<command>& commands() {
        },
        .asks_daemon = false,
        .needs_pidfds = false,
+       .reads_tree = true,
        .run =
            [](cli_options& o) {
              std::cout << *clutch_cli::completion_script(*o.app, o.shell);
@@ -1072,6 +1075,7 @@ const std::vector<command>& commands() {
        .asks_daemon = false,
        .needs_pidfds = false,
        .hidden = true,
+       .reads_tree = true,
        .run =
            [](cli_options& o) {
              std::cout << clutch_cli::man_page(*o.app, CLUTCH_VERSION);
@@ -1101,7 +1105,9 @@ int main(int argc, char** argv) {
     }
     return 2;
   }
-  CLI::App app{"clutch: any program as a cluster", "clutch"};
+  // On the heap, to be freed before a command runs: the daemon then reuses its memory instead of keeping it.
+  auto tree = std::make_unique<CLI::App>("clutch: any program as a cluster", "clutch");
+  CLI::App& app = *tree;
   app.require_subcommand(1);
   app.set_version_flag("--version", "clutch " CLUTCH_VERSION);
   cli_options o;
@@ -1148,6 +1154,10 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.timeout = *timeout;
+  }
+  if (!c.reads_tree) {
+    o.app = nullptr;
+    tree.reset();
   }
   return c.run(o);
 }
