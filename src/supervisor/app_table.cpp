@@ -2,9 +2,6 @@
 // "pids": […]}]}.
 #include "supervisor/app_table.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
@@ -13,7 +10,7 @@
 #include <map>
 #include <sstream>
 
-#include "os/fd.hpp"
+#include "os/file.hpp"
 
 namespace clutch::supervisor {
 
@@ -46,25 +43,9 @@ error_code write_table(const std::string& path, const std::vector<table_entry>& 
     text += json::serialize(e);
   }
   text += "]}\n";
-  // A new file beside it, then rename: whoever reads it, a daemon after a crash included, sees one or the other.
-  const std::string tmp = path + ".new";
-  os::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return errno_code(errno);
-  for (std::size_t done = 0; done < text.size();) {
-    const auto n = ::write(fd.get(), text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int e = errno;
-      ::unlink(tmp.c_str());
-      return errno_code(e);
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd.get()) != 0 || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return errno_code(e);
-  }
+  // Whole or not at all, and on the disk before it counts: whoever reads it, a daemon after a crash included,
+  // sees the old table or the new one.
+  if (const int e = os::replace_file(path, text, 0600, true)) return errno_code(e);
   return {};
 }
 

@@ -1,8 +1,6 @@
 #include "supervisor/dashboard.hpp"
 
-#include <fcntl.h>
 #include <sys/random.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -11,6 +9,7 @@
 #include <boost/json/array.hpp>
 
 #include "common/json_fields.hpp"
+#include "os/file.hpp"
 
 namespace clutch::supervisor {
 
@@ -113,16 +112,9 @@ std::string dashboard_token(const std::string& home, error_code& ec) {
     token += hex[b >> 4];
     token += hex[b & 15];
   }
-  // A new file, ours alone; written whole before it is given its name, so that no reader sees half of one.
-  const std::string temp = path + ".new";
-  ::unlink(temp.c_str());
-  const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  bool ok = fd >= 0 && ::write(fd, (token + "\n").data(), token.size() + 1) == static_cast<ssize_t>(token.size() + 1);
-  if (fd >= 0) ok = ::close(fd) == 0 && ok;
-  ok = ok && ::rename(temp.c_str(), path.c_str()) == 0;
-  if (!ok) {
-    ec = error_code(errno ? errno : EIO, boost::system::system_category());
-    ::unlink(temp.c_str());
+  // Ours alone, and whole: no reader sees half of one.
+  if (const int e = os::replace_file(path, token + "\n", 0600, false)) {
+    ec = error_code(e, boost::system::system_category());
     return {};
   }
   return token;

@@ -13,6 +13,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "os/file.hpp"
 #include "supervisor/node_preload.hpp"
 
 namespace clutch::supervisor::detail {
@@ -30,23 +31,6 @@ bool holds_source(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   return in.good() || in.eof() ? text == node_preload_source : false;
-}
-
-bool write_source(const std::string& folder, const std::string& file) {
-  std::string temp = folder + "/.preload-XXXXXX";
-  const int fd = ::mkstemp(temp.data());
-  if (fd < 0) return false;
-  bool ok = ::fchmod(fd, 0644) == 0;
-  for (std::string_view left = node_preload_source; ok && !left.empty();) {
-    const auto n = ::write(fd, left.data(), left.size());
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) left.remove_prefix(static_cast<std::size_t>(n));
-  }
-  ok = ::close(fd) == 0 && ok;
-  ok = ok && ::rename(temp.c_str(), file.c_str()) == 0;  // whole, for a clutch process starting at the same time
-  if (!ok) ::unlink(temp.c_str());
-  return ok;
 }
 
 // $TMPDIR/clutch-node-<uid>-<hash of the source>/preload.cjs: one per user and version of it, shared by every
@@ -67,7 +51,8 @@ std::string preload_file_in(const std::string& tmp, const std::string& name) {
   }
   const std::string file = folder + "/preload.cjs";
   if (ours(file, S_IFREG) && holds_source(file)) return file;
-  return write_source(folder, file) ? file : std::string();
+  // Whole, for a clutch process starting at the same time; readable by workers that run as another user.
+  return os::replace_file(file, node_preload_source, 0644, false) == 0 ? file : std::string();
 }
 
 std::string make_preload_file() {
