@@ -82,8 +82,7 @@ void kill_now(const std::shared_ptr<worker>& w) {
 // A slot or the agent is not started again: why, for last_error and the log, with the last failure that led here.
 void give_up(engine_state& e, const std::string& what) {
   e.last_error = what + (e.last_failure.empty() ? std::string() : " (last: " + e.last_failure + ")");
-  e.say("clutch: " + e.last_error);
-  e.tell("given_up", e.last_error);
+  e.announce("given_up", e.last_error);
 }
 
 process_tag tag_of(const worker& w) { return {w.agent ? 0 : w.id, w.agent, w.pid, w.agent ? 0 : w.slot}; }
@@ -276,8 +275,7 @@ void engine_state::reload_done(error_code ec) {
   auto done = std::exchange(reload_cb, nullptr);
   if (destroyed) return;
   resteer(shared_from_this());
-  say(ec ? "clutch: reload failed: " + ec.message() : std::string("clutch: reload done"));
-  tell("reloaded", ec ? "reload failed: " + ec.message() : std::string("reload done"));
+  announce("reloaded", ec ? "reload failed: " + ec.message() : std::string("reload done"));
   if (done) done(ec);
 }
 
@@ -375,8 +373,7 @@ void engine::reload(std::function<void(error_code)> done) {
     if (done) done(make_error_code(asio::error::operation_aborted));
     return;
   }
-  e.say("clutch: reload");
-  e.tell("reload", "reload");
+  e.announce("reload", "reload");
   e.reload_cb = std::move(done);
   e.pool.reload();  // slot 0 first; reload_done() tells how it ended
 }

@@ -126,7 +126,9 @@ struct engine_state : std::enable_shared_from_this<engine_state>, cluster::detai
   std::function<void(const process_tag&, const std::string&)> start_failed;
   std::function<void(const process_tag&)> started;
   std::function<void(std::string_view, const std::string&)> event;
-  void tell(std::string_view kind, const std::string& text) {
+  // What the log says ("clutch: " + text) and the timeline shows as an event of this kind (on_event).
+  void announce(std::string_view kind, const std::string& text) {
+    say("clutch: " + text);
     if (event) event(kind, text);
   }
   std::string last_error;    // the last start that failed or slot given up, in words

@@ -26,10 +26,8 @@ void check_memory(const std::shared_ptr<engine_state>& e) {
       if (!w || !w->ready || w->asked_to_stop || w->exited) continue;
       const auto rss = resident_bytes(w->pid);
       if (rss <= e->cfg.max_memory) continue;
-      const std::string what = who(*w) + " uses " + std::to_string(rss >> 20) + " MiB, over --max-memory " +
-                               std::to_string(e->cfg.max_memory >> 20) + " MiB: replacing it";
-      e->say("clutch: " + what);
-      e->tell("memory", what);
+      e->announce("memory", who(*w) + " uses " + std::to_string(rss >> 20) + " MiB, over --max-memory " +
+                                std::to_string(e->cfg.max_memory >> 20) + " MiB: replacing it");
       // A reload of that one slot: the replacement is ready before this worker gets its stop signal.
       e->pool.reload({i});
     }
