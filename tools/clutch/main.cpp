@@ -51,11 +51,14 @@
 #include "supervisor/status.hpp"
 #include "docs.hpp"
 #include "monit.hpp"
+#include "text.hpp"
 
 namespace asio = boost::asio;
 namespace json = boost::json;
 namespace sv = clutch::supervisor;
 using clutch::detail::number_of;
+using clutch_cli::human_bytes;
+using clutch_cli::human_time;
 
 namespace {
 
@@ -422,23 +425,6 @@ void print_started(const json::object& a) {
   std::cout << "clutch: started " << name << " (" << number_of(a.at("workers")) << " workers)" << std::endl;
 }
 
-std::string human_bytes(double b) {
-  char buf[32];
-  if (b >= 1 << 30) std::snprintf(buf, sizeof buf, "%.1fG", b / (1 << 30));
-  else if (b >= 1 << 20) std::snprintf(buf, sizeof buf, "%.1fM", b / (1 << 20));
-  else std::snprintf(buf, sizeof buf, "%.0fK", b / 1024);
-  return buf;
-}
-
-std::string human_time(double s) {
-  char buf[32];
-  if (s < 60) std::snprintf(buf, sizeof buf, "%.0fs", s);
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%.0fm", s / 60);
-  else if (s < 86400) std::snprintf(buf, sizeof buf, "%.1fh", s / 3600);
-  else std::snprintf(buf, sizeof buf, "%.1fd", s / 86400);
-  return buf;
-}
-
 void print_table(const json::array& apps) {
   std::printf("%-16s %-9s %5s %-7s %8s %-9s %6s %8s %8s %7s\n", "APP", "STATE", "ID", "ROLE", "PID", "PROCESS",
               "CPU%", "MEMORY", "RESTARTS", "UPTIME");
@@ -597,7 +583,7 @@ struct cli_options {
   long count = 0, lines = 15;
   std::vector<std::string> program;  // PROGRAM [ARGS…] after --
   std::chrono::milliseconds timeout{};
-  CLI::App* app = nullptr;  // the whole command line's tree, for the commands that read it (reads_tree)
+  CLI::App* app = nullptr;  // the whole command line's tree, for the commands that print it (prints_tree)
 };
 
 // One command: its name and help, its options, how long the daemon may take to answer it, and what it does. To
@@ -608,9 +594,10 @@ struct command {
   std::function<void(CLI::App&, cli_options&)> options = [](CLI::App&, cli_options&) {};
   std::function<answer(const cli_options&)> waits = [](const cli_options&) { return answer::at_once; };
   bool asks_daemon = true;  // false: run and daemon, which need no daemon's answer (nor CLUTCH_TIMEOUT_MS)
-  bool needs_pidfds = true;  // false: the commands that only print text, which any kernel can run
-  bool hidden = false;       // not in --help, the man page or the completions (the man page's own command)
-  bool reads_tree = false;   // runs with the CLI11 tree (o.app); every other command runs after it is freed
+  // completion and manpage: they print text made from the CLI11 tree (o.app), and so run with it and on any
+  // kernel; every other command first needs pidfds, and runs after the tree is freed.
+  bool prints_tree = false;
+  bool hidden = false;  // not in --help, the man page or the completions (the man page's own command)
   std::function<int(cli_options&)> run;
 };
 
@@ -1063,8 +1050,7 @@ const std::vector<command>& commands() {
          c.add_option("shell", o.shell, "bash or zsh")->required()->check(CLI::IsMember({"bash", "zsh"}));
        },
        .asks_daemon = false,
-       .needs_pidfds = false,
-       .reads_tree = true,
+       .prints_tree = true,
        .run =
            [](cli_options& o) {
              std::cout << *clutch_cli::completion_script(*o.app, o.shell);
@@ -1073,9 +1059,8 @@ const std::vector<command>& commands() {
       {.name = "manpage",
        .help = "print the man page (roff), made from this help; the Debian package installs it as clutch(1)",
        .asks_daemon = false,
-       .needs_pidfds = false,
+       .prints_tree = true,
        .hidden = true,
-       .reads_tree = true,
        .run =
            [](cli_options& o) {
              std::cout << clutch_cli::man_page(*o.app, CLUTCH_VERSION);
@@ -1141,11 +1126,13 @@ int main(int argc, char** argv) {
   }
   const std::string verb = app.get_subcommands().front()->get_name();
   const auto& c = *std::find_if(commands().begin(), commands().end(), [&](const command& k) { return k.name == verb; });
-  if (c.needs_pidfds) {
+  if (!c.prints_tree) {
     if (const auto missing = clutch::os::missing_kernel_features()) {
       std::cerr << "clutch: " << *missing << std::endl;
       return 1;
     }
+    o.app = nullptr;
+    tree.reset();
   }
   if (c.asks_daemon) {
     const auto timeout = answer_timeout(c.waits(o));
@@ -1154,10 +1141,6 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.timeout = *timeout;
-  }
-  if (!c.reads_tree) {
-    o.app = nullptr;
-    tree.reset();
   }
   return c.run(o);
 }

@@ -20,6 +20,7 @@
 
 #include "common/json_fields.hpp"
 #include "supervisor/control.hpp"
+#include "text.hpp"
 
 namespace clutch_cli {
 
@@ -97,13 +98,6 @@ std::string fit(const std::string& s, std::size_t width) {
     i += len;
   }
   return out + std::string(width - cols, ' ');
-}
-
-std::string bytes(double n) {
-  char buf[32];
-  if (n >= 1 << 30) std::snprintf(buf, sizeof buf, "%.1fG", n / (1 << 30));
-  else std::snprintf(buf, sizeof buf, "%.1fM", n / (1 << 20));
-  return buf;
 }
 
 struct app_row {
@@ -205,7 +199,7 @@ int monit(const std::string& socket_path) {
                       static_cast<long long>(r.restarts), r.cpu);
         std::string text = row;
         if (spark_width) text += " " + spark(cpu_history[r.name], spark_width, true);
-        text += " " + fit(bytes(r.memory), 8);
+        text += " " + fit(human_bytes(r.memory), 8);
         if (spark_width) text += " " + spark(memory_history[r.name], spark_width, false);
         const bool sel = r.name == selected;
         line((sel ? ">" : " ") + text.substr(1), sel ? "\x1b[1;36m" : "");
