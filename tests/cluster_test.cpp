@@ -449,7 +449,9 @@ TEST_F(Cluster, AReloadWhoseNewWorkerNeverBecomesReadyKeepsTheOldWorkers) {
   const auto marker = std::filesystem::temp_directory_path() / ("clutch-never-ready-" + std::to_string(::getpid()));
   std::filesystem::remove(marker);
   auto s = worker_settings("serve", {marker.string()});
-  s.ready_timeout = 500ms;
+  // Long enough for the crashing worker below to start and die before it under ASan on a loaded machine (with
+  // 500 ms, CI once saw the crash come after the timeout: timed_out instead of worker_failed).
+  s.ready_timeout = 3s;
   cl::primary& p = start(s);
   std::vector<cl::worker> old{p.fork(), p.fork()};
   ASSERT_TRUE(run_until(io, [&] { return r.listening_at.size() == 2; }));
