@@ -532,9 +532,10 @@ TEST(ClutchRunWatchdog, AWorkerThatStopsPingingIsAbortedAndReplaced) {
 }
 
 TEST(ClutchRunWatchdog, AWorkerThatKeepsPingingIsLeftAlone) {
-  // Pings every 20 ms against a 600 ms watchdog, for over a second; then exits 0, and clutch with it.
-  clutch_run c({"run", "--workers", "1", "--restart", "never", "--watchdog", "600", "--", self(), "--helper",
-                "watchdog-pinger", "20", "60"});
+  // Pings every 20 ms against a 2 s watchdog, for 3 s; then exits 0, and clutch with it. (With 600 ms, the ASan
+  // build's helper, started beside other tests on 2 CPUs, was once late for its first ping.)
+  clutch_run c({"run", "--workers", "1", "--restart", "never", "--watchdog", "2000", "--", self(), "--helper",
+                "watchdog-pinger", "20", "150"});
   ASSERT_TRUE(run_until(c.io, [&] { return c.exit.has_value(); })) << c.err;
   EXPECT_EQ(c.err.find("missed its watchdog"), std::string::npos) << c.err;
   EXPECT_EQ(c.exit->code, 0) << c.err;
