@@ -219,6 +219,7 @@ TEST(NodeCluster, UnixSocketPathsAndIpv6Work) {
 TEST(NodeCluster, AServerClosedInOneWorkerGetsNoNewConnection) {
   const auto port = free_port();
   clutch_run c(run_args({"--workers", "2"}), {{"PORT", std::to_string(port)}, {"CLOSE_IN", "0"}});
+  ASSERT_TRUE(c.wait_out("listening", 2)) << c.err << c.out;  // instance 1 too, or a request finds no one
   ASSERT_TRUE(c.wait_out("closed")) << c.err << c.out;
   int from_0 = 0, from_1 = 0;
   for (int i = 0; i < 40; ++i) {
