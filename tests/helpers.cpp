@@ -493,10 +493,6 @@ std::pair<int, std::string> http_request_unix(const std::string& socket_path, co
   return http_over(s, path);
 }
 
-}  // namespace clutch_test
-
-namespace clutch_test {
-
 bool tool_installed(const std::string& program, const std::string& package, std::string* why) {
   if (::access(program.c_str(), X_OK) == 0) return true;
   clutch::options o;

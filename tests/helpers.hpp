@@ -66,8 +66,6 @@ struct temp_dir {
   temp_dir& operator=(const temp_dir&) = delete;
 };
 
-// Signals a process the test started, by a pid it was given (a spawn, an answer, a status): true if sent. A pid
-// that is missing or wrong (0, 1, negative: our own group, init, a group) is refused, never signalled.
 // The clutch under test: $CLUTCH_TEST_BINARY when set (tests/package/check runs the end-to-end tests against the
 // packaged binary that way), else this build's.
 inline const std::string& clutch_binary() {
@@ -82,6 +80,8 @@ inline const std::string& clutch_binary() {
 // with apt-get (which waits for the dpkg lock: ctest -j2 may run two installs at once). why: apt-get's error.
 bool tool_installed(const std::string& program, const std::string& package, std::string* why = nullptr);
 
+// Signals a process the test started, by a pid it was given (a spawn, an answer, a status): true if sent. A pid
+// that is missing or wrong (0, 1, negative: our own group, init, a group) is refused, never signalled.
 inline bool signal_ours(std::int64_t pid, int sig) { return pid > 1 && ::kill(static_cast<pid_t>(pid), sig) == 0; }
 
 // A port on 127.0.0.1 that was free a moment ago.

@@ -793,6 +793,11 @@ int kill_command(cli_options& o) {
 // CLUTCH_HOME and PATH (so that node is found), restarted whatever ends it; a crash's successor restores the live
 // table by itself. Stop: `clutch kill`, every app stopped gracefully.
 int startup_command(cli_options& o) {
+  if (o.unit_template && o.install) {
+    std::cerr << "clutch startup: --template prints the unit; the Debian package installs it as clutch@.service"
+              << std::endl;
+    return 2;
+  }
   const auto paths = sv::daemon_paths::from_environment();
   const passwd* pw = ::getpwuid(::geteuid());
   const std::string exe = o.unit_exe.empty() ? clutch::os::self_command().exe : o.unit_exe;
@@ -811,11 +816,6 @@ int startup_command(cli_options& o) {
        << " kill\nRestart=always\nRestartSec=100ms\nLimitNOFILE=infinity\n\n"
        << "[Install]\nWantedBy=multi-user.target\n";
   if (o.unit_template) {
-    if (o.install) {
-      std::cerr << "clutch startup: --template prints the unit; the Debian package installs it as clutch@.service"
-                << std::endl;
-      return 2;
-    }
     std::cout << "# clutch@.service: systemctl enable --now clutch@USER runs USER's daemon at boot.\n" << unit.str();
     return 0;
   }
