@@ -415,12 +415,16 @@ TEST_F(AppFixture, AgentRestartLosesNoMessageInFlight) {
     items.insert(num(r, "i"));
     agents.insert(num(r, "pid"));
   }
-  EXPECT_EQ(items.size(), static_cast<std::size_t>(n));  // each one reached an agent, the first or the new one
-  EXPECT_EQ(agents.size(), 2u);
-  EXPECT_EQ(master->stats().agent_restarts, 1u);
-  // The workers learned the new agent's pid.
   const int second_agent = master->agent_pid();
   EXPECT_NE(second_agent, first_agent);
+  EXPECT_EQ(items.size(), static_cast<std::size_t>(n));  // each one reached an agent, the first or the new one
+  // The new agent was handed what the first left unacknowledged. The first agent's own reports may be missing: they
+  // were still in its write queue when it died (its 300 items can arrive in one read, reported and acknowledged
+  // only after they are all handled), and then the new agent reports every item again.
+  EXPECT_TRUE(agents.contains(second_agent));
+  for (int pid : agents) EXPECT_TRUE(pid == first_agent || pid == second_agent) << pid;
+  EXPECT_EQ(master->stats().agent_restarts, 1u);
+  // The workers learned the new agent's pid.
   std::set<int> told;
   for (auto& r : of_kind("agent"))
     if (num(r, "agent") == second_agent) told.insert(num(r, "pid"));
