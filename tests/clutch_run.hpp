@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
+#include <chrono>
 #include <csignal>
 #include <optional>
 #include <string>
@@ -11,9 +12,16 @@
 #include "clutch/child_process.hpp"
 #include "helpers.hpp"
 
-#include <chrono>
-
 namespace clutch_test {
+
+// How many times `text` occurs in the whole lines of `all` (what a pipe has delivered so far). Only whole lines
+// count: a pipe read can end in the middle of one, and what a test parses next reads whole lines.
+inline std::size_t whole_lines_with(std::string_view all, std::string_view text) {
+  all = all.substr(0, all.rfind('\n') + 1);  // npos + 1 == 0: no whole line yet
+  std::size_t n = 0;
+  for (auto at = all.find(text); at != std::string_view::npos; at = all.find(text, at + 1)) ++n;
+  return n;
+}
 
 // A running `clutch run`, its output, and HTTP requests to its port.
 struct clutch_run {
@@ -36,20 +44,13 @@ struct clutch_run {
   ~clutch_run() {
     if (!exit) proc.kill(SIGKILL);
   }
-  // Until `text` is in `times` whole lines of clutch's stderr. Only whole lines count: a pipe read can end in the
-  // middle of one, and what a test parses next (started(), port()) reads whole lines.
+  // Until `text` is in `times` whole lines of clutch's stderr (what started() and port() read next).
   bool wait_for(const std::string& text, std::size_t times = 1) {
     return run_until(io, [&] { return whole_lines_with(err, text) >= times; });
   }
   // The same for what the workers print (stdout).
   bool wait_out(const std::string& text, std::size_t times = 1) {
     return run_until(io, [&] { return whole_lines_with(out, text) >= times; });
-  }
-  static std::size_t whole_lines_with(std::string_view all, std::string_view text) {
-    all = all.substr(0, all.rfind('\n') + 1);  // npos + 1 == 0: no whole line yet
-    std::size_t n = 0;
-    for (auto at = all.find(text); at != std::string_view::npos; at = all.find(text, at + 1)) ++n;
-    return n;
   }
   unsigned short port() {
     const auto at = err.find("listening on 127.0.0.1:");

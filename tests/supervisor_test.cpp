@@ -335,9 +335,8 @@ TEST(ClutchRunStop, SigtermEndsEveryTreeEvenAGrandchildThatIgnoresIt) {
   clutch_run c({"run", "--workers", "2", "--listen", "127.0.0.1:0", "--kill-timeout", "300", "--", self(), "--helper",
                 "listen-fd-serve", "--grandchild"});
   ASSERT_TRUE(run_until(c.io, [&] {
-    std::size_t n = 0;
-    for (auto at = c.out.find("grandchild "); at != std::string::npos; at = c.out.find("grandchild ", at + 1)) ++n;
-    return n == 2 && c.started().size() == 2;  // stdout and clutch's stderr arrive in either order
+    // stdout and clutch's stderr arrive in either order
+    return clutch_test::whole_lines_with(c.out, "grandchild ") == 2 && c.started().size() == 2;
   })) << c.err;
   std::vector<int> pids = c.started();
   for (auto at = c.out.find("grandchild "); at != std::string::npos; at = c.out.find("grandchild ", at + 1))
@@ -575,11 +574,7 @@ TEST(ClutchRunSystemd, TakesTheSocketsItIsGivenAndReportsReadiness) {
       if (from == c.pid() && m.ready) return true;
     return false;
   };
-  auto ready_lines = [&] {
-    std::size_t n = 0;
-    for (auto at = err.find(") ready"); at != std::string::npos; at = err.find(") ready", at + 1)) ++n;
-    return n;
-  };
+  auto ready_lines = [&] { return clutch_test::whole_lines_with(err, ") ready"); };
   // clutch says READY=1 once, after both workers said so (its log and the datagram arrive in either order).
   ASSERT_TRUE(run_until(io, [&] { return said_ready() && ready_lines() == 2; })) << err;
   EXPECT_EQ(std::count_if(said.begin(), said.end(), [&](auto& s) { return s.first == c.pid() && s.second.ready; }), 1);
@@ -684,11 +679,7 @@ namespace {
 
 TEST(ClutchRunSignals, Usr1IsPassedOnToEveryWorker) {
   clutch_run c({"run", "--workers", "2", "--", self(), "--helper", "say-usr1"});
-  auto count = [&](const std::string& what) {
-    std::size_t n = 0;
-    for (auto at = c.out.find(what); at != std::string::npos; at = c.out.find(what, at + 1)) ++n;
-    return n;
-  };
+  auto count = [&](const std::string& what) { return clutch_test::whole_lines_with(c.out, what); };
   ASSERT_TRUE(run_until(c.io, [&] { return count("waiting ") == 2; })) << c.err;
   ::kill(c.proc.pid(), SIGUSR1);
   ASSERT_TRUE(run_until(c.io, [&] { return count("usr1 ") == 2; })) << c.out << c.err;
