@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -15,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -421,6 +423,31 @@ TEST(Spawn, AThousandSequentialSpawnsLeaveNoZombieAndNoDescriptor) {
   EXPECT_EQ(done, 1000);
   EXPECT_TRUE(clutch_test::zombie_children().empty());
   EXPECT_EQ(clutch_test::open_fds(), before);
+}
+
+// What a process wrote before it exited is in its pipes by then: on_exit comes after on_data has delivered it, even
+// when the exit and the output are both waiting when the io_context looks (here: it runs only once the child is a
+// zombie). The daemon's timeline takes a crashed worker's last lines at its exit.
+TEST(Spawn, OnExitComesAfterEverythingTheProcessWroteBeforeItExited) {
+  asio::io_context io;
+  int exits_before_output = 0;
+  for (int i = 0; i < 200; ++i) {
+    std::string out, err;
+    std::optional<std::pair<std::string, std::string>> at_exit;
+    auto c = clutch::spawn(io, "/bin/sh", {"-c", "echo last words; echo on stderr >&2; exit 3"},
+                           clutch::options{.stdio = {clutch::stdio::ignore, clutch::stdio::pipe, clutch::stdio::pipe}});
+    ASSERT_FALSE(c.spawn_error());
+    c.on_data(clutch::child::out, [&](std::string_view d) { out += d; });
+    c.on_data(clutch::child::err, [&](std::string_view d) { err += d; });
+    c.on_exit([&](const clutch::exit_status&) { at_exit.emplace(out, err); });
+    siginfo_t info{};
+    ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(c.pid()), &info, WEXITED | WNOWAIT), 0);  // exited, not reaped
+    run_bounded(io);
+    io.restart();
+    ASSERT_TRUE(at_exit.has_value());
+    exits_before_output += at_exit->first != "last words\n" || at_exit->second != "on stderr\n";
+  }
+  EXPECT_EQ(exits_before_output, 0);
 }
 
 TEST(Spawn, NulBytesAreInvalidAndNothingIsSpawned) {

@@ -226,8 +226,9 @@ class child {
   void on_data(int slot, std::function<void(std::string_view)> handler);
   void on_end(int slot, std::function<void()> handler);
 
-  // Node's 'exit': the process has exited, and everything it sent on a fork() channel has been delivered (stdout
-  // and stderr may still be draining; async_wait waits for those too). Runs once, before async_wait completes.
+  // Node's 'exit': the process has exited, and everything it sent on a fork() channel, and what it wrote to its
+  // stdout and stderr pipes, has been delivered (a grandchild holding the pipes may still write; async_wait waits
+  // for those too). Runs once, before async_wait completes.
   void on_exit(std::function<void(const exit_status&)> handler);
 
   // Sends a signal (with kill_tree, to the whole group). After the child has been reaped this does nothing and

@@ -126,6 +126,11 @@ void child_state::on_exit_ready() {
   }
   reaped = !kill_tree || rc != 0;
   status = st;
+  // What the process wrote before it exited is in its pipes already, but their readiness may be seen after the
+  // exit's: read it now, so that on_exit's handlers have all of it. (A grandchild's later writes still follow; the
+  // pending wait goes on, and sees the end.) Bounded, in case a grandchild keeps writing.
+  for (int slot : {1, 2})
+    if (streams[slot].reading && !streams[slot].ended) read_now(slot, 16);
   on_process_exit.call();
   maybe_close();
   arm_grace();
@@ -235,19 +240,25 @@ void child_state::read_more(int slot) {
 // What is there, a few reads at most so that one talkative child does not keep the others waiting. The descriptor
 // is non-blocking (Asio made it so for the wait). false once the stream has ended.
 bool child_state::read_ready(int slot) {
+  if (!read_now(slot, 4)) return false;
+  read_more(slot);
+  return true;
+}
+
+// Up to `rounds` reads of what the pipe holds now, without waiting. false once the stream has ended (EOF, a broken
+// pipe, or closed).
+bool child_state::read_now(int slot, int rounds) {
   lent_buffer buf;
-  for (int round = 0; round < 4; ++round) {
+  for (int round = 0; round < rounds; ++round) {
     if (!pipes[slot] || !pipes[slot]->is_open()) return false;
     const auto n = ::read(pipes[slot]->native_handle(), buf.data(), read_chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n <= 0) return false;
     on_chunk(slot, std::string_view(buf.data(), static_cast<std::size_t>(n)));
-    if (static_cast<std::size_t>(n) < read_chunk) break;  // drained, most likely: wait again
+    if (static_cast<std::size_t>(n) < read_chunk) break;  // drained, most likely
   }
-  if (!pipes[slot] || !pipes[slot]->is_open()) return false;
-  read_more(slot);
-  return true;
+  return pipes[slot] && pipes[slot]->is_open();
 }
 
 // EOF, or the pipe broke or was closed: either way this stream has ended.

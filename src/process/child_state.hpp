@@ -67,7 +67,8 @@ struct child_state : std::enable_shared_from_this<child_state> {
   void start(const options& opts);
   void start_reading(int slot);
   void read_more(int slot);
-  bool read_ready(int slot);   // reads what a pipe has; false once its stream has ended
+  bool read_ready(int slot);   // reads what a pipe has and waits again; false once its stream has ended
+  bool read_now(int slot, int rounds);  // reads what a pipe has, without waiting again
   void end_stream(int slot);
   void on_chunk(int slot, std::string_view chunk);
   void watch_exit();

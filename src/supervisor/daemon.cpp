@@ -197,7 +197,8 @@ struct daemon_state : std::enable_shared_from_this<daemon_state> {
     ev.who = ::clutch::detail::process_label(tag.agent, tag.id, tag.pid);
     ev.how = ::clutch::detail::describe(st);
     ev.asked = asked;
-    // The lines it wrote last; the pipes may still bring a few more, and they land here too.
+    // The lines it wrote last, all of them (the exit comes after its pipes are read); a grandchild holding the pipes
+    // may still add some, and they land here too.
     auto& o = a->output[tag.pid];
     ev.lines = o.recent;
     if (--o.open == 0) a->output.erase(tag.pid);
